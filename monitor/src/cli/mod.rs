@@ -1,0 +1,99 @@
+//! Command-line interface: one file per subcommand, no logic of its own.
+//!
+//! Every command returns an [`ExitCode`]; errors are printed here with their
+//! whole chain, once, and map to exit code 2 unless a command says otherwise.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub mod watch;
+
+/// Node-level ServiceAccount token audit and usage monitor for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "tokenwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOKENWATCH_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tokenwatch=debug`.
+    #[arg(long, global = true, default_value = "warn", env = "TOKENWATCH_LOG")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format shared by the commands that print results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON for machines.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the kernel sensor alone and print its events as JSON lines.
+    Watch(watch::Args),
+}
+
+/// Sets up logging and runs the chosen command.
+#[must_use]
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(cli.log_format, &cli.log);
+    match cli.command {
+        Command::Watch(args) => watch::run(args),
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (tests that run several commands in one process) is harmless.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Prints an error with its whole `source()` chain on one line, prefixed
+/// with `tokenwatch:`, and returns exit code 2.
+pub fn fail(err: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("tokenwatch: {}", error_chain(err));
+    ExitCode::from(2)
+}
+
+/// Joins an error and its sources with `: `.
+#[must_use]
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

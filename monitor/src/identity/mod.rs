@@ -1,0 +1,1 @@
+//! Token identity: JWT decode and verification (issue 3).

@@ -1,0 +1,12 @@
+//! tokenwatch: a node-level audit and token-usage monitor for Kubernetes.
+//!
+//! One module per stage of the data's path, in the order the data flows:
+//! `sensor` (eBPF) -> `node` (host facts) -> `identity` (JWT) -> `rbac`
+//! (authorizer) -> `correlate` -> `trail` -> `replay`; `cli` holds the
+//! clap commands, one thin file each.
+
+pub mod cli;
+pub mod identity;
+pub mod node;
+pub mod rbac;
+pub mod sensor;

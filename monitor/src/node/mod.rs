@@ -1,0 +1,1 @@
+//! Host facts: kubelet token volumes, cgroup -> pod (issue 3).

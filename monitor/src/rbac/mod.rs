@@ -1,0 +1,1 @@
+//! RBAC engine (issue 4).
