@@ -10,3 +10,4 @@ pub mod identity;
 pub mod node;
 pub mod rbac;
 pub mod sensor;
+pub mod store;

@@ -1,0 +1,267 @@
+//! The immutable, indexed form of a set of RBAC objects.
+//!
+//! Building a [`Snapshot`] resolves aggregated ClusterRoles, resolves every
+//! binding's `roleRef` once (keeping the API server's error text for a
+//! missing role), orders bindings the way the authorizer visits them
+//! (ClusterRoleBindings by name, then RoleBindings by namespace and name),
+//! and indexes them by the user names and group names their subjects match.
+//! A snapshot is `Send + Sync`; share it with `Arc`.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use super::aggregate::{AggregationOutcome, aggregate};
+use super::model::{
+    Binding, KIND_CLUSTER_ROLE, KIND_GROUP, KIND_ROLE, KIND_USER, PolicyRule, RbacObjects, Role,
+};
+
+/// Position of a binding in visiting order; see [`Snapshot::binding`].
+pub type BindingId = u32;
+
+/// What a binding's `roleRef` resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleResolution {
+    /// Index into [`RbacObjects::cluster_roles`].
+    ClusterRole(usize),
+    /// Index into [`RbacObjects::roles`].
+    Role(usize),
+    /// The role does not exist (or the kind is unsupported); the text is the
+    /// error the API server's rule resolver reports.
+    Missing(Box<str>),
+}
+
+/// One binding with its resolved role.
+#[derive(Debug, Clone)]
+pub struct BindingEntry {
+    /// The binding object.
+    pub binding: Binding,
+    /// Its role.
+    pub role: RoleResolution,
+}
+
+/// Binding ids by the user and group names their subjects match.
+#[derive(Debug, Default)]
+pub(crate) struct SubjectIndex {
+    /// Ids of bindings with a `User` subject of this name, or a
+    /// `ServiceAccount` subject whose user name this is; ascending.
+    pub(crate) users: FxHashMap<Box<str>, Vec<BindingId>>,
+    /// Ids of bindings with a `Group` subject of this name; ascending.
+    pub(crate) groups: FxHashMap<Box<str>, Vec<BindingId>>,
+}
+
+impl SubjectIndex {
+    fn add(&mut self, binding: &Binding, id: BindingId) {
+        let ns = binding.namespace.as_deref().unwrap_or("");
+        for subject in &binding.subjects {
+            let (map, key) = match subject.kind.as_str() {
+                KIND_USER => (&mut self.users, subject.name.clone()),
+                KIND_GROUP => (&mut self.groups, subject.name.clone()),
+                _ => match subject.service_account_user(ns) {
+                    Some(user) => (&mut self.users, user),
+                    None => continue,
+                },
+            };
+            let ids = map.entry(key.into_boxed_str()).or_default();
+            if ids.last() != Some(&id) {
+                ids.push(id);
+            }
+        }
+    }
+}
+
+/// An immutable, indexed RBAC snapshot.
+#[derive(Debug)]
+pub struct Snapshot {
+    objects: RbacObjects,
+    aggregation: AggregationOutcome,
+    bindings: Vec<BindingEntry>,
+    /// Number of ClusterRoleBindings (they come first in `bindings`).
+    cluster_binding_count: usize,
+    cluster_roles_by_name: FxHashMap<Box<str>, usize>,
+    roles_by_key: FxHashMap<(Box<str>, Box<str>), usize>,
+    pub(crate) cluster_index: SubjectIndex,
+    pub(crate) namespace_index: FxHashMap<Box<str>, SubjectIndex>,
+    /// Range of binding ids per namespace.
+    namespace_ranges: BTreeMap<String, (BindingId, BindingId)>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot: aggregation, role resolution, ordering, indexes.
+    #[must_use]
+    pub fn build(mut objects: RbacObjects) -> Self {
+        let aggregation = aggregate(&mut objects.cluster_roles);
+
+        let mut cluster_roles_by_name = FxHashMap::default();
+        for (i, r) in objects.cluster_roles.iter().enumerate() {
+            cluster_roles_by_name.entry(r.name.clone().into_boxed_str()).or_insert(i);
+        }
+        let mut roles_by_key = FxHashMap::default();
+        for (i, r) in objects.roles.iter().enumerate() {
+            let ns = r.namespace.clone().unwrap_or_default();
+            roles_by_key
+                .entry((ns.into_boxed_str(), r.name.clone().into_boxed_str()))
+                .or_insert(i);
+        }
+
+        let mut cluster: Vec<&Binding> = objects.cluster_role_bindings.iter().collect();
+        cluster.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut namespaced: Vec<&Binding> = objects.role_bindings.iter().collect();
+        namespaced.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+
+        let resolve = |b: &Binding| -> RoleResolution {
+            let ns = b.namespace.as_deref().unwrap_or("");
+            match b.role_ref.kind.as_str() {
+                KIND_CLUSTER_ROLE => match cluster_roles_by_name.get(b.role_ref.name.as_str()) {
+                    Some(&i) => RoleResolution::ClusterRole(i),
+                    None => RoleResolution::Missing(
+                        format!(
+                            "clusterrole.rbac.authorization.k8s.io {} not found",
+                            super::authorizer::GoQuoted(&b.role_ref.name)
+                        )
+                        .into(),
+                    ),
+                },
+                KIND_ROLE => match roles_by_key.get(&(Box::from(ns), Box::from(b.role_ref.name.as_str()))) {
+                    Some(&i) => RoleResolution::Role(i),
+                    None => RoleResolution::Missing(
+                        format!(
+                            "role.rbac.authorization.k8s.io {} not found",
+                            super::authorizer::GoQuoted(&b.role_ref.name)
+                        )
+                        .into(),
+                    ),
+                },
+                other => RoleResolution::Missing(
+                    format!(
+                        "unsupported role reference kind: {}",
+                        super::authorizer::GoQuoted(other)
+                    )
+                    .into(),
+                ),
+            }
+        };
+
+        let mut bindings = Vec::with_capacity(cluster.len() + namespaced.len());
+        let mut cluster_index = SubjectIndex::default();
+        for b in &cluster {
+            let id = to_id(bindings.len());
+            cluster_index.add(b, id);
+            bindings.push(BindingEntry {
+                binding: (*b).clone(),
+                role: resolve(b),
+            });
+        }
+        let cluster_binding_count = bindings.len();
+        let mut namespace_index: FxHashMap<Box<str>, SubjectIndex> = FxHashMap::default();
+        let mut namespace_ranges: BTreeMap<String, (BindingId, BindingId)> = BTreeMap::new();
+        for b in &namespaced {
+            let id = to_id(bindings.len());
+            let ns = b.namespace.clone().unwrap_or_default();
+            namespace_index
+                .entry(ns.clone().into_boxed_str())
+                .or_default()
+                .add(b, id);
+            namespace_ranges
+                .entry(ns)
+                .and_modify(|r| r.1 = id + 1)
+                .or_insert((id, id + 1));
+            bindings.push(BindingEntry {
+                binding: (*b).clone(),
+                role: resolve(b),
+            });
+        }
+        Self {
+            objects,
+            aggregation,
+            bindings,
+            cluster_binding_count,
+            cluster_roles_by_name,
+            roles_by_key,
+            cluster_index,
+            namespace_index,
+            namespace_ranges,
+        }
+    }
+
+    /// The objects, with aggregated ClusterRoles resolved.
+    #[must_use]
+    pub fn objects(&self) -> &RbacObjects {
+        &self.objects
+    }
+
+    /// How aggregation went.
+    #[must_use]
+    pub fn aggregation(&self) -> AggregationOutcome {
+        self.aggregation
+    }
+
+    /// All bindings in visiting order: ClusterRoleBindings by name, then
+    /// RoleBindings by namespace and name. The index is the [`BindingId`].
+    #[must_use]
+    pub fn bindings(&self) -> &[BindingEntry] {
+        &self.bindings
+    }
+
+    /// The ClusterRoleBindings, by name.
+    #[must_use]
+    pub fn cluster_bindings(&self) -> &[BindingEntry] {
+        &self.bindings[..self.cluster_binding_count]
+    }
+
+    /// The RoleBindings of `namespace`, by name.
+    #[must_use]
+    pub fn namespace_bindings(&self, namespace: &str) -> &[BindingEntry] {
+        match self.namespace_ranges.get(namespace) {
+            Some(&(start, end)) => &self.bindings[start as usize..end as usize],
+            None => &[],
+        }
+    }
+
+    /// Namespaces that have RoleBindings, sorted.
+    pub fn binding_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.namespace_ranges.keys().map(String::as_str)
+    }
+
+    /// One binding by id.
+    #[must_use]
+    pub fn binding(&self, id: BindingId) -> Option<&BindingEntry> {
+        self.bindings.get(id as usize)
+    }
+
+    /// The role a resolution points at.
+    #[must_use]
+    pub fn role(&self, resolution: &RoleResolution) -> Option<&Role> {
+        match resolution {
+            RoleResolution::ClusterRole(i) => self.objects.cluster_roles.get(*i),
+            RoleResolution::Role(i) => self.objects.roles.get(*i),
+            RoleResolution::Missing(_) => None,
+        }
+    }
+
+    /// The rules a resolution grants (none when the role is missing).
+    #[must_use]
+    pub fn rules(&self, resolution: &RoleResolution) -> &[PolicyRule] {
+        self.role(resolution).map_or(&[], |r| r.rules.as_slice())
+    }
+
+    /// A ClusterRole by name.
+    #[must_use]
+    pub fn cluster_role(&self, name: &str) -> Option<&Role> {
+        self.cluster_roles_by_name
+            .get(name)
+            .map(|&i| &self.objects.cluster_roles[i])
+    }
+
+    /// A Role by namespace and name.
+    #[must_use]
+    pub fn namespaced_role(&self, namespace: &str, name: &str) -> Option<&Role> {
+        self.roles_by_key
+            .get(&(Box::from(namespace), Box::from(name)))
+            .map(|&i| &self.objects.roles[i])
+    }
+}
+
+fn to_id(n: usize) -> BindingId {
+    BindingId::try_from(n).unwrap_or(BindingId::MAX)
+}
