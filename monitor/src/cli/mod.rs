@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod decode;
 pub mod watch;
 
 /// Node-level ServiceAccount token audit and usage monitor for Kubernetes.
@@ -51,6 +52,9 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run the kernel sensor alone and print its events as JSON lines.
     Watch(watch::Args),
+    /// Decode a ServiceAccount token (file, stdin or Secret manifest): kind,
+    /// user, groups, extras, validity, warnings, and the signature with keys.
+    Decode(decode::Args),
 }
 
 /// Sets up logging and runs the chosen command.
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.log_format, &cli.log);
     match cli.command {
         Command::Watch(args) => watch::run(args),
+        Command::Decode(args) => decode::run(args),
     }
 }
 
