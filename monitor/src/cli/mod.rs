@@ -7,7 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod can_i;
 pub mod decode;
+pub mod rbac;
+pub mod request_info;
+pub mod rules;
+pub mod who_can;
 pub mod watch;
 
 /// Node-level ServiceAccount token audit and usage monitor for Kubernetes.
@@ -55,6 +60,16 @@ pub enum Command {
     /// Decode a ServiceAccount token (file, stdin or Secret manifest): kind,
     /// user, groups, extras, validity, warnings, and the signature with keys.
     Decode(decode::Args),
+    /// May a user do this? Like `kubectl auth can-i`, against an RBAC snapshot.
+    CanI(can_i::Args),
+    /// Who may do this? The subjects and the bindings that allow them.
+    WhoCan(who_can::Args),
+    /// Every rule a user holds in a namespace.
+    Rules(rules::Args),
+    /// RBAC snapshots: import, list-snapshots, diff, risk.
+    Rbac(rbac::Args),
+    /// The attributes kube-apiserver derives from METHOD URL, as JSON.
+    RequestInfo(request_info::Args),
 }
 
 /// Sets up logging and runs the chosen command.
@@ -64,6 +79,11 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Watch(args) => watch::run(args),
         Command::Decode(args) => decode::run(args),
+        Command::CanI(args) => can_i::run(args),
+        Command::WhoCan(args) => who_can::run(args),
+        Command::Rules(args) => rules::run(args),
+        Command::Rbac(args) => rbac::run(args),
+        Command::RequestInfo(args) => request_info::run(args),
     }
 }
 

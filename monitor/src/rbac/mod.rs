@@ -37,6 +37,7 @@
 
 pub mod aggregate;
 pub mod authorizer;
+pub mod batch;
 pub mod diff;
 pub mod import;
 pub mod model;

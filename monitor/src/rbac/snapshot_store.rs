@@ -11,7 +11,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::import::ImportReport;
+use super::import::{ImportReport, import_paths};
+use super::snapshot::Snapshot;
 use super::model::RbacObjects;
 use crate::store::{self, StoreError, trees};
 
@@ -32,6 +33,13 @@ pub enum SnapshotStoreError {
         at: String,
         /// The data directory searched.
         data_dir: String,
+    },
+    /// Importing files given directly failed.
+    #[error("cannot import RBAC objects")]
+    ImportFiles {
+        /// The importer's error.
+        #[source]
+        source: super::import::ImportError,
     },
     /// A time given on the command line is not RFC 3339.
     #[error("invalid time {input:?}: expected RFC 3339 (2025-01-31T12:00:00Z) or `now`")]
@@ -198,6 +206,50 @@ pub fn load_at(
             at: format_time(at),
             data_dir: data_dir.display().to_string(),
         }),
+    }
+}
+
+/// Where a command takes its RBAC objects from.
+#[derive(Debug, Clone, Copy)]
+pub enum SnapshotSource<'a> {
+    /// Files or directories imported on the spot.
+    Files {
+        /// Paths (`-` for standard input).
+        paths: &'a [std::path::PathBuf],
+        /// Namespace for namespaced objects that name none.
+        default_namespace: &'a str,
+    },
+    /// The stored snapshot as of a time.
+    Stored {
+        /// Data directory of the store.
+        data_dir: &'a Path,
+        /// The time.
+        at: SystemTime,
+    },
+}
+
+/// Loads and builds a snapshot from `source`; also returns a description
+/// (the paths, or the stored snapshot's time).
+///
+/// # Errors
+/// Import or store failures; no stored snapshot at that time.
+pub fn load(source: SnapshotSource<'_>) -> Result<(Snapshot, String), SnapshotStoreError> {
+    match source {
+        SnapshotSource::Files {
+            paths,
+            default_namespace,
+        } => {
+            let report = import_paths(paths, default_namespace)
+                .map_err(|source| SnapshotStoreError::ImportFiles { source })?;
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            Ok((Snapshot::build(report.objects), names.join(", ")))
+        }
+        SnapshotSource::Stored { data_dir, at } => {
+            let db = store::open(data_dir)?;
+            let stored = load_at(&db, at, data_dir)?;
+            let what = format!("snapshot {}", stored.imported_at);
+            Ok((Snapshot::build(stored.objects), what))
+        }
     }
 }
 
