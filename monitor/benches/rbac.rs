@@ -30,12 +30,17 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         usize::try_from((self.0 >> 33) % n as u64).unwrap_or(0)
     }
 }
 
-const VERBS: [&str; 7] = ["get", "list", "watch", "create", "update", "patch", "delete"];
+const VERBS: [&str; 7] = [
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
 const RESOURCES: [(&str, &str); 10] = [
     ("", "pods"),
     ("", "configmaps"),
@@ -53,7 +58,10 @@ fn rule_yaml(out: &mut String, rng: &mut Lcg) {
     let (g, r) = RESOURCES[rng.next(RESOURCES.len())];
     let v1 = VERBS[rng.next(VERBS.len())];
     let v2 = VERBS[rng.next(VERBS.len())];
-    let _ = writeln!(out, "- apiGroups: [\"{g}\"]\n  resources: [\"{r}\"]\n  verbs: [\"{v1}\", \"{v2}\"]");
+    let _ = writeln!(
+        out,
+        "- apiGroups: [\"{g}\"]\n  resources: [\"{r}\"]\n  verbs: [\"{v1}\", \"{v2}\"]"
+    );
     if rng.next(8) == 0 {
         let _ = writeln!(out, "  resourceNames: [\"name-{}\"]", rng.next(20));
     }
@@ -66,7 +74,10 @@ fn generated_yaml(roles: usize, bindings: usize) -> String {
     let mut out = String::new();
     for i in 0..roles {
         if i % 2 == 0 {
-            let _ = writeln!(out, "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: gen-clusterrole-{i}\nrules:");
+            let _ = writeln!(
+                out,
+                "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: gen-clusterrole-{i}\nrules:"
+            );
         } else {
             let _ = writeln!(
                 out,
@@ -81,9 +92,18 @@ fn generated_yaml(roles: usize, bindings: usize) -> String {
     for i in 0..bindings {
         let ns = rng.next(NAMESPACES);
         let subjects = match rng.next(3) {
-            0 => format!("- kind: ServiceAccount\n  name: sa-{}\n  namespace: ns-{ns}", rng.next(40)),
-            1 => format!("- kind: User\n  apiGroup: rbac.authorization.k8s.io\n  name: user-{}", rng.next(200)),
-            _ => format!("- kind: Group\n  apiGroup: rbac.authorization.k8s.io\n  name: team-{}", rng.next(30)),
+            0 => format!(
+                "- kind: ServiceAccount\n  name: sa-{}\n  namespace: ns-{ns}",
+                rng.next(40)
+            ),
+            1 => format!(
+                "- kind: User\n  apiGroup: rbac.authorization.k8s.io\n  name: user-{}",
+                rng.next(200)
+            ),
+            _ => format!(
+                "- kind: Group\n  apiGroup: rbac.authorization.k8s.io\n  name: team-{}",
+                rng.next(30)
+            ),
         };
         if i % 5 == 0 {
             let role = 2 * rng.next(roles / 2);
@@ -94,10 +114,16 @@ fn generated_yaml(roles: usize, bindings: usize) -> String {
         } else {
             // Roles live in ns-(i % NAMESPACES) for odd i: pick one in this namespace, or a ClusterRole.
             let (kind, name) = if rng.next(2) == 0 {
-                let odd = (0..roles).filter(|j| j % 2 == 1 && j % NAMESPACES == ns).nth(rng.next(10)).unwrap_or(1);
+                let odd = (0..roles)
+                    .filter(|j| j % 2 == 1 && j % NAMESPACES == ns)
+                    .nth(rng.next(10))
+                    .unwrap_or(1);
                 ("Role", format!("gen-role-{odd}"))
             } else {
-                ("ClusterRole", format!("gen-clusterrole-{}", 2 * rng.next(roles / 2)))
+                (
+                    "ClusterRole",
+                    format!("gen-clusterrole-{}", 2 * rng.next(roles / 2)),
+                )
             };
             let _ = writeln!(
                 out,
@@ -115,7 +141,9 @@ fn fixtures_dir() -> PathBuf {
 fn snapshot() -> Snapshot {
     let mut importer = Importer::default();
     for f in FIXTURES {
-        importer.add_path(&fixtures_dir().join(f)).expect("default policy imports");
+        importer
+            .add_path(&fixtures_dir().join(f))
+            .expect("default policy imports");
     }
     importer
         .add_text("generated.yaml", &generated_yaml(1_000, 5_000))
@@ -139,8 +167,13 @@ fn requests(n: usize) -> Vec<Request> {
         .map(|_| {
             let ns = rng.next(NAMESPACES);
             let user = match rng.next(4) {
-                0 => UserInfo::service_account(&format!("ns-{ns}"), &format!("sa-{}", rng.next(40))),
-                1 => UserInfo::impersonated(&format!("user-{}", rng.next(200)), &[format!("team-{}", rng.next(30))]),
+                0 => {
+                    UserInfo::service_account(&format!("ns-{ns}"), &format!("sa-{}", rng.next(40)))
+                }
+                1 => UserInfo::impersonated(
+                    &format!("user-{}", rng.next(200)),
+                    &[format!("team-{}", rng.next(30))],
+                ),
                 2 => UserInfo::service_account("kube-system", "deployment-controller"),
                 _ => UserInfo::service_account(&format!("ns-{ns}"), "default"),
             };
@@ -153,7 +186,11 @@ fn requests(n: usize) -> Vec<Request> {
                 resource,
                 sub,
                 namespace: format!("ns-{ns}"),
-                name: if rng.next(3) == 0 { format!("name-{}", rng.next(20)) } else { String::new() },
+                name: if rng.next(3) == 0 {
+                    format!("name-{}", rng.next(20))
+                } else {
+                    String::new()
+                },
             }
         })
         .collect()
@@ -165,7 +202,10 @@ fn bench(c: &mut Criterion) {
     let reqs = requests(4_096);
     let attrs: Vec<Attributes<'_>> = reqs
         .iter()
-        .map(|r| Attributes::resource(r.verb, r.group, r.resource, &r.namespace, &r.name).with_subresource(r.sub))
+        .map(|r| {
+            Attributes::resource(r.verb, r.group, r.resource, &r.namespace, &r.name)
+                .with_subresource(r.sub)
+        })
         .collect();
     let allowed = reqs
         .iter()
@@ -195,11 +235,23 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("who-can");
     let secrets = Attributes::resource("get", "", "secrets", "ns-7", "");
     g.bench_function("get secrets -n ns-7", |b| {
-        b.iter(|| black_box(who_can(&snap, black_box(&secrets), NamespaceScope::Request).entries.len()));
+        b.iter(|| {
+            black_box(
+                who_can(&snap, black_box(&secrets), NamespaceScope::Request)
+                    .entries
+                    .len(),
+            )
+        });
     });
     let pods = Attributes::resource("create", "", "pods", "", "");
     g.bench_function("create pods -A", |b| {
-        b.iter(|| black_box(who_can(&snap, black_box(&pods), NamespaceScope::All).entries.len()));
+        b.iter(|| {
+            black_box(
+                who_can(&snap, black_box(&pods), NamespaceScope::All)
+                    .entries
+                    .len(),
+            )
+        });
     });
     g.finish();
 

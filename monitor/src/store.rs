@@ -85,7 +85,9 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// A stored value has an encoding version this build does not know.
-    #[error("stored value has encoding version {found}, this build reads version {ENCODING_VERSION}")]
+    #[error(
+        "stored value has encoding version {found}, this build reads version {ENCODING_VERSION}"
+    )]
     DecodeVersion {
         /// The version byte found (0 for an empty value).
         found: u8,
@@ -182,8 +184,14 @@ mod tests {
         assert_eq!(back, ["a", "b"]);
         let mut future = bytes.clone();
         future[0] = 9;
-        assert!(matches!(decode::<Vec<String>>(&future), Err(StoreError::DecodeVersion { found: 9 })));
-        assert!(matches!(decode::<Vec<String>>(&[]), Err(StoreError::DecodeVersion { found: 0 })));
+        assert!(matches!(
+            decode::<Vec<String>>(&future),
+            Err(StoreError::DecodeVersion { found: 9 })
+        ));
+        assert!(matches!(
+            decode::<Vec<String>>(&[]),
+            Err(StoreError::DecodeVersion { found: 0 })
+        ));
     }
 
     #[test]
@@ -200,11 +208,18 @@ mod tests {
         let path = dir.path().join("db");
         {
             let db = open(&path).unwrap();
-            tree(&db, trees::RBAC_SNAPSHOTS).unwrap().insert(b"k", encode(&1).unwrap()).unwrap();
+            tree(&db, trees::RBAC_SNAPSHOTS)
+                .unwrap()
+                .insert(b"k", encode(&1).unwrap())
+                .unwrap();
             db.flush().unwrap();
         }
         let db = open(&path).unwrap();
-        let v = tree(&db, trees::RBAC_SNAPSHOTS).unwrap().get(b"k").unwrap().unwrap();
+        let v = tree(&db, trees::RBAC_SNAPSHOTS)
+            .unwrap()
+            .get(b"k")
+            .unwrap()
+            .unwrap();
         assert_eq!(decode::<i32>(&v).unwrap(), 1);
     }
 

@@ -76,7 +76,11 @@ impl Args {
     }
 
     fn namespace(&self) -> &str {
-        if self.all_namespaces { "" } else { &self.namespace }
+        if self.all_namespaces {
+            ""
+        } else {
+            &self.namespace
+        }
     }
 }
 
@@ -119,7 +123,11 @@ fn report<'a>(d: &Decision<'a>, attrs: &Attributes<'_>, user: &'a UserInfo) -> R
             namespace: b.namespace.as_deref(),
         }),
         role: d.role().map(|r| Ref {
-            kind: if r.namespace.is_some() { "Role" } else { "ClusterRole" },
+            kind: if r.namespace.is_some() {
+                "Role"
+            } else {
+                "ClusterRole"
+            },
             name: &r.name,
             namespace: r.namespace.as_deref(),
         }),
@@ -161,7 +169,11 @@ pub fn run(args: Args) -> ExitCode {
         } else {
             let parsed = parse_resource_arg(target);
             match parsed.known {
-                Some(k) if !k.namespaced && !args.namespace().is_empty() && args.namespace != "default" => {
+                Some(k)
+                    if !k.namespaced
+                        && !args.namespace().is_empty()
+                        && args.namespace != "default" =>
+                {
                     eprintln!("Warning: resource '{}' is not namespace scoped", k.resource);
                 }
                 None if parsed.resource != "*" => {
@@ -214,7 +226,12 @@ fn run_batch(snapshot: &Snapshot, path: &std::path::Path) -> ExitCode {
         batch::run(snapshot, input, std::io::BufWriter::new(stdout), true)
     } else {
         match std::fs::File::open(path) {
-            Ok(f) => batch::run(snapshot, BufReader::new(f), std::io::BufWriter::new(stdout), false),
+            Ok(f) => batch::run(
+                snapshot,
+                BufReader::new(f),
+                std::io::BufWriter::new(stdout),
+                false,
+            ),
             Err(e) => {
                 eprintln!("tokenwatch: cannot open {}: {e}", path.display());
                 return ExitCode::from(2);

@@ -54,14 +54,20 @@ impl SnapshotArgs {
         tracing::debug!(source = %what, "RBAC snapshot loaded");
         let agg = snapshot.aggregation();
         if !agg.converged {
-            tracing::warn!(passes = agg.passes, "ClusterRole aggregation did not settle (cyclic selectors)");
+            tracing::warn!(
+                passes = agg.passes,
+                "ClusterRole aggregation did not settle (cyclic selectors)"
+            );
         }
         Ok(snapshot)
     }
 }
 
 /// Prints a value as JSON or YAML; `false` for the table format.
-pub(crate) fn print_structured<T: Serialize>(format: OutputFormat, value: &T) -> Result<bool, std::io::Error> {
+pub(crate) fn print_structured<T: Serialize>(
+    format: OutputFormat,
+    value: &T,
+) -> Result<bool, std::io::Error> {
     let text = match format {
         OutputFormat::Table => return Ok(false),
         OutputFormat::Json => serde_json::to_string_pretty(value).map_err(std::io::Error::other)?,
@@ -213,17 +219,37 @@ fn import(a: &ImportArgs) -> ExitCode {
         Ok(false) => {}
         Err(e) => return super::fail(&e),
     }
-    println!("snapshot {} stored in {}", meta.imported_at, a.data_dir.display());
+    println!(
+        "snapshot {} stored in {}",
+        meta.imported_at,
+        a.data_dir.display()
+    );
     println!(
         "  {} ClusterRoles, {} ClusterRoleBindings, {} Roles, {} RoleBindings from {} files ({} documents)",
-        meta.cluster_roles, meta.cluster_role_bindings, meta.roles, meta.role_bindings, report.files, report.documents
+        meta.cluster_roles,
+        meta.cluster_role_bindings,
+        meta.roles,
+        meta.role_bindings,
+        report.files,
+        report.documents
     );
     if report.skipped_total() > 0 {
-        let kinds: Vec<String> = report.skipped.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        println!("  skipped {} other objects: {}", report.skipped_total(), kinds.join(", "));
+        let kinds: Vec<String> = report
+            .skipped
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!(
+            "  skipped {} other objects: {}",
+            report.skipped_total(),
+            kinds.join(", ")
+        );
     }
     if report.identical_duplicates > 0 {
-        println!("  {} identical duplicates kept once", report.identical_duplicates);
+        println!(
+            "  {} identical duplicates kept once",
+            report.identical_duplicates
+        );
     }
     ExitCode::SUCCESS
 }
@@ -242,7 +268,14 @@ fn list(a: &ListArgs) -> ExitCode {
         Ok(false) => {}
         Err(e) => return super::fail(&e),
     }
-    let mut t = new_table(&["IMPORTED AT", "CLUSTERROLES", "CLUSTERROLEBINDINGS", "ROLES", "ROLEBINDINGS", "SOURCES"]);
+    let mut t = new_table(&[
+        "IMPORTED AT",
+        "CLUSTERROLES",
+        "CLUSTERROLEBINDINGS",
+        "ROLES",
+        "ROLEBINDINGS",
+        "SOURCES",
+    ]);
     for m in &metas {
         t.add_row(vec![
             m.imported_at.clone(),
@@ -257,7 +290,11 @@ fn list(a: &ListArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn load_either(spec: &str, data_dir: &Path, default_namespace: &str) -> Result<Snapshot, SnapshotStoreError> {
+fn load_either(
+    spec: &str,
+    data_dir: &Path,
+    default_namespace: &str,
+) -> Result<Snapshot, SnapshotStoreError> {
     let path = PathBuf::from(spec);
     let source = if path.exists() {
         SnapshotSource::Files {
@@ -322,7 +359,10 @@ fn rule_summary(rule: &crate::rbac::model::PolicyRule) -> String {
         parts.push(format!("resourceNames={}", rule.resource_names.join(",")));
     }
     if !rule.non_resource_urls.is_empty() {
-        parts.push(format!("nonResourceURLs={}", rule.non_resource_urls.join(",")));
+        parts.push(format!(
+            "nonResourceURLs={}",
+            rule.non_resource_urls.join(",")
+        ));
     }
     parts.join(" ")
 }
@@ -380,7 +420,11 @@ fn run_risk(a: &RiskArgs) -> ExitCode {
         let mut checks: Vec<&str> = s.findings.iter().map(|f| f.check.id()).collect();
         checks.sort_unstable();
         checks.dedup();
-        let mut via: Vec<String> = s.findings.iter().map(|f| format!("{} {}", f.binding_kind, f.binding)).collect();
+        let mut via: Vec<String> = s
+            .findings
+            .iter()
+            .map(|f| format!("{} {}", f.binding_kind, f.binding))
+            .collect();
         via.sort();
         via.dedup();
         let who = if s.namespace.is_empty() {

@@ -47,7 +47,11 @@ pub fn run(args: Args) -> ExitCode {
     } else {
         UserInfo::impersonated(&args.as_user, &args.as_group)
     };
-    let ns = if args.all_namespaces { "" } else { &args.namespace };
+    let ns = if args.all_namespaces {
+        ""
+    } else {
+        &args.namespace
+    };
     print_rules(&snapshot, &user, ns, args.output)
 }
 
@@ -61,7 +65,12 @@ struct RulesReport<'a> {
 
 /// Prints the rules `user` holds in `namespace` (shared with `can-i --list`).
 #[must_use]
-pub fn print_rules(snapshot: &Snapshot, user: &UserInfo, namespace: &str, output: OutputFormat) -> ExitCode {
+pub fn print_rules(
+    snapshot: &Snapshot,
+    user: &UserInfo,
+    namespace: &str,
+    output: OutputFormat,
+) -> ExitCode {
     let held = rules_for(snapshot, user, namespace);
     let report = RulesReport {
         user,

@@ -43,18 +43,31 @@ pub fn run(args: Args) -> ExitCode {
     let parsed = parse_resource_arg(&args.target);
     let sub = args.subresource.clone().unwrap_or_default();
     let (attrs, scope) = if args.target.starts_with('/') {
-        (Attributes::non_resource(&args.verb, &args.target), NamespaceScope::Request)
+        (
+            Attributes::non_resource(&args.verb, &args.target),
+            NamespaceScope::Request,
+        )
     } else {
         let cluster_scoped = parsed.known.is_some_and(|k| !k.namespaced);
-        let ns = if cluster_scoped || args.all_namespaces { "" } else { args.namespace.as_str() };
+        let ns = if cluster_scoped || args.all_namespaces {
+            ""
+        } else {
+            args.namespace.as_str()
+        };
         let scope = if args.all_namespaces && !cluster_scoped {
             NamespaceScope::All
         } else {
             NamespaceScope::Request
         };
         (
-            Attributes::resource(&args.verb, &parsed.group, &parsed.resource, ns, &parsed.name)
-                .with_subresource(&sub),
+            Attributes::resource(
+                &args.verb,
+                &parsed.group,
+                &parsed.resource,
+                ns,
+                &parsed.name,
+            )
+            .with_subresource(&sub),
             scope,
         )
     };
@@ -65,7 +78,10 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return super::fail(&e),
     }
     if result.entries.is_empty() {
-        println!("No subjects found with permissions to {} {}", args.verb, args.target);
+        println!(
+            "No subjects found with permissions to {} {}",
+            args.verb, args.target
+        );
     } else {
         let mut t = new_table(&["KIND", "NAME", "NAMESPACE", "BINDING", "ROLE"]);
         for e in &result.entries {

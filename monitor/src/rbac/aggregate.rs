@@ -153,9 +153,17 @@ mod tests {
     fn selectors_in_order_roles_by_name_deduplicated() {
         let mut roles = vec![
             selecting("aggregate", &[], &[&[("a", "1")], &[("b", "1")]]),
-            role("zz", &[("a", "1")], vec![rule("get", "pods"), rule("list", "pods")]),
+            role(
+                "zz",
+                &[("a", "1")],
+                vec![rule("get", "pods"), rule("list", "pods")],
+            ),
             role("aa", &[("a", "1")], vec![rule("watch", "pods")]),
-            role("bb", &[("b", "1"), ("a", "1")], vec![rule("get", "pods"), rule("delete", "pods")]),
+            role(
+                "bb",
+                &[("b", "1"), ("a", "1")],
+                vec![rule("get", "pods"), rule("delete", "pods")],
+            ),
         ];
         aggregate(&mut roles);
         let got: Vec<&str> = roles[0].rules.iter().map(|r| r.verbs[0].as_str()).collect();
@@ -168,7 +176,11 @@ mod tests {
         let mut roles = vec![
             selecting("admin", &[], &[&[("to-admin", "true")]]),
             selecting("edit", &[("to-admin", "true")], &[&[("to-edit", "true")]]),
-            role("extra", &[("to-edit", "true")], vec![rule("create", "pods")]),
+            role(
+                "extra",
+                &[("to-edit", "true")],
+                vec![rule("create", "pods")],
+            ),
         ];
         let outcome = aggregate(&mut roles);
         assert!(outcome.converged);

@@ -96,11 +96,11 @@ impl UserInfo {
     #[must_use]
     pub fn impersonated(name: &str, groups: &[String]) -> Self {
         let mut all: Vec<String> = groups.to_vec();
-        if groups.is_empty() {
-            if let Some((ns, _)) = split_service_account_user(name) {
-                all.push(GROUP_SERVICE_ACCOUNTS.to_owned());
-                all.push(format!("{GROUP_SERVICE_ACCOUNTS}:{ns}"));
-            }
+        if groups.is_empty()
+            && let Some((ns, _)) = split_service_account_user(name)
+        {
+            all.push(GROUP_SERVICE_ACCOUNTS.to_owned());
+            all.push(format!("{GROUP_SERVICE_ACCOUNTS}:{ns}"));
         }
         if name == USER_ANONYMOUS {
             if !all.iter().any(|g| g == GROUP_UNAUTHENTICATED) {
@@ -325,9 +325,7 @@ pub fn resource_name_matches(rule: &PolicyRule, name: &str) -> bool {
 #[must_use]
 pub fn non_resource_url_matches(rule: &PolicyRule, path: &str) -> bool {
     rule.non_resource_urls.iter().any(|u| {
-        u == ALL
-            || u == path
-            || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
+        u == ALL || u == path || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
     })
 }
 
@@ -350,7 +348,7 @@ pub fn rule_allows(attrs: &Attributes<'_>, rule: &PolicyRule) -> bool {
 pub fn subject_applies(user: &UserInfo, subject: &Subject, namespace: &str) -> bool {
     match subject.kind.as_str() {
         KIND_USER => user.name == subject.name,
-        KIND_GROUP => user.groups.iter().any(|g| *g == subject.name),
+        KIND_GROUP => user.groups.contains(&subject.name),
         KIND_SERVICE_ACCOUNT => {
             let ns = if subject.namespace.is_empty() {
                 namespace
@@ -535,19 +533,19 @@ fn collect_errors<'s>(snapshot: &'s Snapshot, user: &UserInfo, namespace: &str) 
         }
     };
     gather(&snapshot.cluster_index);
-    if !namespace.is_empty() {
-        if let Some(index) = snapshot.namespace_index.get(namespace) {
-            gather(index);
-        }
+    if !namespace.is_empty()
+        && let Some(index) = snapshot.namespace_index.get(namespace)
+    {
+        gather(index);
     }
     ids.sort_unstable();
     ids.dedup();
     let mut out: Vec<&str> = Vec::new();
     for id in ids {
-        if let Some(RoleResolution::Missing(msg)) = snapshot.binding(id).map(|e| &e.role) {
-            if !out.contains(&&**msg) {
-                out.push(msg);
-            }
+        if let Some(RoleResolution::Missing(msg)) = snapshot.binding(id).map(|e| &e.role)
+            && !out.contains(&&**msg)
+        {
+            out.push(msg);
         }
     }
     out
@@ -575,14 +573,26 @@ impl Authorizer {
 
 /// [`Authorizer::decide`] on a borrowed snapshot.
 #[must_use]
-pub fn decide<'r>(snapshot: &'r Snapshot, attrs: &Attributes<'r>, user: &'r UserInfo) -> Decision<'r> {
+pub fn decide<'r>(
+    snapshot: &'r Snapshot,
+    attrs: &Attributes<'r>,
+    user: &'r UserInfo,
+) -> Decision<'r> {
     let mut best: Option<Source> = None;
     let mut had_errors = false;
-    scan(snapshot, &snapshot.cluster_index, attrs, user, &mut best, &mut had_errors);
-    if best.is_none() && !attrs.namespace.is_empty() {
-        if let Some(index) = snapshot.namespace_index.get(attrs.namespace) {
-            scan(snapshot, index, attrs, user, &mut best, &mut had_errors);
-        }
+    scan(
+        snapshot,
+        &snapshot.cluster_index,
+        attrs,
+        user,
+        &mut best,
+        &mut had_errors,
+    );
+    if best.is_none()
+        && !attrs.namespace.is_empty()
+        && let Some(index) = snapshot.namespace_index.get(attrs.namespace)
+    {
+        scan(snapshot, index, attrs, user, &mut best, &mut had_errors);
     }
     Decision {
         allowed: best.is_some(),

@@ -68,7 +68,7 @@ impl BatchRequest {
     pub fn attributes(&self) -> Attributes<'_> {
         let is_resource_request = self
             .is_resource_request
-            .unwrap_or(!(self.resource.is_empty() && !self.path.is_empty()));
+            .unwrap_or(!self.resource.is_empty() || self.path.is_empty());
         Attributes {
             verb: &self.verb,
             is_resource_request,
@@ -200,9 +200,23 @@ mod tests {
             lines[0],
             r#"{"allowed":true,"reason":"RBAC: allowed by ClusterRoleBinding \"b\" of ClusterRole \"r\" to Group \"g\""}"#
         );
-        assert!(lines[1].starts_with(r#"{"error":"line 3: "#), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with(r#"{"error":"line 3: "#),
+            "{}",
+            lines[1]
+        );
         assert_eq!(lines[2], r#"{"allowed":false,"reason":""}"#);
-        assert_eq!(lines[3], r#"{"allowed":false,"reason":""}"#, "non-resource, no rule");
-        assert_eq!(stats, BatchStats { decided: 3, allowed: 1, malformed: 1 });
+        assert_eq!(
+            lines[3], r#"{"allowed":false,"reason":""}"#,
+            "non-resource, no rule"
+        );
+        assert_eq!(
+            stats,
+            BatchStats {
+                decided: 3,
+                allowed: 1,
+                malformed: 1
+            }
+        );
     }
 }

@@ -147,7 +147,11 @@ pub fn permissions(snapshot: &Snapshot) -> Grants {
         }
         for s in &b.subjects {
             let namespace = if s.kind == KIND_SERVICE_ACCOUNT {
-                if s.namespace.is_empty() { ns.clone() } else { s.namespace.clone() }
+                if s.namespace.is_empty() {
+                    ns.clone()
+                } else {
+                    s.namespace.clone()
+                }
             } else {
                 String::new()
             };

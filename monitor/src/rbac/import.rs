@@ -90,7 +90,7 @@ pub enum ImportError {
     #[error("{location}: field `{field}`: {problem}")]
     InvalidField {
         /// Where the object is.
-        location: Location,
+        location: Box<Location>,
         /// Dotted path of the field inside the object.
         field: String,
         /// What is wrong with it.
@@ -104,9 +104,9 @@ pub enum ImportError {
         /// `namespace/name` or `name`.
         name: String,
         /// Where the first one was read.
-        first: Location,
+        first: Box<Location>,
         /// Where the second one was read.
-        second: Location,
+        second: Box<Location>,
     },
 }
 
@@ -247,7 +247,12 @@ impl Importer {
         Ok(())
     }
 
-    fn add_document(&mut self, file: &str, document: usize, value: &Value) -> Result<(), ImportError> {
+    fn add_document(
+        &mut self,
+        file: &str,
+        document: usize,
+        value: &Value,
+    ) -> Result<(), ImportError> {
         let loc = Location {
             file: file.to_owned(),
             document,
@@ -295,8 +300,8 @@ impl Importer {
                     path: join_path(&loc.path, &format!("items[{i}]")),
                     ..loc.clone()
                 };
-                let implied = (!item_kind.is_empty())
-                    .then(|| (item_kind, api_version.unwrap_or_default()));
+                let implied =
+                    (!item_kind.is_empty()).then(|| (item_kind, api_version.unwrap_or_default()));
                 self.add_object(&item_loc, item, implied)?;
             }
             return Ok(());
@@ -382,7 +387,12 @@ impl Importer {
                     name: rr.req_str("name")?.to_owned(),
                 };
                 let mut subjects = Vec::new();
-                for (i, s) in obj.opt_array("subjects")?.unwrap_or_default().iter().enumerate() {
+                for (i, s) in obj
+                    .opt_array("subjects")?
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                {
                     let f = Fields::new(loc, s, &format!("subjects[{i}]"))?;
                     subjects.push(Subject {
                         kind: f.req_str("kind")?.to_owned(),
@@ -466,8 +476,8 @@ fn insert_unique<T: PartialEq>(
                 Err(ImportError::DuplicateObject {
                     kind,
                     name,
-                    first: first.clone(),
-                    second: loc.clone(),
+                    first: Box::new(first.clone()),
+                    second: Box::new(loc.clone()),
                 })
             }
         }
@@ -525,8 +535,12 @@ impl<'a> Fields<'a> {
                 path: path.to_owned(),
             }),
             _ => Err(ImportError::InvalidField {
-                location: loc.clone(),
-                field: if path.is_empty() { "(object)".into() } else { path.into() },
+                location: Box::new(loc.clone()),
+                field: if path.is_empty() {
+                    "(object)".into()
+                } else {
+                    path.into()
+                },
                 problem: "expected an object",
             }),
         }
@@ -538,7 +552,7 @@ impl<'a> Fields<'a> {
 
     fn invalid(&self, field: &str, problem: &'static str) -> ImportError {
         ImportError::InvalidField {
-            location: self.loc.clone(),
+            location: Box::new(self.loc.clone()),
             field: self.field_path(field),
             problem,
         }
@@ -555,7 +569,9 @@ impl<'a> Fields<'a> {
     fn opt_child(&self, field: &str) -> Result<Option<Fields<'a>>, ImportError> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v @ Value::Object(_)) => Fields::new(self.loc, v, &self.field_path(field)).map(Some),
+            Some(v @ Value::Object(_)) => {
+                Fields::new(self.loc, v, &self.field_path(field)).map(Some)
+            }
             Some(_) => Err(self.invalid(field, "expected an object")),
         }
     }
@@ -611,7 +627,12 @@ impl<'a> Fields<'a> {
 
 fn parse_rules(obj: &Fields<'_>) -> Result<Vec<PolicyRule>, ImportError> {
     let mut rules = Vec::new();
-    for (i, r) in obj.opt_array("rules")?.unwrap_or_default().iter().enumerate() {
+    for (i, r) in obj
+        .opt_array("rules")?
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let f = Fields::new(obj.loc, r, &obj.field_path(&format!("rules[{i}]")))?;
         rules.push(PolicyRule {
             verbs: f.string_list("verbs")?,
@@ -638,7 +659,12 @@ fn parse_aggregation(obj: &Fields<'_>) -> Result<Option<AggregationRule>, Import
         )?;
         let match_labels = f.string_map("matchLabels")?;
         let mut match_expressions = Vec::new();
-        for (j, e) in f.opt_array("matchExpressions")?.unwrap_or_default().iter().enumerate() {
+        for (j, e) in f
+            .opt_array("matchExpressions")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let ef = Fields::new(obj.loc, e, &f.field_path(&format!("matchExpressions[{j}]")))?;
             let req = LabelSelectorRequirement {
                 key: ef.req_str("key")?.to_owned(),
@@ -656,10 +682,7 @@ fn parse_aggregation(obj: &Fields<'_>) -> Result<Option<AggregationRule>, Import
                 }
                 "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
                 _ => {
-                    return Err(ef.invalid(
-                        "operator",
-                        "must be In, NotIn, Exists or DoesNotExist",
-                    ));
+                    return Err(ef.invalid("operator", "must be In, NotIn, Exists or DoesNotExist"));
                 }
             }
             match_expressions.push(req);
@@ -701,7 +724,11 @@ rules:
 
     #[test]
     fn error_names_file_document_and_field() {
-        let text = format!("{ROLE}---\n{}", ROLE.replace("[get, list]", "[get, 3]").replace("role-example", "other"));
+        let text = format!(
+            "{ROLE}---\n{}",
+            ROLE.replace("[get, list]", "[get, 3]")
+                .replace("role-example", "other")
+        );
         let err = import_str("t.yaml", &text).unwrap_err();
         let msg = err.to_string();
         assert_eq!(
@@ -757,13 +784,19 @@ rules:
         let text = ROLE.replace("  namespace: default\n", "");
         let mut imp = Importer::new("argocd");
         imp.add_text("n.yaml", &text).unwrap();
-        assert_eq!(imp.finish().objects.roles[0].namespace.as_deref(), Some("argocd"));
+        assert_eq!(
+            imp.finish().objects.roles[0].namespace.as_deref(),
+            Some("argocd")
+        );
     }
 
     #[test]
     fn malformed_yaml_is_an_error() {
         let err = import_str("m.yaml", "kind: Role\nmetadata: [unclosed\n").unwrap_err();
-        assert!(matches!(err, ImportError::ParseYaml { document: 1, .. }), "{err}");
+        assert!(
+            matches!(err, ImportError::ParseYaml { document: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -134,12 +134,10 @@ pub fn parse(method: &str, url: &str) -> Result<RequestInfo, RequestInfoError> {
         .to_owned();
     }
 
-    if parts[0] == "namespaces" {
-        if parts.len() > 1 {
-            info.namespace = parts[1].to_owned();
-            if parts.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&parts[2]) {
-                parts = &parts[2..];
-            }
+    if parts[0] == "namespaces" && parts.len() > 1 {
+        info.namespace = parts[1].to_owned();
+        if parts.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&parts[2]) {
+            parts = &parts[2..];
         }
     }
     info.parts = parts.iter().map(|p| (*p).to_owned()).collect();
@@ -166,14 +164,12 @@ pub fn parse(method: &str, url: &str) -> Result<RequestInfo, RequestInfoError> {
             v != "false" && v != "0"
         });
         info.verb = if watch { "watch" } else { "list" }.to_owned();
-        if list_options_decode(&first) {
-            if let Some(selector) = first("fieldSelector") {
-                if let Ok(Some(name)) = field_selector_exact_name(selector) {
-                    if is_valid_path_segment_name(&name) {
-                        info.name = name;
-                    }
-                }
-            }
+        if list_options_decode(&first)
+            && let Some(selector) = first("fieldSelector")
+            && let Ok(Some(name)) = field_selector_exact_name(selector)
+            && is_valid_path_segment_name(&name)
+        {
+            info.name = name;
         }
     }
     if info.name.is_empty() && info.verb == "delete" {
@@ -382,9 +378,7 @@ fn label_selector_is_valid(s: &str) -> bool {
             ',' => (Tok::Comma, 1),
             _ => {
                 let start = i;
-                while i < chars.len()
-                    && !chars[i].is_whitespace()
-                    && !"!=><(),".contains(chars[i])
+                while i < chars.len() && !chars[i].is_whitespace() && !"!=><(),".contains(chars[i])
                 {
                     i += 1;
                 }
@@ -475,8 +469,7 @@ fn is_name_part(s: &str, max: usize) -> bool {
         && b.len() <= max
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -511,43 +504,404 @@ mod tests {
     /// resource, subresource, name, parts) — the success table of
     /// `TestGetAPIRequestInfo`.
     #[expect(clippy::type_complexity, reason = "a test table")]
-    const SUCCESS: &[(&str, &str, &str, &str, &str, &str, &str, &str, &str, &str, &[&str])] = &[
-        ("GET", "/api/v1/namespaces", "list", "api", "", "v1", "", "namespaces", "", "", &["namespaces"]),
-        ("GET", "/api/v1/namespaces/other", "get", "api", "", "v1", "other", "namespaces", "", "other", &["namespaces", "other"]),
-        ("GET", "/api/v1/namespaces/other/pods", "list", "api", "", "v1", "other", "pods", "", "", &["pods"]),
-        ("GET", "/api/v1/namespaces/other/pods/foo", "get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
-        ("HEAD", "/api/v1/namespaces/other/pods/foo", "get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
-        ("GET", "/api/v1/pods", "list", "api", "", "v1", "", "pods", "", "", &["pods"]),
-        ("HEAD", "/api/v1/pods", "list", "api", "", "v1", "", "pods", "", "", &["pods"]),
+    const SUCCESS: &[(
+        &str,
+        &str,
+        &str,
+        &str,
+        &str,
+        &str,
+        &str,
+        &str,
+        &str,
+        &str,
+        &[&str],
+    )] = &[
+        (
+            "GET",
+            "/api/v1/namespaces",
+            "list",
+            "api",
+            "",
+            "v1",
+            "",
+            "namespaces",
+            "",
+            "",
+            &["namespaces"],
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other",
+            "get",
+            "api",
+            "",
+            "v1",
+            "other",
+            "namespaces",
+            "",
+            "other",
+            &["namespaces", "other"],
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods",
+            "list",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods/foo",
+            "get",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+            &["pods", "foo"],
+        ),
+        (
+            "HEAD",
+            "/api/v1/namespaces/other/pods/foo",
+            "get",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+            &["pods", "foo"],
+        ),
+        (
+            "GET",
+            "/api/v1/pods",
+            "list",
+            "api",
+            "",
+            "v1",
+            "",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "HEAD",
+            "/api/v1/pods",
+            "list",
+            "api",
+            "",
+            "v1",
+            "",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
         // An older table had namespace "" here; the code has always set it,
         // and the current table dropped the case.
-        ("PATCH", "/api/v1/namespaces/new-namespace", "patch", "api", "", "v1", "new-namespace", "namespaces", "", "new-namespace", &["namespaces", "new-namespace"]),
-        ("GET", "/api/v1/proxy/namespaces/other/pods/foo", "proxy", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
-        ("GET", "/api/v1/proxy/namespaces/other/pods/foo/subpath/not/a/subresource", "proxy", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo", "subpath", "not", "a", "subresource"]),
-        ("GET", "/api/v1/watch/pods", "watch", "api", "", "v1", "", "pods", "", "", &["pods"]),
-        ("GET", "/api/v1/pods?watch=true", "watch", "api", "", "v1", "", "pods", "", "", &["pods"]),
-        ("GET", "/api/v1/pods?watch=false", "list", "api", "", "v1", "", "pods", "", "", &["pods"]),
-        ("GET", "/api/v1/watch/namespaces/other/pods", "watch", "api", "", "v1", "other", "pods", "", "", &["pods"]),
-        ("GET", "/api/v1/namespaces/other/pods?watch=1", "watch", "api", "", "v1", "other", "pods", "", "", &["pods"]),
-        ("GET", "/api/v1/namespaces/other/pods?watch=0", "list", "api", "", "v1", "other", "pods", "", "", &["pods"]),
-        ("GET", "/api/v1/namespaces/other/pods/foo/status", "get", "api", "", "v1", "other", "pods", "status", "foo", &["pods", "foo", "status"]),
-        ("GET", "/api/v1/namespaces/other/pods/foo/proxy/subpath", "get", "api", "", "v1", "other", "pods", "proxy", "foo", &["pods", "foo", "proxy", "subpath"]),
-        ("PUT", "/api/v1/namespaces/other/finalize", "update", "api", "", "v1", "other", "namespaces", "finalize", "other", &["namespaces", "other", "finalize"]),
-        ("PUT", "/api/v1/namespaces/other/status", "update", "api", "", "v1", "other", "namespaces", "status", "other", &["namespaces", "other", "status"]),
-        ("PATCH", "/api/v1/namespaces/other/pods/foo", "patch", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
-        ("DELETE", "/api/v1/namespaces/other/pods/foo", "delete", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"]),
-        ("POST", "/api/v1/namespaces/other/pods", "create", "api", "", "v1", "other", "pods", "", "", &["pods"]),
-        ("DELETE", "/api/v1/nodes", "deletecollection", "api", "", "v1", "", "nodes", "", "", &["nodes"]),
-        ("DELETE", "/api/v1/namespaces", "deletecollection", "api", "", "v1", "", "namespaces", "", "", &["namespaces"]),
-        ("DELETE", "/api/v1/namespaces/other/pods", "deletecollection", "api", "", "v1", "other", "pods", "", "", &["pods"]),
-        ("DELETE", "/apis/extensions/v1/namespaces/other/pods", "deletecollection", "apis", "extensions", "v1", "other", "pods", "", "", &["pods"]),
-        ("POST", "/apis/extensions/v1/namespaces/other/pods", "create", "apis", "extensions", "v1", "other", "pods", "", "", &["pods"]),
-        ("POST", "/apis/extensions/v1beta3/namespaces/other/pods", "create", "apis", "extensions", "v1beta3", "other", "pods", "", "", &["pods"]),
+        (
+            "PATCH",
+            "/api/v1/namespaces/new-namespace",
+            "patch",
+            "api",
+            "",
+            "v1",
+            "new-namespace",
+            "namespaces",
+            "",
+            "new-namespace",
+            &["namespaces", "new-namespace"],
+        ),
+        (
+            "GET",
+            "/api/v1/proxy/namespaces/other/pods/foo",
+            "proxy",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+            &["pods", "foo"],
+        ),
+        (
+            "GET",
+            "/api/v1/proxy/namespaces/other/pods/foo/subpath/not/a/subresource",
+            "proxy",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+            &["pods", "foo", "subpath", "not", "a", "subresource"],
+        ),
+        (
+            "GET",
+            "/api/v1/watch/pods",
+            "watch",
+            "api",
+            "",
+            "v1",
+            "",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "GET",
+            "/api/v1/pods?watch=true",
+            "watch",
+            "api",
+            "",
+            "v1",
+            "",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "GET",
+            "/api/v1/pods?watch=false",
+            "list",
+            "api",
+            "",
+            "v1",
+            "",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "GET",
+            "/api/v1/watch/namespaces/other/pods",
+            "watch",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?watch=1",
+            "watch",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?watch=0",
+            "list",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods/foo/status",
+            "get",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "status",
+            "foo",
+            &["pods", "foo", "status"],
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods/foo/proxy/subpath",
+            "get",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "proxy",
+            "foo",
+            &["pods", "foo", "proxy", "subpath"],
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/other/finalize",
+            "update",
+            "api",
+            "",
+            "v1",
+            "other",
+            "namespaces",
+            "finalize",
+            "other",
+            &["namespaces", "other", "finalize"],
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/other/status",
+            "update",
+            "api",
+            "",
+            "v1",
+            "other",
+            "namespaces",
+            "status",
+            "other",
+            &["namespaces", "other", "status"],
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/other/pods/foo",
+            "patch",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+            &["pods", "foo"],
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces/other/pods/foo",
+            "delete",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+            &["pods", "foo"],
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/other/pods",
+            "create",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "DELETE",
+            "/api/v1/nodes",
+            "deletecollection",
+            "api",
+            "",
+            "v1",
+            "",
+            "nodes",
+            "",
+            "",
+            &["nodes"],
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces",
+            "deletecollection",
+            "api",
+            "",
+            "v1",
+            "",
+            "namespaces",
+            "",
+            "",
+            &["namespaces"],
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces/other/pods",
+            "deletecollection",
+            "api",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "DELETE",
+            "/apis/extensions/v1/namespaces/other/pods",
+            "deletecollection",
+            "apis",
+            "extensions",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "POST",
+            "/apis/extensions/v1/namespaces/other/pods",
+            "create",
+            "apis",
+            "extensions",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
+        (
+            "POST",
+            "/apis/extensions/v1beta3/namespaces/other/pods",
+            "create",
+            "apis",
+            "extensions",
+            "v1beta3",
+            "other",
+            "pods",
+            "",
+            "",
+            &["pods"],
+        ),
     ];
 
     #[test]
     fn api_request_info_table() {
-        for &(method, url, verb, prefix, group, version, ns, resource, sub, name, parts) in SUCCESS {
+        for &(method, url, verb, prefix, group, version, ns, resource, sub, name, parts) in SUCCESS
+        {
             let info = parse(method, url).unwrap();
             assert!(info.is_resource_request, "{url}");
             assert_eq!(
@@ -605,29 +959,89 @@ mod tests {
         // TestFieldSelectorParsing.
         let cases = [
             ("/apis/group/version/resource", "", "list"),
-            ("/apis/group/version/resource?fieldSelector=metadata.name=name1", "name1", "list"),
-            ("/apis/group/version/resource?watch=true&fieldSelector=metadata.name=name1", "name1", "watch"),
-            ("/apis/group/version/resource?fieldSelector=foo=bar", "", "list"),
-            ("/apis/group/version/resource?fieldSelector=metadata.name=name1,foo", "", "list"),
-            ("/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=true", "", "watch"),
-            ("/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=false", "", "list"),
-            ("/apis/group/version/resource?fieldSelector=metadata.name=foo&fieldSelector=metadata.name=bar&labelSelector=foo=bar&labelSelector=foo=baz", "foo", "list"),
-            ("/apis/group/version/resource/name?fieldSelector=foo=bar&labelSelector=foo=bar", "name", "get"),
-            ("/apis/group/version/watch/resource/name?fieldSelector=metadata.name=foo", "name", "watch"),
+            (
+                "/apis/group/version/resource?fieldSelector=metadata.name=name1",
+                "name1",
+                "list",
+            ),
+            (
+                "/apis/group/version/resource?watch=true&fieldSelector=metadata.name=name1",
+                "name1",
+                "watch",
+            ),
+            (
+                "/apis/group/version/resource?fieldSelector=foo=bar",
+                "",
+                "list",
+            ),
+            (
+                "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo",
+                "",
+                "list",
+            ),
+            (
+                "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=true",
+                "",
+                "watch",
+            ),
+            (
+                "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=false",
+                "",
+                "list",
+            ),
+            (
+                "/apis/group/version/resource?fieldSelector=metadata.name=foo&fieldSelector=metadata.name=bar&labelSelector=foo=bar&labelSelector=foo=baz",
+                "foo",
+                "list",
+            ),
+            (
+                "/apis/group/version/resource/name?fieldSelector=foo=bar&labelSelector=foo=bar",
+                "name",
+                "get",
+            ),
+            (
+                "/apis/group/version/watch/resource/name?fieldSelector=metadata.name=foo",
+                "name",
+                "watch",
+            ),
             // Ours: `==`, `!=`, invalid names, undecodable options.
             ("/api/v1/pods?fieldSelector=metadata.name==a", "a", "list"),
             ("/api/v1/pods?fieldSelector=metadata.name!=a", "", "list"),
             ("/api/v1/pods?fieldSelector=metadata.name%3D..", "", "list"),
-            ("/api/v1/pods?fieldSelector=metadata.name%3Da%25b", "", "list"),
-            ("/api/v1/pods?fieldSelector=metadata.name%3Da&limit=x", "", "list"),
-            ("/api/v1/pods?fieldSelector=metadata.name%3Da&labelSelector=a+in+()", "", "list"),
-            ("/api/v1/pods?fieldSelector=metadata.name%3Da&labelSelector=app+in+(x,y),!b", "a", "list"),
-            ("/api/v1/pods?fieldSelector=metadata.name%3Da&watch=", "a", "watch"),
+            (
+                "/api/v1/pods?fieldSelector=metadata.name%3Da%25b",
+                "",
+                "list",
+            ),
+            (
+                "/api/v1/pods?fieldSelector=metadata.name%3Da&limit=x",
+                "",
+                "list",
+            ),
+            (
+                "/api/v1/pods?fieldSelector=metadata.name%3Da&labelSelector=a+in+()",
+                "",
+                "list",
+            ),
+            (
+                "/api/v1/pods?fieldSelector=metadata.name%3Da&labelSelector=app+in+(x,y),!b",
+                "a",
+                "list",
+            ),
+            (
+                "/api/v1/pods?fieldSelector=metadata.name%3Da&watch=",
+                "a",
+                "watch",
+            ),
             ("/api/v1/pods?watch=FALSE", "", "list"),
         ];
         for (url, name, verb) in cases {
             let info = parse("GET", url).unwrap();
-            assert_eq!((info.name.as_str(), info.verb.as_str()), (name, verb), "{url}");
+            assert_eq!(
+                (info.name.as_str(), info.verb.as_str()),
+                (name, verb),
+                "{url}"
+            );
         }
         let del = parse("DELETE", "/api/v1/pods?fieldSelector=metadata.name%3Da").unwrap();
         assert_eq!(del.verb, "deletecollection", "only GET reads the selector");
@@ -652,9 +1066,17 @@ mod tests {
         assert_eq!(info.path, "/api/v1/namespaces/a/b/pods");
         assert_eq!(info.namespace, "a");
         assert_eq!(info.resource, "b");
-        let info = parse("GET", "/apis/apps/v1/namespaces/default/deployments/web/scale").unwrap();
+        let info = parse(
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        )
+        .unwrap();
         assert_eq!(
-            (info.api_group.as_str(), info.resource.as_str(), info.subresource.as_str()),
+            (
+                info.api_group.as_str(),
+                info.resource.as_str(),
+                info.subresource.as_str()
+            ),
             ("apps", "deployments", "scale")
         );
         assert_eq!(parse("OPTIONS", "/api/v1/pods/x").unwrap().verb, "");
@@ -662,7 +1084,20 @@ mod tests {
 
     #[test]
     fn label_selectors() {
-        for ok in ["", "a", "a=b", "a==b", "a!=b", "!a", "a in (b, c)", "a notin (b)", "a>1", "x/y=z", "a=", "a,b=c"] {
+        for ok in [
+            "",
+            "a",
+            "a=b",
+            "a==b",
+            "a!=b",
+            "!a",
+            "a in (b, c)",
+            "a notin (b)",
+            "a>1",
+            "x/y=z",
+            "a=",
+            "a,b=c",
+        ] {
             assert!(label_selector_is_valid(ok), "{ok}");
         }
         for bad in ["a in ()", "a in b", "=b", "a=b=c", "a>x", "-a", "a,", "a b"] {

@@ -107,12 +107,22 @@ impl Check {
     }
 
     /// (verbs, group, resources) probed; empty for the wildcard checks.
-    fn probes(self) -> &'static [(&'static [&'static str], &'static str, &'static [&'static str])] {
+    fn probes(
+        self,
+    ) -> &'static [(
+        &'static [&'static str],
+        &'static str,
+        &'static [&'static str],
+    )] {
         match self {
             Check::ReadSecrets => &[(&["get", "list", "watch"], "", &["secrets"])],
             Check::CreatePods => &[(&["create"], "", &["pods"])],
             Check::CreateWorkloads => &[
-                (&["create"], "apps", &["deployments", "daemonsets", "statefulsets", "replicasets"]),
+                (
+                    &["create"],
+                    "apps",
+                    &["deployments", "daemonsets", "statefulsets", "replicasets"],
+                ),
                 (&["create"], "batch", &["jobs", "cronjobs"]),
                 (&["create"], "", &["replicationcontrollers"]),
             ],
@@ -120,11 +130,27 @@ impl Check {
             Check::PodsAttach => &[(&["create", "get"], "", &["pods/attach"])],
             Check::CreateServiceAccountTokens => &[(&["create"], "", &["serviceaccounts/token"])],
             Check::Impersonate => &[
-                (&["impersonate"], "", &["users", "groups", "serviceaccounts"]),
-                (&["impersonate"], "authentication.k8s.io", &["uids", "userextras/scopes"]),
+                (
+                    &["impersonate"],
+                    "",
+                    &["users", "groups", "serviceaccounts"],
+                ),
+                (
+                    &["impersonate"],
+                    "authentication.k8s.io",
+                    &["uids", "userextras/scopes"],
+                ),
             ],
-            Check::Escalate => &[(&["escalate"], "rbac.authorization.k8s.io", &["roles", "clusterroles"])],
-            Check::Bind => &[(&["bind"], "rbac.authorization.k8s.io", &["roles", "clusterroles"])],
+            Check::Escalate => &[(
+                &["escalate"],
+                "rbac.authorization.k8s.io",
+                &["roles", "clusterroles"],
+            )],
+            Check::Bind => &[(
+                &["bind"],
+                "rbac.authorization.k8s.io",
+                &["roles", "clusterroles"],
+            )],
             Check::NodesProxy => &[(&["get", "create"], "", &["nodes/proxy"])],
             Check::ApproveCsr => &[(
                 &["update", "patch"],
@@ -216,7 +242,11 @@ pub struct RiskFinding {
     pub subject: Subject,
 }
 
-fn findings_for_binding(snapshot: &Snapshot, entry: &BindingEntry, subject: &Subject) -> Vec<RiskFinding> {
+fn findings_for_binding(
+    snapshot: &Snapshot,
+    entry: &BindingEntry,
+    subject: &Subject,
+) -> Vec<RiskFinding> {
     let mut out = Vec::new();
     let b = &entry.binding;
     for (i, rule) in snapshot.rules(&entry.role).iter().enumerate() {
@@ -280,9 +310,13 @@ pub fn assess(snapshot: &Snapshot, user: &UserInfo) -> Vec<RiskFinding> {
         let Some(i) = first_applying_subject(user, &entry.binding) else {
             continue;
         };
-        out.extend(findings_for_binding(snapshot, entry, &entry.binding.subjects[i]));
+        out.extend(findings_for_binding(
+            snapshot,
+            entry,
+            &entry.binding.subjects[i],
+        ));
     }
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 
@@ -338,7 +372,7 @@ pub fn rank(snapshot: &Snapshot) -> Vec<SubjectRisk> {
     let mut out: Vec<SubjectRisk> = by_subject
         .into_iter()
         .map(|((kind, name, namespace), mut findings)| {
-            findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+            findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
             SubjectRisk {
                 kind,
                 name,

@@ -55,10 +55,10 @@ pub fn applying_bindings(snapshot: &Snapshot, user: &UserInfo, namespace: &str) 
         }
     };
     gather(&snapshot.cluster_index);
-    if !namespace.is_empty() {
-        if let Some(index) = snapshot.namespace_index.get(namespace) {
-            gather(index);
-        }
+    if !namespace.is_empty()
+        && let Some(index) = snapshot.namespace_index.get(namespace)
+    {
+        gather(index);
     }
     ids.sort_unstable();
     ids.dedup();
@@ -159,8 +159,18 @@ pub fn table_rows(rules: &[HeldRule<'_>]) -> Vec<TableRow> {
         .collect();
     // Resource rows first, then URL rows, as kubectl prints them.
     rows.sort_by(|a, b| {
-        (a.resources.is_empty(), &a.resources, &a.non_resource_urls, &a.resource_names)
-            .cmp(&(b.resources.is_empty(), &b.resources, &b.non_resource_urls, &b.resource_names))
+        (
+            a.resources.is_empty(),
+            &a.resources,
+            &a.non_resource_urls,
+            &a.resource_names,
+        )
+            .cmp(&(
+                b.resources.is_empty(),
+                &b.resources,
+                &b.non_resource_urls,
+                &b.resource_names,
+            ))
     });
     rows
 }

@@ -94,7 +94,9 @@ impl Snapshot {
 
         let mut cluster_roles_by_name = FxHashMap::default();
         for (i, r) in objects.cluster_roles.iter().enumerate() {
-            cluster_roles_by_name.entry(r.name.clone().into_boxed_str()).or_insert(i);
+            cluster_roles_by_name
+                .entry(r.name.clone().into_boxed_str())
+                .or_insert(i);
         }
         let mut roles_by_key = FxHashMap::default();
         for (i, r) in objects.roles.iter().enumerate() {
@@ -122,16 +124,18 @@ impl Snapshot {
                         .into(),
                     ),
                 },
-                KIND_ROLE => match roles_by_key.get(&(Box::from(ns), Box::from(b.role_ref.name.as_str()))) {
-                    Some(&i) => RoleResolution::Role(i),
-                    None => RoleResolution::Missing(
-                        format!(
-                            "role.rbac.authorization.k8s.io {} not found",
-                            super::authorizer::GoQuoted(&b.role_ref.name)
-                        )
-                        .into(),
-                    ),
-                },
+                KIND_ROLE => {
+                    match roles_by_key.get(&(Box::from(ns), Box::from(b.role_ref.name.as_str()))) {
+                        Some(&i) => RoleResolution::Role(i),
+                        None => RoleResolution::Missing(
+                            format!(
+                                "role.rbac.authorization.k8s.io {} not found",
+                                super::authorizer::GoQuoted(&b.role_ref.name)
+                            )
+                            .into(),
+                        ),
+                    }
+                }
                 other => RoleResolution::Missing(
                     format!(
                         "unsupported role reference kind: {}",

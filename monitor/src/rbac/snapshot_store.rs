@@ -12,8 +12,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::import::{ImportReport, import_paths};
-use super::snapshot::Snapshot;
 use super::model::RbacObjects;
+use super::snapshot::Snapshot;
 use crate::store::{self, StoreError, trees};
 
 /// Errors of the snapshot store.
@@ -265,10 +265,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = store::open(dir.path()).unwrap();
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let one = import_str("a.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: a}\n").unwrap();
-        let two = import_str("b.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: b}\n").unwrap();
+        let one = import_str(
+            "a.yaml",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        let two = import_str(
+            "b.yaml",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: b}\n",
+        )
+        .unwrap();
         save(&db, t0, vec!["a.yaml".into()], &one).unwrap();
-        save(&db, t0 + Duration::from_secs(60), vec!["b.yaml".into()], &two).unwrap();
+        save(
+            &db,
+            t0 + Duration::from_secs(60),
+            vec!["b.yaml".into()],
+            &two,
+        )
+        .unwrap();
         // Same instant twice: kept apart.
         save(&db, t0, vec!["a.yaml".into()], &one).unwrap();
         let metas = list(&db).unwrap();
@@ -288,6 +302,9 @@ mod tests {
     fn parses_times() {
         assert!(parse_time("2025-01-31T12:00:00Z").is_ok());
         assert!(parse_time("now").is_ok());
-        assert!(matches!(parse_time("yesterday"), Err(SnapshotStoreError::ParseTime { .. })));
+        assert!(matches!(
+            parse_time("yesterday"),
+            Err(SnapshotStoreError::ParseTime { .. })
+        ));
     }
 }

@@ -67,7 +67,11 @@ pub fn who_can(snapshot: &Snapshot, attrs: &Attributes<'_>, scope: NamespaceScop
             }
             return;
         }
-        if !snapshot.rules(&entry.role).iter().any(|r| rule_allows(attrs, r)) {
+        if !snapshot
+            .rules(&entry.role)
+            .iter()
+            .any(|r| rule_allows(attrs, r))
+        {
             return;
         }
         let b = &entry.binding;
