@@ -49,13 +49,18 @@ fn sign(alg: Algorithm, key: &EncodingKey, kid: &str) -> SecretString {
 
 fn keys(pem: &str) -> KeySet {
     let mut keys = KeySet::new();
-    keys.add_pem(&read(pem), Path::new(pem)).expect("public key");
+    keys.add_pem(&read(pem), Path::new(pem))
+        .expect("public key");
     keys
 }
 
 fn bench(c: &mut Criterion) {
     let rsa_key = EncodingKey::from_rsa_pem(&read("rsa-private.pem")).expect("rsa key");
-    let rsa_token = sign(Algorithm::RS256, &rsa_key, "JHJehTTTZlsspKHT-GaJxK7Kd1NQgZJu3fyK6K_QDYU");
+    let rsa_token = sign(
+        Algorithm::RS256,
+        &rsa_key,
+        "JHJehTTTZlsspKHT-GaJxK7Kd1NQgZJu3fyK6K_QDYU",
+    );
     let ec_pkcs8 = p256::SecretKey::from_sec1_pem(
         std::str::from_utf8(&read("ecdsa-p256-private.pem")).expect("utf-8"),
     )
@@ -63,7 +68,11 @@ fn bench(c: &mut Criterion) {
     .to_pkcs8_pem(LineEnding::LF)
     .expect("pkcs8");
     let ec_key = EncodingKey::from_ec_pem(ec_pkcs8.as_bytes()).expect("ec key");
-    let ec_token = sign(Algorithm::ES256, &ec_key, "SoABiieYuNx4UdqYvZRVeuC6SihxgLrhLy9peHMHpTc");
+    let ec_token = sign(
+        Algorithm::ES256,
+        &ec_key,
+        "SoABiieYuNx4UdqYvZRVeuC6SihxgLrhLy9peHMHpTc",
+    );
     let rsa_keys = keys("rsa-public.pem");
     let ec_keys = keys("ecdsa-p256-public.pem");
     let none = KeySet::new();

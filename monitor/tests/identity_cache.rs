@@ -11,7 +11,12 @@ use tokenwatch::identity::{IdentityCache, KeySet};
 fn token(jti: &str) -> String {
     let mut claims = bound_claims(1_800_000_000, 3600);
     claims["jti"] = jti.into();
-    sign(jsonwebtoken::Algorithm::RS256, &k8s_rsa_signing_key(), Some(K8S_RSA_KID), &claims)
+    sign(
+        jsonwebtoken::Algorithm::RS256,
+        &k8s_rsa_signing_key(),
+        Some(K8S_RSA_KID),
+        &claims,
+    )
 }
 
 #[test]

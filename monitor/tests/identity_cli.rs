@@ -33,25 +33,49 @@ fn eks_token_verified_with_pinned_clock_in_json() {
     let token = fixture("portswigger-tim-nats-k8s-oidc-callout/token.jwt");
     let jwks = fixture("portswigger-tim-nats-k8s-oidc-callout/jwks.json");
     let out = run(
-        &["decode", path(&token), "--jwks", path(&jwks), "--at", "2025-11-24T08:37:58Z", "-o", "json"],
+        &[
+            "decode",
+            path(&token),
+            "--jwks",
+            path(&jwks),
+            "--at",
+            "2025-11-24T08:37:58Z",
+            "-o",
+            "json",
+        ],
         None,
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["kind"], "bound");
     assert_eq!(report["signature"]["result"], "verified");
     assert_eq!(report["validity"]["state"], "valid");
     assert_eq!(report["validity"]["description"], "expires in 23h");
-    assert_eq!(report["user"]["username"], "system:serviceaccount:hakawai:hakawai-litellm-proxy");
+    assert_eq!(
+        report["user"]["username"],
+        "system:serviceaccount:hakawai:hakawai-litellm-proxy"
+    );
     assert_eq!(
         report["user"]["extra"]["authentication.kubernetes.io/credential-id"][0],
         "JTI=1b20f55e-e39a-4010-96e3-5bba8e300ae7"
     );
     assert_eq!(report["jti"], "1b20f55e-e39a-4010-96e3-5bba8e300ae7");
-    assert!(report["fingerprint"].as_str().is_some_and(|f| f.starts_with("sha256:") && f.len() == 71));
+    assert!(
+        report["fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("sha256:") && f.len() == 71)
+    );
 
     // Real clock: expired, still exit 0 (it parsed and verified).
-    let out = run(&["decode", path(&token), "--jwks", path(&jwks), "-o", "yaml"], None);
+    let out = run(
+        &["decode", path(&token), "--jwks", path(&jwks), "-o", "yaml"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0));
     let report: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&out.stdout).expect("yaml report");
     assert_eq!(report["validity"]["state"].as_str(), Some("expired"));
@@ -79,18 +103,34 @@ fn table_output_for_people() {
 #[test]
 fn failed_verification_exits_1_and_names_the_reason() {
     let token = fixture("published-legacy-token/sa-example.jwt");
-    let out = run(&["decode", path(&token), "--key", path(&k8s_key("rsa-public.pem"))], None);
+    let out = run(
+        &[
+            "decode",
+            path(&token),
+            "--key",
+            path(&k8s_key("rsa-public.pem")),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key id"));
 
     let forged = sign(
         jsonwebtoken::Algorithm::RS256,
-        &jsonwebtoken::EncodingKey::from_rsa_pem(rsa_pair(2048).private_pem.as_bytes()).expect("key"),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(rsa_pair(2048).private_pem.as_bytes())
+            .expect("key"),
         Some(K8S_RSA_KID),
         &bound_claims(1_800_000_000, 3600),
     );
     let out = run(
-        &["decode", "-", "--key", path(&k8s_key("rsa-private.pem")), "-o", "json"],
+        &[
+            "decode",
+            "-",
+            "--key",
+            path(&k8s_key("rsa-private.pem")),
+            "-o",
+            "json",
+        ],
         Some(forged.as_bytes()),
     );
     assert_eq!(out.status.code(), Some(1));
@@ -111,10 +151,21 @@ fn secret_manifest_on_stdin() {
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: my-ecdsa-secret\n  namespace: test\n  annotations:\n    kubernetes.io/service-account.name: my-service-account\ntype: kubernetes.io/service-account-token\ndata:\n  ca.crt: AAAA\n  namespace: dGVzdA==\n  token: {data}\n"
     );
     let out = run(
-        &["decode", "--jwks", path(&k8s_key("jwks.json")), "-o", "json"],
+        &[
+            "decode",
+            "--jwks",
+            path(&k8s_key("jwks.json")),
+            "-o",
+            "json",
+        ],
         Some(manifest.as_bytes()),
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["kind"], "legacy");
     assert_eq!(report["signature"]["result"], "verified");
@@ -133,7 +184,15 @@ fn audience_flag_and_bad_keys() {
         &bound_claims(1_800_000_000, 3600),
     );
     let out = run(
-        &["decode", "--audience", "https://other.example", "--at", "1800000100", "-o", "json"],
+        &[
+            "decode",
+            "--audience",
+            "https://other.example",
+            "--at",
+            "1800000100",
+            "-o",
+            "json",
+        ],
         Some(token.as_bytes()),
     );
     assert_eq!(out.status.code(), Some(0));

@@ -40,19 +40,43 @@ fn corpus() -> Vec<Case> {
         Case {
             name: "bad base64 in the header",
             input: format!("{}!.{}.{}", parts[0], parts[1], parts[2]).into_bytes(),
-            check: |e| matches!(e, Error::DecodeBase64 { segment: Segment::Header, .. }),
+            check: |e| {
+                matches!(
+                    e,
+                    Error::DecodeBase64 {
+                        segment: Segment::Header,
+                        ..
+                    }
+                )
+            },
             message: "the header (first) segment is not base64url",
         },
         Case {
             name: "bad base64 in the claims",
             input: format!("{}.{}$$.{}", parts[0], parts[1], parts[2]).into_bytes(),
-            check: |e| matches!(e, Error::DecodeBase64 { segment: Segment::Claims, .. }),
+            check: |e| {
+                matches!(
+                    e,
+                    Error::DecodeBase64 {
+                        segment: Segment::Claims,
+                        ..
+                    }
+                )
+            },
             message: "the claims (second) segment is not base64url",
         },
         Case {
             name: "bad base64 in the signature",
             input: format!("{}.{}.{}=", parts[0], parts[1], parts[2]).into_bytes(),
-            check: |e| matches!(e, Error::DecodeBase64 { segment: Segment::Signature, .. }),
+            check: |e| {
+                matches!(
+                    e,
+                    Error::DecodeBase64 {
+                        segment: Segment::Signature,
+                        ..
+                    }
+                )
+            },
             message: "the signature (third) segment is not base64url",
         },
         Case {
@@ -111,13 +135,24 @@ fn corpus() -> Vec<Case> {
                 SIG,
             )
             .into_bytes(),
-            check: |e| matches!(e, Error::FindClaim { claim: "kubernetes.io.serviceaccount.name" }),
+            check: |e| {
+                matches!(
+                    e,
+                    Error::FindClaim {
+                        claim: "kubernetes.io.serviceaccount.name"
+                    }
+                )
+            },
             message: "lacks the kubernetes.io.serviceaccount.name claim",
         },
         Case {
             name: "legacy issuer without its claims",
-            input: raw_token(good_header, r#"{"iss":"kubernetes/serviceaccount","sub":"system:serviceaccount:a:b"}"#, SIG)
-                .into_bytes(),
+            input: raw_token(
+                good_header,
+                r#"{"iss":"kubernetes/serviceaccount","sub":"system:serviceaccount:a:b"}"#,
+                SIG,
+            )
+            .into_bytes(),
             check: |e| matches!(e, Error::FindClaim { .. }),
             message: "lacks the kubernetes.io/serviceaccount/namespace claim",
         },
@@ -135,7 +170,12 @@ fn corpus() -> Vec<Case> {
         },
         Case {
             name: "huge token",
-            input: raw_token(good_header, &format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000)), SIG).into_bytes(),
+            input: raw_token(
+                good_header,
+                &format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000)),
+                SIG,
+            )
+            .into_bytes(),
             check: |e| matches!(e, Error::CheckInputSize { .. }),
             message: "larger than the 65536 accepted",
         },
@@ -154,7 +194,12 @@ fn corpus() -> Vec<Case> {
         Case {
             name: "not a token at all",
             input: b"hello world".to_vec(),
-            check: |e| matches!(e, Error::ReadSecretToken { .. } | Error::DecodeManifest { .. }),
+            check: |e| {
+                matches!(
+                    e,
+                    Error::ReadSecretToken { .. } | Error::DecodeManifest { .. }
+                )
+            },
             message: "neither a JWT nor",
         },
     ]
@@ -182,9 +227,18 @@ fn each_malformed_token_gets_its_clear_error() {
         };
         assert!((case.check)(&err), "{}: wrong error {err:?}", case.name);
         let text = tokenwatch::cli::error_chain(&err);
-        assert!(text.contains(case.message), "{}: {text:?} lacks {:?}", case.name, case.message);
+        assert!(
+            text.contains(case.message),
+            "{}: {text:?} lacks {:?}",
+            case.name,
+            case.message
+        );
         for piece in quoted {
-            assert!(!text.contains(&piece), "{}: message quotes the token: {text}", case.name);
+            assert!(
+                !text.contains(&piece),
+                "{}: message quotes the token: {text}",
+                case.name
+            );
         }
     }
 }
@@ -202,7 +256,9 @@ fn a_wrong_kid_is_reported_not_an_error() {
     let identity = Identity::from_token(&secret(&token), &keys).expect("parses");
     assert_eq!(
         identity.signature,
-        tokenwatch::identity::SignatureCheck::UnknownKeyId { kid: "wrong-kid".to_owned() }
+        tokenwatch::identity::SignatureCheck::UnknownKeyId {
+            kid: "wrong-kid".to_owned()
+        }
     );
 }
 

@@ -44,7 +44,10 @@ fn serve(connections: usize, advertised_issuer: Option<&str>) -> Server {
     let config = Arc::new(config);
 
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let issuer = format!("https://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    let issuer = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
     let discovery = serde_json::json!({
         "issuer": advertised_issuer.unwrap_or(&issuer),
         "jwks_uri": format!("{issuer}/openid/v1/jwks"),
@@ -56,8 +59,11 @@ fn serve(connections: usize, advertised_issuer: Option<&str>) -> Server {
     let jwks = std::fs::read_to_string(k8s_key("jwks.json")).expect("jwks");
     let thread = std::thread::spawn(move || {
         for _ in 0..connections {
-            let Ok((tcp, _)) = listener.accept() else { return };
-            tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            let Ok((tcp, _)) = listener.accept() else {
+                return;
+            };
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
             let conn = rustls::ServerConnection::new(Arc::clone(&config)).expect("tls");
             let mut tls = rustls::StreamOwned::new(conn, tcp);
             let mut reader = BufReader::new(&mut tls);
@@ -69,7 +75,11 @@ fn serve(connections: usize, advertised_issuer: Option<&str>) -> Server {
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                 line.clear();
             }
-            let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
             let (status, body) = match path.as_str() {
                 "/.well-known/openid-configuration" => ("200 OK", discovery.clone()),
                 "/openid/v1/jwks" => ("200 OK", jwks.clone()),
@@ -99,7 +109,9 @@ fn discovery_then_jwks_over_tls_with_a_private_ca() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &server.ca_pem).expect("write ca");
     let mut keys = KeySet::new();
-    let added = keys.add_oidc_issuer(&server.issuer, Some(&ca)).expect("discovery");
+    let added = keys
+        .add_oidc_issuer(&server.issuer, Some(&ca))
+        .expect("discovery");
     assert_eq!(added, 2);
     server.thread.join().expect("server thread");
 
@@ -118,7 +130,9 @@ fn an_untrusted_certificate_is_refused() {
     let server = serve(1, None);
     let mut keys = KeySet::new();
     // No CA bundle: the public roots do not know our CA.
-    let err = keys.add_oidc_issuer(&server.issuer, None).expect_err("untrusted");
+    let err = keys
+        .add_oidc_issuer(&server.issuer, None)
+        .expect_err("untrusted");
     assert!(matches!(err, Error::FetchDiscovery { .. }), "{err:?}");
     server.thread.join().expect("server thread");
 }
@@ -130,7 +144,9 @@ fn a_discovery_document_for_another_issuer_is_refused() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &server.ca_pem).expect("write ca");
     let mut keys = KeySet::new();
-    let err = keys.add_oidc_issuer(&server.issuer, Some(&ca)).expect_err("mismatch");
+    let err = keys
+        .add_oidc_issuer(&server.issuer, Some(&ca))
+        .expect_err("mismatch");
     assert!(matches!(err, Error::CheckDiscoveryIssuer { .. }), "{err:?}");
     server.thread.join().expect("server thread");
 }

@@ -25,38 +25,107 @@ fn table_of_cgroup_paths() {
     let c = Some(ID);
     let cases: Vec<(String, Attribution)> = vec![
         // systemd driver
-        (format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"), pod(c, Some(Runtime::Containerd), Burstable)),
-        (format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/crio-{ID}.scope"), pod(c, Some(Runtime::Crio), BestEffort)),
-        (format!("/kubepods.slice/kubepods-pod{UID_}.slice/docker-{ID}.scope"), pod(c, Some(Runtime::Docker), Guaranteed)),
-        (format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope"), pod(c, Some(Runtime::Containerd), Guaranteed)),
-        (format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope"), pod(None, Some(Runtime::Crio), Burstable)),
-        (format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice"), pod(None, None, Burstable)),
+        (
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
+            ),
+            pod(c, Some(Runtime::Containerd), Burstable),
+        ),
+        (
+            format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/crio-{ID}.scope"
+            ),
+            pod(c, Some(Runtime::Crio), BestEffort),
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{UID_}.slice/docker-{ID}.scope"),
+            pod(c, Some(Runtime::Docker), Guaranteed),
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+            pod(c, Some(Runtime::Containerd), Guaranteed),
+        ),
+        (
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope"
+            ),
+            pod(None, Some(Runtime::Crio), Burstable),
+        ),
+        (
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice"),
+            pod(None, None, Burstable),
+        ),
         // nested cgroups inside the container belong to it
-        (format!("/kubepods.slice/kubepods-pod{UID_}.slice/crio-{ID}.scope/init.scope"), pod(c, Some(Runtime::Crio), Guaranteed)),
+        (
+            format!("/kubepods.slice/kubepods-pod{UID_}.slice/crio-{ID}.scope/init.scope"),
+            pod(c, Some(Runtime::Crio), Guaranteed),
+        ),
         // a kind node: kubelet inside a docker container, systemd driver
-        (format!("/system.slice/docker-{ID}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"), pod(c, Some(Runtime::Containerd), BestEffort)),
+        (
+            format!(
+                "/system.slice/docker-{ID}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
+            ),
+            pod(c, Some(Runtime::Containerd), BestEffort),
+        ),
         // cgroupfs driver
-        (format!("/kubepods/burstable/pod{UID}/{ID}"), pod(c, None, Burstable)),
-        (format!("/kubepods/besteffort/pod{UID}/{ID}"), pod(c, None, BestEffort)),
+        (
+            format!("/kubepods/burstable/pod{UID}/{ID}"),
+            pod(c, None, Burstable),
+        ),
+        (
+            format!("/kubepods/besteffort/pod{UID}/{ID}"),
+            pod(c, None, BestEffort),
+        ),
         (format!("/kubepods/pod{UID}/{ID}"), pod(c, None, Guaranteed)),
-        (format!("/kubepods/burstable/pod{UID}/crio-{ID}"), pod(c, Some(Runtime::Crio), Burstable)),
+        (
+            format!("/kubepods/burstable/pod{UID}/crio-{ID}"),
+            pod(c, Some(Runtime::Crio), Burstable),
+        ),
         (format!("/kubepods/pod{UID}"), pod(None, None, Guaranteed)),
         // static pod: 32-hex UID
-        ("/kubepods/burstable/pod5f3c2a1b9d8e7f60a1b2c3d4e5f60718/".to_owned() + ID,
-         Attribution::Pod { pod_uid: "5f3c2a1b9d8e7f60a1b2c3d4e5f60718".into(), container_id: Some(ID.into()), runtime: None, qos: Burstable }),
+        (
+            "/kubepods/burstable/pod5f3c2a1b9d8e7f60a1b2c3d4e5f60718/".to_owned() + ID,
+            Attribution::Pod {
+                pod_uid: "5f3c2a1b9d8e7f60a1b2c3d4e5f60718".into(),
+                container_id: Some(ID.into()),
+                runtime: None,
+                qos: Burstable,
+            },
+        ),
         // host
         ("/".to_owned(), Attribution::Host),
-        ("/system.slice/containerd.service".to_owned(), Attribution::Host),
-        ("/user.slice/user-1000.slice/session-3.scope".to_owned(), Attribution::Host),
+        (
+            "/system.slice/containerd.service".to_owned(),
+            Attribution::Host,
+        ),
+        (
+            "/user.slice/user-1000.slice/session-3.scope".to_owned(),
+            Attribution::Host,
+        ),
         ("/kubepods.slice".to_owned(), Attribution::Host),
-        ("/kubepods.slice/kubepods-burstable.slice".to_owned(), Attribution::Host),
-        (format!("/system.slice/docker-{ID}.scope"), Attribution::Host),
+        (
+            "/kubepods.slice/kubepods-burstable.slice".to_owned(),
+            Attribution::Host,
+        ),
+        (
+            format!("/system.slice/docker-{ID}.scope"),
+            Attribution::Host,
+        ),
         // malformed pod names are not pods
-        ("/kubepods/burstable/podnot-a-uid/abc".to_owned(), Attribution::Host),
-        (format!("/kubepods.slice/kubepods-pod{UID_}x.slice/cri-containerd-{ID}.scope"), Attribution::Host),
+        (
+            "/kubepods/burstable/podnot-a-uid/abc".to_owned(),
+            Attribution::Host,
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{UID_}x.slice/cri-containerd-{ID}.scope"),
+            Attribution::Host,
+        ),
         (format!("/notkubepods/pod{UID}/{ID}"), Attribution::Host),
         // a pod whose child is not a container id
-        (format!("/kubepods/pod{UID}/not-hex"), pod(None, None, Guaranteed)),
+        (
+            format!("/kubepods/pod{UID}/not-hex"),
+            pod(None, None, Guaranteed),
+        ),
     ];
     for (path, want) in cases {
         assert_eq!(parse_cgroup_path(&path), want, "{path}");
@@ -90,7 +159,9 @@ fn resolver_finds_cgroups_by_inode_and_forgets_removed_ones() {
     let late = container.with_file_name(format!("cri-containerd-{}.scope", "a".repeat(64)));
     std::fs::create_dir(&late).expect("mkdir");
     match resolver.resolve(ino(&late)) {
-        Attribution::Pod { container_id, .. } => assert_eq!(container_id.as_deref(), Some(&*"a".repeat(64))),
+        Attribution::Pod { container_id, .. } => {
+            assert_eq!(container_id.as_deref(), Some(&*"a".repeat(64)))
+        }
         Attribution::Host => panic!("late container not found"),
     }
 

@@ -87,7 +87,9 @@ pub fn run(args: Args) -> ExitCode {
         Ok(keys) => keys,
         Err(err) => return fail(&err),
     };
-    let identity = match read_token_input(args.input.as_deref()).and_then(|t| Identity::from_token(&t, &keys)) {
+    let identity = match read_token_input(args.input.as_deref())
+        .and_then(|t| Identity::from_token(&t, &keys))
+    {
         Ok(identity) => identity,
         Err(err) => return fail(&err),
     };

@@ -113,13 +113,15 @@ impl IdentityCache {
         }
         let limit = u64::try_from(MAX_TOKEN_BYTES).unwrap_or(u64::MAX) + 1;
         let mut text = String::new();
-        file.take(limit).read_to_string(&mut text).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::InvalidData {
-                Error::DecodeUtf8 { offset: text.len() }
-            } else {
-                read_err(source)
-            }
-        })?;
+        file.take(limit)
+            .read_to_string(&mut text)
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::InvalidData {
+                    Error::DecodeUtf8 { offset: text.len() }
+                } else {
+                    read_err(source)
+                }
+            })?;
         let token = SecretString::from(text);
         let identity = Arc::new(Identity::from_token(&token, &self.keys)?);
         self.parses.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +145,10 @@ impl IdentityCache {
     /// Number of cached files.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether nothing is cached.

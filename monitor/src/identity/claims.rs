@@ -172,7 +172,10 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error
         return Ok(Some(i));
     }
     match n.as_f64() {
-        #[expect(clippy::cast_possible_truncation, reason = "checked to be in i64 range just above")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "checked to be in i64 range just above"
+        )]
         Some(f) if f.is_finite() && f.abs() < 9.0e18 => Ok(Some(f.trunc() as i64)),
         _ => Err(serde::de::Error::custom("a date claim is out of range")),
     }
@@ -303,16 +306,20 @@ mod tests {
 
     #[test]
     fn bound_without_serviceaccount_uid_is_an_error() {
-        let claims = json!({"kubernetes.io": {"namespace": "ns", "serviceaccount": {"name": "sa"}}});
+        let claims =
+            json!({"kubernetes.io": {"namespace": "ns", "serviceaccount": {"name": "sa"}}});
         assert!(matches!(
             classify(&claims),
-            Err(Error::FindClaim { claim: "kubernetes.io.serviceaccount.uid" })
+            Err(Error::FindClaim {
+                claim: "kubernetes.io.serviceaccount.uid"
+            })
         ));
     }
 
     #[test]
     fn other_jwts_are_other() {
-        let claims = json!({"iss": "https://accounts.example", "sub": "alice", "aud": ["app"], "exp": 1});
+        let claims =
+            json!({"iss": "https://accounts.example", "sub": "alice", "aud": ["app"], "exp": 1});
         assert_eq!(classify(&claims).expect("other").0, TokenKind::Other);
     }
 

@@ -131,7 +131,10 @@ fn find_secret(value: &serde_yaml_ng::Value) -> Result<&serde_yaml_ng::Value, Er
                 items.iter().find(|item| {
                     item.get("kind").and_then(serde_yaml_ng::Value::as_str) != Some("List")
                         && (item.get("data").and_then(|d| d.get("token")).is_some()
-                            || item.get("stringData").and_then(|d| d.get("token")).is_some())
+                            || item
+                                .get("stringData")
+                                .and_then(|d| d.get("token"))
+                                .is_some())
                 })
             })
             .ok_or(Error::ReadSecretToken {
@@ -159,16 +162,28 @@ mod tests {
     #[test]
     fn secret_manifests_in_yaml_and_json() {
         let yaml = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: t\ntype: kubernetes.io/service-account-token\ndata:\n  token: YWFhLmJiYi5jY2M=\n";
-        assert_eq!(token_from_input(yaml.into()).expect("yaml").expose_secret(), "aaa.bbb.ccc");
+        assert_eq!(
+            token_from_input(yaml.into()).expect("yaml").expose_secret(),
+            "aaa.bbb.ccc"
+        );
         let json = r#"{"kind":"Secret","apiVersion":"v1","stringData":{"token":"x.y.z"}}"#;
-        assert_eq!(token_from_input(json.into()).expect("json").expose_secret(), "x.y.z");
+        assert_eq!(
+            token_from_input(json.into()).expect("json").expose_secret(),
+            "x.y.z"
+        );
         let list = "kind: List\nitems:\n- kind: Secret\n  data:\n    ca.crt: AA==\n- kind: Secret\n  data:\n    token: YWFhLmJiYi5jY2M=\n";
-        assert_eq!(token_from_input(list.into()).expect("list").expose_secret(), "aaa.bbb.ccc");
+        assert_eq!(
+            token_from_input(list.into()).expect("list").expose_secret(),
+            "aaa.bbb.ccc"
+        );
     }
 
     #[test]
     fn bad_inputs_get_named_errors() {
-        assert!(matches!(token_from_input(b"  \n".to_vec()), Err(Error::FindToken)));
+        assert!(matches!(
+            token_from_input(b"  \n".to_vec()),
+            Err(Error::FindToken)
+        ));
         assert!(matches!(
             token_from_input(vec![b'a', 0xff, b'b']),
             Err(Error::DecodeUtf8 { offset: 1 })
@@ -185,7 +200,8 @@ mod tests {
             token_from_input(b"kind: Secret\ndata:\n  token: '%%%'\n".to_vec()),
             Err(Error::DecodeSecretData { .. })
         ));
-        let err = token_from_input(b"kind: Secret\ndata: [\n  token: eyJzZWNyZXQ\n".to_vec()).expect_err("bad yaml");
+        let err = token_from_input(b"kind: Secret\ndata: [\n  token: eyJzZWNyZXQ\n".to_vec())
+            .expect_err("bad yaml");
         assert!(matches!(err, Error::DecodeManifest { .. }), "{err:?}");
         assert!(!err.to_string().contains("eyJzZWNyZXQ"));
     }

@@ -170,7 +170,12 @@ mod tests {
 
     #[test]
     fn splits_a_well_formed_token() {
-        let token = format!("{}.{}.{}", b64(r#"{"alg":"RS256","kid":"k1"}"#), b64(r#"{"sub":"x"}"#), b64("sig"));
+        let token = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"RS256","kid":"k1"}"#),
+            b64(r#"{"sub":"x"}"#),
+            b64("sig")
+        );
         let parsed = parse(&token).expect("parses");
         assert_eq!(parsed.header.alg, "RS256");
         assert_eq!(parsed.header.kid.as_deref(), Some("k1"));
@@ -182,17 +187,39 @@ mod tests {
 
     #[test]
     fn names_the_failing_segment() {
-        let token = format!("{}.{}.{}", b64(r#"{"alg":"RS256"}"#), "not*base64", b64("sig"));
+        let token = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"RS256"}"#),
+            "not*base64",
+            b64("sig")
+        );
         let err = parse(&token).expect_err("bad base64");
-        assert!(matches!(err, Error::DecodeBase64 { segment: Segment::Claims, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::DecodeBase64 {
+                    segment: Segment::Claims,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(!err.to_string().contains("not*base64"));
     }
 
     #[test]
     fn refuses_none_and_unknown_algorithms() {
         for alg in ["none", "HS999"] {
-            let token = format!("{}.{}.{}", b64(&format!(r#"{{"alg":"{alg}"}}"#)), b64("{}"), b64("s"));
-            assert!(matches!(parse(&token), Err(Error::CheckAlgorithm { .. })), "{alg}");
+            let token = format!(
+                "{}.{}.{}",
+                b64(&format!(r#"{{"alg":"{alg}"}}"#)),
+                b64("{}"),
+                b64("s")
+            );
+            assert!(
+                matches!(parse(&token), Err(Error::CheckAlgorithm { .. })),
+                "{alg}"
+            );
         }
     }
 

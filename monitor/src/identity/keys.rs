@@ -53,7 +53,10 @@ impl KeyType {
     #[must_use]
     pub fn fits(self, alg: &str) -> bool {
         match self {
-            Self::Rsa => matches!(alg, "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512"),
+            Self::Rsa => matches!(
+                alg,
+                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512"
+            ),
             Self::P256 => alg == "ES256",
             Self::P384 => alg == "ES384",
             Self::P521 => alg == "ES512",
@@ -209,12 +212,22 @@ impl KeySet {
         })?;
         let mut added = 0;
         for value in jwks.keys {
-            let kty = value.get("kty").and_then(serde_json::Value::as_str).unwrap_or("");
+            let kty = value
+                .get("kty")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
             if kty != "RSA" && kty != "EC" {
-                tracing::debug!(origin, kty, "skipping a JWKS key the API server never signs with");
+                tracing::debug!(
+                    origin,
+                    kty,
+                    "skipping a JWKS key the API server never signs with"
+                );
                 continue;
             }
-            let kid = value.get("kid").and_then(serde_json::Value::as_str).map(str::to_owned);
+            let kid = value
+                .get("kid")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
             let label = format!("JWK {}", kid.as_deref().unwrap_or("without kid"));
             let key = decode_jwk(value).map_err(|source| Error::DecodeKey {
                 path: origin.into(),
@@ -242,14 +255,21 @@ impl KeySet {
     /// [`Error::FetchDiscovery`] for HTTP, [`Error::DecodeDiscovery`],
     /// [`Error::CheckDiscoveryIssuer`] when the document names another
     /// issuer, and the JWKS errors.
-    pub fn add_oidc_issuer(&mut self, issuer: &str, ca_bundle: Option<&Path>) -> Result<usize, Error> {
+    pub fn add_oidc_issuer(
+        &mut self,
+        issuer: &str,
+        ca_bundle: Option<&Path>,
+    ) -> Result<usize, Error> {
         #[derive(Deserialize)]
         struct Discovery {
             issuer: String,
             jwks_uri: String,
         }
         let agent = http_agent(ca_bundle)?;
-        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
         let body = fetch(&agent, &url)?;
         let discovery: Discovery =
             serde_json::from_slice(&body).map_err(|source| Error::DecodeDiscovery {
@@ -382,14 +402,22 @@ fn p256_public(key: &p256::PublicKey) -> Result<Decoded, KeyDecodeError> {
     use p256::elliptic_curve::sec1::ToEncodedPoint as _;
     let spki = key.to_public_key_der()?.into_vec();
     let point = key.to_encoded_point(false);
-    Ok((KeyType::P256, spki, Material::Jwt(DecodingKey::from_ec_der(point.as_bytes()))))
+    Ok((
+        KeyType::P256,
+        spki,
+        Material::Jwt(DecodingKey::from_ec_der(point.as_bytes())),
+    ))
 }
 
 fn p384_public(key: &p384::PublicKey) -> Result<Decoded, KeyDecodeError> {
     use p384::elliptic_curve::sec1::ToEncodedPoint as _;
     let spki = key.to_public_key_der()?.into_vec();
     let point = key.to_encoded_point(false);
-    Ok((KeyType::P384, spki, Material::Jwt(DecodingKey::from_ec_der(point.as_bytes()))))
+    Ok((
+        KeyType::P384,
+        spki,
+        Material::Jwt(DecodingKey::from_ec_der(point.as_bytes())),
+    ))
 }
 
 fn p521_public(key: &p521::PublicKey) -> Result<Decoded, KeyDecodeError> {
@@ -404,17 +432,24 @@ fn decode_jwk(value: serde_json::Value) -> Result<(KeyType, Material), KeyDecode
     // P-521 first: jsonwebtoken's Jwk knows the curve but cannot verify with it.
     if value.get("crv").and_then(serde_json::Value::as_str) == Some("P-521") {
         let coordinate = |name: &str| -> Result<Vec<u8>, KeyDecodeError> {
-            let text = value.get(name).and_then(serde_json::Value::as_str).ok_or(KeyDecodeError::Curve)?;
-            URL_SAFE_NO_PAD.decode(text).map_err(|_| KeyDecodeError::Curve)
+            let text = value
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .ok_or(KeyDecodeError::Curve)?;
+            URL_SAFE_NO_PAD
+                .decode(text)
+                .map_err(|_| KeyDecodeError::Curve)
         };
         let mut point = vec![0x04];
         point.extend(coordinate("x")?);
         point.extend(coordinate("y")?);
-        let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| KeyDecodeError::Curve)?;
+        let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+            .map_err(|_| KeyDecodeError::Curve)?;
         return Ok((KeyType::P521, Material::P521(Box::new(key))));
     }
-    let jwk: Jwk = serde_json::from_value(value)
-        .map_err(|e| KeyDecodeError::Jwk(jsonwebtoken::errors::ErrorKind::Json(std::sync::Arc::new(e)).into()))?;
+    let jwk: Jwk = serde_json::from_value(value).map_err(|e| {
+        KeyDecodeError::Jwk(jsonwebtoken::errors::ErrorKind::Json(std::sync::Arc::new(e)).into())
+    })?;
     let key_type = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => KeyType::Rsa,
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
@@ -443,7 +478,10 @@ fn decode_jwk(value: serde_json::Value) -> Result<(KeyType, Material), KeyDecode
 mod tests {
     use super::*;
 
-    const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/tokens/kubernetes-serviceaccount-test-keys");
+    const KEYS: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/tokens/kubernetes-serviceaccount-test-keys"
+    );
 
     fn load(name: &str) -> KeySet {
         let mut set = KeySet::new();
@@ -460,7 +498,11 @@ mod tests {
             ("rsa-private.pem", rsa_kid, KeyType::Rsa),
             ("ecdsa-p256-public.pem", ec_kid, KeyType::P256),
             ("ecdsa-p256-private.pem", ec_kid, KeyType::P256),
-            ("other-rsa-public.pem", "yEooMTEt7THsoVd-yf2m_0tmtgtZWGhAPFm296R5q18", KeyType::Rsa),
+            (
+                "other-rsa-public.pem",
+                "yEooMTEt7THsoVd-yf2m_0tmtgtZWGhAPFm296R5q18",
+                KeyType::Rsa,
+            ),
         ] {
             let set = load(file);
             assert_eq!(set.len(), 1, "{file}");
@@ -475,7 +517,10 @@ mod tests {
         let set = load("ecdsa-p256-private-with-params.pem");
         assert_eq!(set.len(), 1);
         assert_eq!(set.keys()[0].key_type, KeyType::P256);
-        assert_ne!(set.keys()[0].kid.as_deref(), Some("SoABiieYuNx4UdqYvZRVeuC6SihxgLrhLy9peHMHpTc"));
+        assert_ne!(
+            set.keys()[0].kid.as_deref(),
+            Some("SoABiieYuNx4UdqYvZRVeuC6SihxgLrhLy9peHMHpTc")
+        );
     }
 
     #[test]
@@ -483,9 +528,15 @@ mod tests {
         let mut set = KeySet::new();
         let jwks = Path::new(KEYS).join("jwks.json");
         assert_eq!(set.add_jwks_file(&jwks).expect("k8s jwks"), 2);
-        let eks = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/tokens/portswigger-tim-nats-k8s-oidc-callout/jwks.json");
+        let eks = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/tokens/portswigger-tim-nats-k8s-oidc-callout/jwks.json"
+        );
         assert_eq!(set.add_jwks_file(Path::new(eks)).expect("eks jwks"), 13);
-        let kops = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/tokens/kubernetes-kops-oidc-discovery/jwks.json");
+        let kops = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/tokens/kubernetes-kops-oidc-discovery/jwks.json"
+        );
         assert_eq!(set.add_jwks_file(Path::new(kops)).expect("kops jwks"), 2);
     }
 
@@ -493,10 +544,18 @@ mod tests {
     fn pem_without_keys_is_an_error() {
         let mut set = KeySet::new();
         let err = set
-            .add_pem(b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n", Path::new("p.pem"))
+            .add_pem(
+                b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n",
+                Path::new("p.pem"),
+            )
             .expect_err("no key");
         assert!(matches!(err, Error::FindKey { .. }), "{err:?}");
-        let err = set.add_pem(b"garbage", Path::new("g.pem")).expect_err("no pem");
-        assert!(matches!(err, Error::FindKey { .. } | Error::DecodePem { .. }), "{err:?}");
+        let err = set
+            .add_pem(b"garbage", Path::new("g.pem"))
+            .expect_err("no pem");
+        assert!(
+            matches!(err, Error::FindKey { .. } | Error::DecodePem { .. }),
+            "{err:?}"
+        );
     }
 }

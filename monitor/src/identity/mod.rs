@@ -100,7 +100,9 @@ pub enum Error {
     /// The input looked like a manifest but is not valid YAML or JSON. Only
     /// the position is reported: the parser's own message could quote the
     /// token.
-    #[error("input is neither a JWT nor a valid YAML/JSON Secret manifest (parse error at line {line}, column {column})")]
+    #[error(
+        "input is neither a JWT nor a valid YAML/JSON Secret manifest (parse error at line {line}, column {column})"
+    )]
     DecodeManifest {
         /// 1-based line of the parse error (0 when unknown).
         line: usize,
@@ -121,7 +123,9 @@ pub enum Error {
         source: base64::DecodeError,
     },
     /// The token does not have the three dot-separated segments of a JWS.
-    #[error("a JWT has 3 dot-separated segments (header.claims.signature), this one has {found}{hint}")]
+    #[error(
+        "a JWT has 3 dot-separated segments (header.claims.signature), this one has {found}{hint}"
+    )]
     SplitSegments {
         /// Segments found.
         found: usize,

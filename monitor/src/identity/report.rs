@@ -120,7 +120,9 @@ impl Report {
                 ),
             ),
             ValidityState::Expired => warn(WarningKind::Expired, validity.description.clone()),
-            ValidityState::NotYetValid => warn(WarningKind::NotYetValid, validity.description.clone()),
+            ValidityState::NotYetValid => {
+                warn(WarningKind::NotYetValid, validity.description.clone());
+            }
             ValidityState::Valid | ValidityState::NeverExpires => {}
         }
         if identity.kind != TokenKind::Legacy {
@@ -138,7 +140,10 @@ impl Report {
                 }
             } else if identity.kind == TokenKind::Bound {
                 if auds.is_empty() {
-                    warn(WarningKind::Audience, "bound token without an audience".to_owned());
+                    warn(
+                        WarningKind::Audience,
+                        "bound token without an audience".to_owned(),
+                    );
                 } else if !auds
                     .iter()
                     .any(|a| looks_like_api_server_audience(a, summary.issuer.as_deref()))
@@ -161,7 +166,10 @@ impl Report {
         {
             warn(
                 WarningKind::Subject,
-                format!("sub {sub:?} is not the ServiceAccount's username {:?}", user.username),
+                format!(
+                    "sub {sub:?} is not the ServiceAccount's username {:?}",
+                    user.username
+                ),
             );
         }
         if !ACCEPTED_ALGORITHMS.contains(&identity.header.alg.as_str()) {
@@ -206,7 +214,12 @@ impl Report {
         if let Some(kid) = &self.header.kid {
             row("key id", kid.clone());
         }
-        let claim_str = |name: &str| self.claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        let claim_str = |name: &str| {
+            self.claims
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
         if let Some(iss) = claim_str("iss") {
             row("issuer", iss);
         }
@@ -217,7 +230,10 @@ impl Report {
             Some(serde_json::Value::String(a)) => row("audiences", a.clone()),
             Some(serde_json::Value::Array(a)) => row(
                 "audiences",
-                a.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join("\n"),
+                a.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             ),
             _ => {}
         }
@@ -231,7 +247,11 @@ impl Report {
                 row(&format!("extra: {key}"), values.join("\n"));
             }
         }
-        for (field, claim) in [("issued at", "iat"), ("not before", "nbf"), ("expires", "exp")] {
+        for (field, claim) in [
+            ("issued at", "iat"),
+            ("not before", "nbf"),
+            ("expires", "exp"),
+        ] {
             if let Some(t) = self.claims.get(claim).and_then(serde_json::Value::as_i64) {
                 row(field, format_time(t));
             }
@@ -276,5 +296,8 @@ pub fn format_time(secs: i64) -> String {
     u64::try_from(secs)
         .ok()
         .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
-        .map_or_else(|| secs.to_string(), |t| humantime::format_rfc3339_seconds(t).to_string())
+        .map_or_else(
+            || secs.to_string(),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        )
 }

@@ -108,7 +108,10 @@ impl UserInfo {
     /// The credential ID extra, the key of the join with audit logs.
     #[must_use]
     pub fn credential_id(&self) -> Option<&str> {
-        self.extra.get(CREDENTIAL_ID_KEY)?.first().map(String::as_str)
+        self.extra
+            .get(CREDENTIAL_ID_KEY)?
+            .first()
+            .map(String::as_str)
     }
 }
 
@@ -142,12 +145,22 @@ mod tests {
         assert_eq!(user.uid.as_deref(), Some("sa-uid"));
         assert_eq!(
             user.groups,
-            ["system:serviceaccounts", "system:serviceaccounts:team-a", "system:authenticated"]
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:team-a",
+                "system:authenticated"
+            ]
         );
         let keys: Vec<&str> = user.extra.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            [CREDENTIAL_ID_KEY, NODE_NAME_KEY, NODE_UID_KEY, POD_NAME_KEY, POD_UID_KEY]
+            [
+                CREDENTIAL_ID_KEY,
+                NODE_NAME_KEY,
+                NODE_UID_KEY,
+                POD_NAME_KEY,
+                POD_UID_KEY
+            ]
         );
         assert_eq!(user.credential_id(), Some("JTI=7d2b"));
     }

@@ -71,7 +71,10 @@ impl Validity {
                 let left = if exp >= now {
                     format!("expires in {}", describe_duration(exp - now))
                 } else {
-                    format!("expired {} ago, within the 1m leeway", describe_duration(now - exp))
+                    format!(
+                        "expired {} ago, within the 1m leeway",
+                        describe_duration(now - exp)
+                    )
                 };
                 match summary.warn_after {
                     Some(warn) if now > warn => (
@@ -148,18 +151,31 @@ mod tests {
     #[test]
     fn warnafter_makes_it_stale_without_leeway() {
         let s = bound(0, 31_536_000, Some(3607));
-        assert_eq!(Validity::check(TokenKind::Bound, &s, 3607).state, ValidityState::Valid);
+        assert_eq!(
+            Validity::check(TokenKind::Bound, &s, 3607).state,
+            ValidityState::Valid
+        );
         let v = Validity::check(TokenKind::Bound, &s, 3608 + 7200);
         assert_eq!(v.state, ValidityState::Stale);
-        assert!(v.description.starts_with("stale since 2h ago"), "{}", v.description);
+        assert!(
+            v.description.starts_with("stale since 2h ago"),
+            "{}",
+            v.description
+        );
         assert!(v.is_accepted());
     }
 
     #[test]
     fn plain_words() {
         let s = bound(0, 10_000, None);
-        assert_eq!(Validity::check(TokenKind::Bound, &s, 10_000 - 47 * 60).description, "expires in 47m");
-        assert_eq!(Validity::check(TokenKind::Bound, &s, 10_000 + 3 * 3600).description, "expired 3h ago");
+        assert_eq!(
+            Validity::check(TokenKind::Bound, &s, 10_000 - 47 * 60).description,
+            "expires in 47m"
+        );
+        assert_eq!(
+            Validity::check(TokenKind::Bound, &s, 10_000 + 3 * 3600).description,
+            "expired 3h ago"
+        );
         let legacy = ClaimsSummary::default();
         let v = Validity::check(TokenKind::Legacy, &legacy, 5);
         assert_eq!(v.state, ValidityState::NeverExpires);

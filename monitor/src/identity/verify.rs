@@ -46,7 +46,9 @@ impl SignatureCheck {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Self::InvalidSignature { .. } | Self::UnknownKeyId { .. } | Self::AlgorithmNotAccepted { .. }
+            Self::InvalidSignature { .. }
+                | Self::UnknownKeyId { .. }
+                | Self::AlgorithmNotAccepted { .. }
         )
     }
 
@@ -60,7 +62,10 @@ impl SignatureCheck {
     #[must_use]
     pub fn describe(&self) -> String {
         match self {
-            Self::Verified { kid: Some(kid), origin } => format!("verified (key {kid} from {origin})"),
+            Self::Verified {
+                kid: Some(kid),
+                origin,
+            } => format!("verified (key {kid} from {origin})"),
             Self::Verified { kid: None, origin } => format!("verified (key from {origin})"),
             Self::InvalidSignature { tried } => {
                 format!("invalid signature ({tried} candidate key(s) tried)")
@@ -86,7 +91,9 @@ pub(crate) fn check(parsed: &ParsedJwt<'_>, keys: &KeySet) -> SignatureCheck {
     }
     let alg = parsed.header.alg.as_str();
     if !ACCEPTED_ALGORITHMS.contains(&alg) {
-        return SignatureCheck::AlgorithmNotAccepted { alg: alg.to_owned() };
+        return SignatureCheck::AlgorithmNotAccepted {
+            alg: alg.to_owned(),
+        };
     }
     let kid = parsed.header.kid.as_deref().filter(|k| !k.is_empty());
     let candidates: Vec<_> = keys
@@ -95,7 +102,9 @@ pub(crate) fn check(parsed: &ParsedJwt<'_>, keys: &KeySet) -> SignatureCheck {
         .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
         .collect();
     if let (Some(kid), true) = (kid, candidates.is_empty()) {
-        return SignatureCheck::UnknownKeyId { kid: kid.to_owned() };
+        return SignatureCheck::UnknownKeyId {
+            kid: kid.to_owned(),
+        };
     }
     let message = parsed.signing_input.as_bytes();
     for key in &candidates {

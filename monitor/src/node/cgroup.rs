@@ -129,7 +129,10 @@ fn parse_pod_component(name: &str, parent: Option<&str>) -> Option<(String, QosC
             return None;
         }
         let uid = parse_uid(last.strip_prefix("pod")?)?;
-        let qos = rest.iter().find_map(|w| qos_of(w)).unwrap_or(QosClass::Guaranteed);
+        let qos = rest
+            .iter()
+            .find_map(|w| qos_of(w))
+            .unwrap_or(QosClass::Guaranteed);
         return Some((uid, qos));
     }
     let uid = parse_uid(name.strip_prefix("pod")?)?;
@@ -193,7 +196,9 @@ pub fn parse_cgroup_path(path: &str) -> Attribution {
 pub fn parse_mountinfo_cgroup2(text: &str) -> Option<PathBuf> {
     let mut fallback = None;
     for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         if right.split_whitespace().next() != Some("cgroup2") {
             continue;
         }
@@ -258,7 +263,9 @@ pub struct CgroupResolver {
 
 impl std::fmt::Debug for CgroupResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CgroupResolver").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("CgroupResolver")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -300,7 +307,12 @@ impl CgroupResolver {
     /// cached, so a later call looks again.
     #[must_use]
     pub fn resolve(&self, cgroup_id: u64) -> Attribution {
-        if let Some(hit) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&cgroup_id) {
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&cgroup_id)
+        {
             return hit.clone();
         }
         let Some(path) = self.path_of(cgroup_id) else {
@@ -341,7 +353,10 @@ impl CgroupResolver {
     /// Number of cached attributions.
     #[must_use]
     pub fn cached(&self) -> usize {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     fn rewalk(&self, index: &mut Index) -> usize {
@@ -357,15 +372,25 @@ impl CgroupResolver {
 }
 
 fn walk(dir: &Path, relative: String, by_ino: &mut FxHashMap<u64, String>) {
-    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
-    let name = if relative.is_empty() { "/".to_owned() } else { relative.clone() };
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    let name = if relative.is_empty() {
+        "/".to_owned()
+    } else {
+        relative.clone()
+    };
     by_ino.insert(meta.ino(), name);
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let Some(child) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(child) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
         walk(&entry.path(), format!("{relative}/{child}"), by_ino);
     }
 }
@@ -381,11 +406,23 @@ mod tests {
 26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
 27 25 0:25 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,xattr,name=systemd
 ";
-        assert_eq!(parse_mountinfo_cgroup2(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            parse_mountinfo_cgroup2(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         let unified = "35 24 0:30 / /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_mountinfo_cgroup2(unified), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(
+            parse_mountinfo_cgroup2(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
         let escaped = "35 24 0:30 / /mnt/cg\\040v2 rw - cgroup2 none rw\n";
-        assert_eq!(parse_mountinfo_cgroup2(escaped), Some(PathBuf::from("/mnt/cg v2")));
-        assert_eq!(parse_mountinfo_cgroup2("1 2 0:1 / / rw - ext4 /dev/sda rw\n"), None);
+        assert_eq!(
+            parse_mountinfo_cgroup2(escaped),
+            Some(PathBuf::from("/mnt/cg v2"))
+        );
+        assert_eq!(
+            parse_mountinfo_cgroup2("1 2 0:1 / / rw - ext4 /dev/sda rw\n"),
+            None
+        );
     }
 }

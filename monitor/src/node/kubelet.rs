@@ -88,7 +88,10 @@ pub struct PodMeta {
 /// [`Error::ReadKubeletDir`] when `root/pods` exists but cannot be listed.
 /// A missing `pods` directory is an empty node.
 pub fn discover(root: &Path, cache: &IdentityCache) -> Result<Vec<TokenFile>, Error> {
-    Ok(scan(root, cache)?.into_iter().filter(|t| t.current).collect())
+    Ok(scan(root, cache)?
+        .into_iter()
+        .filter(|t| t.current)
+        .collect())
 }
 
 /// Pod names and namespaces from the bound tokens among `tokens`, keyed by
@@ -98,23 +101,27 @@ pub fn discover(root: &Path, cache: &IdentityCache) -> Result<Vec<TokenFile>, Er
 pub fn pods_from_tokens(tokens: &[TokenFile]) -> BTreeMap<String, PodMeta> {
     let mut pods = BTreeMap::new();
     for token in tokens {
-        let Some(identity) = &token.identity else { continue };
+        let Some(identity) = &token.identity else {
+            continue;
+        };
         if identity.kind != TokenKind::Bound {
             continue;
         }
         let s = &identity.summary;
-        let (Some(pod), Some(namespace), Some(sa)) = (&s.pod, &s.namespace, &s.service_account) else {
+        let (Some(pod), Some(namespace), Some(sa)) = (&s.pod, &s.namespace, &s.service_account)
+        else {
             continue;
         };
         if pod.uid.as_deref() != Some(token.pod_uid.as_str()) {
             continue;
         }
-        pods.entry(token.pod_uid.clone()).or_insert_with(|| PodMeta {
-            uid: token.pod_uid.clone(),
-            name: pod.name.clone(),
-            namespace: namespace.clone(),
-            service_account: sa.name.clone(),
-        });
+        pods.entry(token.pod_uid.clone())
+            .or_insert_with(|| PodMeta {
+                uid: token.pod_uid.clone(),
+                name: pod.name.clone(),
+                namespace: namespace.clone(),
+                service_account: sa.name.clone(),
+            });
     }
     pods
 }
@@ -131,7 +138,10 @@ pub(crate) fn scan(root: &Path, cache: &IdentityCache) -> Result<Vec<TokenFile>,
         for (plugin, kind) in PLUGINS {
             let plugin_dir = pod.join("volumes").join(plugin);
             for volume_dir in list_dirs(&plugin_dir).unwrap_or_default() {
-                let Some(volume) = volume_dir.file_name().and_then(|n| n.to_str()).map(str::to_owned)
+                let Some(volume) = volume_dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_owned)
                 else {
                     continue;
                 };
@@ -151,7 +161,9 @@ fn scan_volume(
     found: &mut Vec<TokenFile>,
 ) {
     let push = |path: PathBuf, current: bool, found: &mut Vec<TokenFile>| {
-        let Ok(meta) = std::fs::metadata(&path) else { return };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
         if !meta.is_file() {
             return;
         }
@@ -179,7 +191,9 @@ fn scan_volume(
         });
     };
     push(dir.join("token"), true, found);
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };

@@ -24,14 +24,18 @@ pub use cgroup::{
     Attribution, CgroupResolver, QosClass, Runtime, find_cgroup2_mount, parse_cgroup_path,
     parse_mountinfo_cgroup2,
 };
-pub use kubelet::{DEFAULT_KUBELET_ROOT, PodMeta, TokenFile, VolumeKind, discover, pods_from_tokens};
+pub use kubelet::{
+    DEFAULT_KUBELET_ROOT, PodMeta, TokenFile, VolumeKind, discover, pods_from_tokens,
+};
 pub use watch::{TokenWatcher, WatchChange, WatchHandle, WatchedFile};
 
 /// A file's identity as userspace `stat` gives it: `st_dev` and `st_ino`.
 ///
 /// The sensor converts `dev` to the kernel's encoding itself (userspace
 /// `st_dev` is `new_encode_dev`'d; the kernel's `s_dev` is not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct FileId {
     /// `st_dev`.
     pub dev: u64,

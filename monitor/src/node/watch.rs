@@ -88,7 +88,11 @@ impl WatchHandle {
     /// Pod names and namespaces, from the pods' bound tokens, by pod UID.
     #[must_use]
     pub fn pods(&self) -> BTreeMap<String, PodMeta> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner).pods.clone()
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pods
+            .clone()
     }
 
     /// Whether the task has ended (receiver dropped, or inotify failed).
@@ -164,7 +168,12 @@ impl TokenWatcher {
         Ok(WatchHandle { state, task })
     }
 
-    async fn run(self, mut fd: AsyncFd<Inotify>, state: Arc<RwLock<State>>, tx: mpsc::Sender<WatchChange>) {
+    async fn run(
+        self,
+        mut fd: AsyncFd<Inotify>,
+        state: Arc<RwLock<State>>,
+        tx: mpsc::Sender<WatchChange>,
+    ) {
         let mut buffer = [0_u8; 8192];
         loop {
             tokio::select! {
@@ -263,7 +272,8 @@ fn apply(state: &RwLock<State>, cache: &IdentityCache, found: Vec<TokenFile>) ->
     for (uid, meta) in pods {
         state.pods.insert(uid, meta);
     }
-    let live: std::collections::HashSet<String> = state.files.values().map(|t| t.pod_uid.clone()).collect();
+    let live: std::collections::HashSet<String> =
+        state.files.values().map(|t| t.pod_uid.clone()).collect();
     state.pods.retain(|uid, _| live.contains(uid));
     changes
 }
