@@ -694,3 +694,10 @@ fn impersonation_groups() {
         Some(("a", "b"))
     );
 }
+
+#[test]
+fn snapshot_and_authorizer_are_shareable() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Snapshot>();
+    shareable::<tokenwatch::rbac::Authorizer>();
+}

@@ -41,7 +41,7 @@ use super::model::{
     SERVICE_ACCOUNT_USER_PREFIX, Subject,
 };
 use super::request_info::RequestInfo;
-use super::snapshot::{BindingId, RoleResolution, Snapshot, SubjectIndex};
+use super::snapshot::{BindingId, RoleResolution, Snapshot, SubjectIndex, verb_bit};
 
 /// Group of every authenticated user.
 pub const GROUP_AUTHENTICATED: &str = "system:authenticated";
@@ -614,20 +614,22 @@ fn scan(
     best: &mut Option<Source>,
     had_errors: &mut bool,
 ) {
+    let vbit = verb_bit(attrs.verb);
     let mut walk = |list: &[BindingId]| {
         for &id in list {
             if best.is_some_and(|b| id >= b.binding) {
                 return;
             }
             let entry = &snapshot.bindings()[id as usize];
-            let rules = match &entry.role {
-                RoleResolution::Missing(_) => {
-                    *had_errors = true;
-                    continue;
-                }
-                resolved => snapshot.rules(resolved),
-            };
-            if let Some(i) = rules.iter().position(|r| rule_allows(attrs, r)) {
+            if let RoleResolution::Missing(_) = entry.role {
+                *had_errors = true;
+                continue;
+            }
+            let rules = snapshot.rules(&entry.role);
+            let filters = snapshot.rule_filters(&entry.role);
+            if let Some(i) = rules.iter().zip(filters).position(|(r, f)| {
+                f.may_allow(vbit, attrs.is_resource_request) && rule_allows(attrs, r)
+            }) {
                 *best = Some(Source {
                     binding: id,
                     rule: u32::try_from(i).unwrap_or(u32::MAX),

@@ -19,6 +19,95 @@ use super::model::{
 /// Position of a binding in visiting order; see [`Snapshot::binding`].
 pub type BindingId = u32;
 
+/// Verbs with a bit in [`RuleFilter::verbs`]; the bit is `1 << index`.
+const KNOWN_VERBS: [&str; 20] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "proxy",
+    "impersonate",
+    "bind",
+    "escalate",
+    "approve",
+    "sign",
+    "use",
+    "attest",
+    "post",
+    "put",
+    "head",
+    "options",
+];
+
+/// Bit of a verb in [`RuleFilter::verbs`]; 0 for a verb outside the set.
+#[must_use]
+pub(crate) fn verb_bit(verb: &str) -> u32 {
+    KNOWN_VERBS
+        .iter()
+        .position(|v| *v == verb)
+        .map_or(0, |i| 1 << i)
+}
+
+/// A cheap pre-check computed once per rule: when it says no, the rule
+/// cannot allow the request; when it says maybe, the full match decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuleFilter {
+    /// Bits of the known verbs the rule lists.
+    verbs: u32,
+    /// The rule lists `*`.
+    all_verbs: bool,
+    /// The rule lists a verb outside the known set.
+    other_verbs: bool,
+    /// The rule has resources (can allow resource requests).
+    resources: bool,
+    /// The rule has non-resource URLs.
+    urls: bool,
+}
+
+impl RuleFilter {
+    fn new(rule: &PolicyRule) -> Self {
+        let mut f = Self {
+            verbs: 0,
+            all_verbs: false,
+            other_verbs: false,
+            resources: !rule.resources.is_empty(),
+            urls: !rule.non_resource_urls.is_empty(),
+        };
+        for v in &rule.verbs {
+            if v == super::model::ALL {
+                f.all_verbs = true;
+            }
+            match verb_bit(v) {
+                0 => f.other_verbs = true,
+                bit => f.verbs |= bit,
+            }
+        }
+        f
+    }
+
+    /// False when the rule certainly does not allow a request with this
+    /// verb bit (from [`verb_bit`]) and kind.
+    #[inline]
+    pub(crate) fn may_allow(self, verb_bit: u32, is_resource_request: bool) -> bool {
+        let kind_ok = if is_resource_request {
+            self.resources
+        } else {
+            self.urls
+        };
+        let verb_ok = self.all_verbs
+            || if verb_bit == 0 {
+                self.other_verbs
+            } else {
+                self.verbs & verb_bit != 0
+            };
+        kind_ok && verb_ok
+    }
+}
+
 /// What a binding's `roleRef` resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleResolution {
@@ -79,6 +168,8 @@ pub struct Snapshot {
     /// Number of ClusterRoleBindings (they come first in `bindings`).
     cluster_binding_count: usize,
     cluster_roles_by_name: FxHashMap<Box<str>, usize>,
+    cluster_role_filters: Vec<Box<[RuleFilter]>>,
+    role_filters: Vec<Box<[RuleFilter]>>,
     roles_by_key: FxHashMap<(Box<str>, Box<str>), usize>,
     pub(crate) cluster_index: SubjectIndex,
     pub(crate) namespace_index: FxHashMap<Box<str>, SubjectIndex>,
@@ -175,7 +266,17 @@ impl Snapshot {
                 role: resolve(b),
             });
         }
+        let filters = |roles: &[Role]| -> Vec<Box<[RuleFilter]>> {
+            roles
+                .iter()
+                .map(|r| r.rules.iter().map(RuleFilter::new).collect())
+                .collect()
+        };
+        let cluster_role_filters = filters(&objects.cluster_roles);
+        let role_filters = filters(&objects.roles);
         Self {
+            cluster_role_filters,
+            role_filters,
             objects,
             aggregation,
             bindings,
@@ -247,6 +348,16 @@ impl Snapshot {
     #[must_use]
     pub fn rules(&self, resolution: &RoleResolution) -> &[PolicyRule] {
         self.role(resolution).map_or(&[], |r| r.rules.as_slice())
+    }
+
+    /// The pre-check filters of the rules a resolution grants, parallel to
+    /// [`Snapshot::rules`].
+    pub(crate) fn rule_filters(&self, resolution: &RoleResolution) -> &[RuleFilter] {
+        match resolution {
+            RoleResolution::ClusterRole(i) => self.cluster_role_filters.get(*i).map_or(&[], |f| f),
+            RoleResolution::Role(i) => self.role_filters.get(*i).map_or(&[], |f| f),
+            RoleResolution::Missing(_) => &[],
+        }
     }
 
     /// A ClusterRole by name.
