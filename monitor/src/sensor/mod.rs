@@ -172,6 +172,9 @@ pub struct SensorConfig {
     pub btf_path: PathBuf,
     /// Exited processes remembered for naming late events.
     pub keep_exited: usize,
+    /// Also report this process's own opens (tests); the agent leaves its
+    /// own token reads out.
+    pub report_self: bool,
 }
 
 impl Default for SensorConfig {
@@ -188,6 +191,7 @@ impl Default for SensorConfig {
             btf_path: PathBuf::from(btf::VMLINUX_BTF),
             // Enough to name every reader of a busy node's last few seconds.
             keep_exited: 4096,
+            report_self: false,
         }
     }
 }
@@ -437,7 +441,12 @@ impl Sensor {
         let tracefs_root = tracefs::ensure_mounted().map_err(SensorError::ReadTracepoints)?;
         let tp_offsets =
             tracefs::tracepoint_offsets(&tracefs_root).map_err(SensorError::ReadTracepoints)?;
-        let self_tgid = std::process::id();
+        // tgid 0 (the idle task) never opens files: it disables the filter.
+        let self_tgid = if config.report_self {
+            0
+        } else {
+            std::process::id()
+        };
 
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &kernel_offsets, true)
