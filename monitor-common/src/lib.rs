@@ -14,6 +14,8 @@
 
 use core::mem::size_of;
 
+/// Bytes of the opened file's own name compared with a pattern's last component.
+pub const NAME_LEN: usize = 32;
 /// Length of `comm` (the kernel's `TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 /// Bytes of path carried in an event (including the terminating NUL).
@@ -240,12 +242,17 @@ pub struct PathPattern {
     /// Number of `/` in `tail` (the `*` component ends at the slash with
     /// this index, counting from the end of the path from 0).
     pub tail_slashes: u32,
+    /// Length of the last component of `tail` (the file name the opened
+    /// file itself must have; checked first, as a cheap prefilter).
+    pub name_len: u32,
+    /// Explicit padding.
+    pub _pad: u32,
     /// The part before the `*`; it must end with `/`.
     pub head: [u8; PATTERN_PART_LEN],
     /// The part after the `*` (it starts with `/`), or the whole suffix.
     pub tail: [u8; PATTERN_PART_LEN],
 }
-const _: () = assert!(size_of::<PathPattern>() == 144);
+const _: () = assert!(size_of::<PathPattern>() == 152);
 
 /// Byte offsets of the kernel struct fields the programs walk, read from
 /// BTF in userspace and handed to the programs as a global at load time.
@@ -292,22 +299,6 @@ const _: () = assert!(size_of::<KernelOffsets>() == 64);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TracepointOffsets {
-    /// `sys_enter_openat.filename`
-    pub openat_filename: u32,
-    /// `sys_enter_openat.flags`
-    pub openat_flags: u32,
-    /// `sys_enter_openat2.filename`
-    pub openat2_filename: u32,
-    /// `sys_enter_openat2.how` (a user pointer to `struct open_how`; `flags` is its first field)
-    pub openat2_how: u32,
-    /// `sys_enter_open.filename`
-    pub open_filename: u32,
-    /// `sys_enter_open.flags`
-    pub open_flags: u32,
-    /// `sys_enter_{read,pread64,readv,close}.fd` (identical in all four; checked in userspace)
-    pub fd_arg: u32,
-    /// `sys_exit_*.ret` (identical in all syscall exits; checked in userspace)
-    pub exit_ret: u32,
     /// `inet_sock_set_state.skaddr`
     pub sk_skaddr: u32,
     /// `inet_sock_set_state.oldstate`
@@ -333,21 +324,45 @@ pub struct TracepointOffsets {
     /// `sched_process_exec.filename` (a `__data_loc`: low 16 bits offset, high 16 length)
     pub exec_filename: u32,
 }
-const _: () = assert!(size_of::<TracepointOffsets>() == 80);
+const _: () = assert!(size_of::<TracepointOffsets>() == 48);
 
-/// What the kernel remembers between a syscall's entry and its exit
-/// (keyed by the thread's `pid_tgid`).
+/// A syscall number the architecture does not have (e.g. `open` on arm64).
+pub const NO_SYSCALL: u64 = u64::MAX;
+
+/// How syscalls look at `raw_syscalls:sys_exit` on this architecture: the
+/// numbers of the syscalls watched, and where in `struct pt_regs` (read
+/// from BTF) the number and the first three arguments are.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct PendingSyscall {
-    /// Open: user pointer to the path. Read: unused.
-    pub filename: u64,
-    /// Open: flags. Read: the fd.
-    pub arg: u32,
-    /// The `SYSCALL_*` constant.
-    pub syscall: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallAbi {
+    /// `__NR_read`
+    pub nr_read: u64,
+    /// `__NR_pread64`
+    pub nr_pread64: u64,
+    /// `__NR_readv`
+    pub nr_readv: u64,
+    /// `__NR_close`
+    pub nr_close: u64,
+    /// `__NR_open`, or [`NO_SYSCALL`]
+    pub nr_open: u64,
+    /// `__NR_openat`
+    pub nr_openat: u64,
+    /// `__NR_openat2`
+    pub nr_openat2: u64,
+    /// Offset of the syscall number in `pt_regs` (x86_64: `orig_ax`).
+    pub regs_nr: u32,
+    /// Offset of argument 0 (x86_64: `di`).
+    pub regs_arg0: u32,
+    /// Offset of argument 1 (x86_64: `si`).
+    pub regs_arg1: u32,
+    /// Offset of argument 2 (x86_64: `dx`).
+    pub regs_arg2: u32,
+    /// Offset of `dentry` in `struct file`'s `f_path` (`file.f_path.dentry`).
+    pub file_dentry: u32,
+    /// Offset of the name pointer in `struct dentry` (`dentry.d_name.name`).
+    pub dentry_name: u32,
 }
-const _: () = assert!(size_of::<PendingSyscall>() == 16);
+const _: () = assert!(size_of::<SyscallAbi>() == 80);
 
 /// What the kernel remembers about a connect to an API-server endpoint
 /// until it is established or fails (keyed by the socket address).
@@ -388,6 +403,6 @@ mod user {
     unsafe impl aya::Pod for super::PathScratch {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
-    unsafe impl aya::Pod for super::PendingSyscall {}
+    unsafe impl aya::Pod for super::SyscallAbi {}
     unsafe impl aya::Pod for super::PendingConnect {}
 }

@@ -1,155 +1,124 @@
-//! Token file hooks: opens, reads of token fds, closes.
+//! Token file syscalls, all seen at one place: `raw_syscalls:sys_exit`.
 //!
-//! An open is reported when, at syscall exit, the new fd's (dev, ino) is in
-//! `WATCHED_INODES`, or the path the caller passed matches a suffix pattern.
-//! Such an fd goes into `TRACKED_FDS`; `read`/`pread64`/`readv` are reported
-//! only for tracked fds (with the bytes actually read) and `close` ends the
-//! tracking. Every other open costs an entry/exit map round trip, the fd
-//! walk and one lookup; every other read one lookup at entry and one at exit.
+//! At a syscall's exit the user registers saved at entry still hold its
+//! arguments, so one program handles everything without remembering state
+//! between entry and exit:
+//!
+//! - `openat`/`openat2`/`open` that succeeded: the new fd is resolved to
+//!   (dev, ino); it is a token when that inode is in `WATCHED_INODES`, or
+//!   when the opened file's own name is the last component of a suffix
+//!   pattern and the path the caller passed matches that pattern. A token
+//!   fd goes into `TRACKED_FDS` and the open is reported.
+//! - `read`/`pread64`/`readv` of a tracked fd: reported with the bytes
+//!   actually read. Any other fd costs one lookup.
+//! - `close` of a tracked fd: tracking ends, and that is reported.
+//!
+//! Every other syscall costs one register read and a few compares. This is
+//! much cheaper than the per-syscall `syscalls:*` tracepoints, which build a
+//! perf record for every call before the program runs.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user_str},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf, bpf_probe_read_user,
+        generated::bpf_probe_read_user_str,
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use monitor_common::{
-    FdKey, KIND_TOKEN_CLOSE, KIND_TOKEN_OPEN, KIND_TOKEN_READ, MATCH_INODE, MATCH_SUFFIX, PATH_LEN,
-    PendingSyscall, SYSCALL_CLOSE, SYSCALL_OPEN, SYSCALL_OPENAT, SYSCALL_OPENAT2, SYSCALL_PREAD64,
-    SYSCALL_READ, SYSCALL_READV,
+    FdKey, InodeKey, KIND_TOKEN_CLOSE, KIND_TOKEN_OPEN, KIND_TOKEN_READ, MATCH_INODE, MATCH_SUFFIX,
+    NAME_LEN, PATH_LEN, SYSCALL_CLOSE, SYSCALL_OPEN, SYSCALL_OPENAT, SYSCALL_OPENAT2,
+    SYSCALL_PREAD64, SYSCALL_READ, SYSCALL_READV, SyscallAbi,
 };
 
 use crate::{
-    maps::{PATH_SCRATCH, PENDING, SELF_TGID, TP_OFFSETS, TRACKED_FDS, WATCHED_INODES},
-    pattern::matches_any,
+    maps::{PATH_SCRATCH, SELF_TGID, SYSCALL_ABI, TRACKED_FDS, WATCHED_INODES},
+    pattern::{matches_any, name_may_match},
     task::{current_facts, current_task, inode_of_fd, offsets, read_at, reserve},
 };
 
-/// Reads a syscall tracepoint argument at `offset` of the context.
+/// Every syscall exit; see the module docs for what is kept.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+    try_sys_exit(&ctx).unwrap_or(0)
+}
+
 #[inline(always)]
-fn arg(ctx: &TracePointContext, offset: u32) -> Result<u64, i64> {
-    read_at(ctx.as_ptr_u64(), offset)
-}
-
-trait CtxAddr {
-    fn as_ptr_u64(&self) -> u64;
-}
-
-impl CtxAddr for TracePointContext {
-    #[inline(always)]
-    fn as_ptr_u64(&self) -> u64 {
-        use aya_ebpf::EbpfContext as _;
-        self.as_ptr() as u64
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let abi = SYSCALL_ABI.load();
+    let nr: u64 = read_at(regs, abi.regs_nr)?;
+    if nr == abi.nr_read || nr == abi.nr_pread64 || nr == abi.nr_readv {
+        let syscall = if nr == abi.nr_read {
+            SYSCALL_READ
+        } else if nr == abi.nr_pread64 {
+            SYSCALL_PREAD64
+        } else {
+            SYSCALL_READV
+        };
+        return exit_read(regs, ret, syscall, &abi);
     }
-}
-
-#[inline(always)]
-fn is_self(pid_tgid: u64) -> bool {
-    (pid_tgid >> 32) as u32 == SELF_TGID.load()
-}
-
-/// Remembers an open's path pointer and flags until its exit.
-#[inline(always)]
-fn enter_open(filename: u64, flags: u32, syscall: u32) -> Result<u32, i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_self(pid_tgid) {
+    if nr == abi.nr_close {
+        return exit_close(regs, ret, &abi);
+    }
+    if ret < 0 {
         return Ok(0);
     }
-    let pending = PendingSyscall {
-        filename,
-        arg: flags,
-        syscall,
-    };
-    PENDING.insert(pid_tgid, pending, 0)?;
+    if nr == abi.nr_openat {
+        let filename: u64 = read_at(regs, abi.regs_arg1)?;
+        let flags: u64 = read_at(regs, abi.regs_arg2)?;
+        return exit_open(ret, filename, flags as u32, SYSCALL_OPENAT, &abi);
+    }
+    if nr == abi.nr_openat2 {
+        let filename: u64 = read_at(regs, abi.regs_arg1)?;
+        let how: u64 = read_at(regs, abi.regs_arg2)?;
+        // `struct open_how` starts with `__u64 flags`.
+        // SAFETY: a user pointer read through the checked helper.
+        let flags: u64 = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
+        return exit_open(ret, filename, flags as u32, SYSCALL_OPENAT2, &abi);
+    }
+    if nr == abi.nr_open {
+        let filename: u64 = read_at(regs, abi.regs_arg0)?;
+        let flags: u64 = read_at(regs, abi.regs_arg1)?;
+        return exit_open(ret, filename, flags as u32, SYSCALL_OPEN, &abi);
+    }
     Ok(0)
 }
 
-/// `openat(dfd, filename, flags, mode)` entry.
-#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    let tp = TP_OFFSETS.load();
-    let run = || -> Result<u32, i64> {
-        enter_open(
-            arg(&ctx, tp.openat_filename)?,
-            arg(&ctx, tp.openat_flags)? as u32,
-            SYSCALL_OPENAT,
-        )
-    };
-    run().unwrap_or(0)
-}
-
-/// `openat2(dfd, filename, how, size)` entry; the flags are `how->flags`.
-#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
-pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
-    let tp = TP_OFFSETS.load();
-    let run = || -> Result<u32, i64> {
-        let how = arg(&ctx, tp.openat2_how)?;
-        // SAFETY: a user pointer read through the checked helper.
-        let flags: u64 = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
-        enter_open(
-            arg(&ctx, tp.openat2_filename)?,
-            flags as u32,
-            SYSCALL_OPENAT2,
-        )
-    };
-    run().unwrap_or(0)
-}
-
-/// `open(filename, flags, mode)` entry.
-#[tracepoint(category = "syscalls", name = "sys_enter_open")]
-pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    let tp = TP_OFFSETS.load();
-    let run = || -> Result<u32, i64> {
-        enter_open(
-            arg(&ctx, tp.open_filename)?,
-            arg(&ctx, tp.open_flags)? as u32,
-            SYSCALL_OPEN,
-        )
-    };
-    run().unwrap_or(0)
-}
-
-/// `openat` exit: see [`exit_open`].
-#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
-pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
-    exit_open(&ctx).unwrap_or(0)
-}
-
-/// `openat2` exit: see [`exit_open`].
-#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
-pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
-    exit_open(&ctx).unwrap_or(0)
-}
-
-/// `open` exit: see [`exit_open`].
-#[tracepoint(category = "syscalls", name = "sys_exit_open")]
-pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    exit_open(&ctx).unwrap_or(0)
-}
-
-/// At an open's exit: resolve the new fd to (dev, ino); report and track it
-/// when the inode is watched or the caller's path matches a pattern.
 #[inline(always)]
-fn exit_open(ctx: &TracePointContext) -> Result<u32, i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
-        return Ok(0);
-    };
-    let _ = PENDING.remove(&pid_tgid);
-    if !matches!(
-        pending.syscall,
-        SYSCALL_OPENAT | SYSCALL_OPENAT2 | SYSCALL_OPEN
-    ) {
-        return Ok(0);
-    }
-    let tp = TP_OFFSETS.load();
-    let fd: i64 = read_at(ctx.as_ptr_u64(), tp.exit_ret)?;
-    if fd < 0 {
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// The opened file's own name (`file->f_path.dentry->d_name.name`), NUL-padded.
+#[inline(always)]
+fn file_name(file: u64, abi: &SyscallAbi) -> Result<[u8; NAME_LEN], i64> {
+    let dentry: u64 = read_at(file, abi.file_dentry)?;
+    let name: u64 = read_at(dentry, abi.dentry_name)?;
+    let mut buf = [0u8; NAME_LEN];
+    // SAFETY: a kernel pointer read through the checked helper; names
+    // shorter than NAME_LEN are NUL-terminated inside the buffer, longer
+    // ones cannot equal a pattern's name (at most NAME_LEN - 1 bytes).
+    unsafe { bpf_probe_read_kernel_buf(name as *const u8, &mut buf) }.map_err(i64::from)?;
+    Ok(buf)
+}
+
+/// A successful open: report and track the fd when the file is a token.
+#[inline(always)]
+fn exit_open(
+    fd: i64,
+    filename: u64,
+    flags: u32,
+    syscall: u32,
+    abi: &SyscallAbi,
+) -> Result<u32, i64> {
+    if current_tgid() == SELF_TGID.load() {
         return Ok(0);
     }
     let Some(o) = offsets() else { return Ok(0) };
     let task = current_task();
-    let inode = inode_of_fd(task, fd as u32, &o)?;
+    let (inode, file) = inode_of_fd(task, fd as u32, &o)?;
 
     let mut matched = 0;
     // SAFETY: only the presence of the key is used.
@@ -159,18 +128,24 @@ fn exit_open(ctx: &TracePointContext) -> Result<u32, i64> {
     let Some(scratch) = PATH_SCRATCH.get_ptr_mut(0) else {
         return Ok(0);
     };
-    // SAFETY: `scratch` is this CPU's slot; the helper writes at most
-    // PATH_LEN bytes into `path` and NUL-terminates.
-    let copied = unsafe {
-        bpf_probe_read_user_str(
-            (*scratch).path.as_mut_ptr().cast(),
-            PATH_LEN as u32,
-            pending.filename as *const _,
-        )
-    };
-    // SAFETY: as above.
-    unsafe { (*scratch).len = if copied > 0 { (copied - 1) as u32 } else { 0 } };
-    if copied > 0 && matches_any(scratch) {
+    // The path is read when it will be reported (inode match) or when the
+    // file's own name makes a suffix match possible.
+    let name_ok = file_name(file, abi).is_ok_and(|name| name_may_match(&name));
+    let mut copied = 0;
+    if matched != 0 || name_ok {
+        // SAFETY: `scratch` is this CPU's slot; the helper writes at most
+        // PATH_LEN bytes into `path` and NUL-terminates.
+        copied = unsafe {
+            bpf_probe_read_user_str(
+                (*scratch).path.as_mut_ptr().cast(),
+                PATH_LEN as u32,
+                filename as *const _,
+            )
+        };
+        // SAFETY: as above.
+        unsafe { (*scratch).len = if copied > 0 { (copied - 1) as u32 } else { 0 } };
+    }
+    if name_ok && copied > 0 && matches_any(scratch) {
         matched |= MATCH_SUFFIX;
     }
     if matched == 0 {
@@ -178,22 +153,25 @@ fn exit_open(ctx: &TracePointContext) -> Result<u32, i64> {
     }
 
     let facts = current_facts(task, &o);
-    let key = FdKey {
-        tgid: facts.tgid,
-        fd: fd as u32,
-    };
-    TRACKED_FDS.insert(key, inode, 0)?;
+    TRACKED_FDS.insert(
+        FdKey {
+            tgid: facts.tgid,
+            fd: fd as u32,
+        },
+        inode,
+        0,
+    )?;
     let Some(mut entry) = reserve(KIND_TOKEN_OPEN, &facts) else {
         return Ok(0);
     };
     let event = entry.as_mut_ptr();
-    // SAFETY: `event` is the reserved, zeroed record.
+    // SAFETY: `event` is the reserved, zeroed record; `scratch` as above.
     unsafe {
-        (*event).syscall = pending.syscall;
+        (*event).syscall = syscall;
         (*event).dev = inode.dev;
         (*event).ino = inode.ino;
         (*event).fd = fd as i32;
-        (*event).flags = pending.arg;
+        (*event).flags = flags;
         (*event).matched = matched;
         if copied > 0 {
             let src = (*scratch).path.as_ptr().cast::<u64>();
@@ -209,139 +187,64 @@ fn exit_open(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-/// At a read's entry: remember the fd when it is a tracked token fd.
+/// The tracked fd named by the syscall's first argument, if any.
 #[inline(always)]
-fn enter_read(ctx: &TracePointContext, syscall: u32) -> Result<u32, i64> {
-    let fd = arg(ctx, TP_OFFSETS.load().fd_arg)? as u32;
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn tracked_fd(regs: u64, abi: &SyscallAbi) -> Result<Option<(FdKey, InodeKey)>, i64> {
+    let fd: u64 = read_at(regs, abi.regs_arg0)?;
     let key = FdKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd,
-    };
-    // SAFETY: only the presence of the key is used.
-    if unsafe { TRACKED_FDS.get(&key) }.is_none() {
-        return Ok(0);
-    }
-    PENDING.insert(
-        pid_tgid,
-        PendingSyscall {
-            filename: 0,
-            arg: fd,
-            syscall,
-        },
-        0,
-    )?;
-    Ok(0)
-}
-
-/// At a read's exit: report the bytes read from a tracked fd.
-#[inline(always)]
-fn exit_read(ctx: &TracePointContext) -> Result<u32, i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
-        return Ok(0);
-    };
-    let _ = PENDING.remove(&pid_tgid);
-    if !matches!(
-        pending.syscall,
-        SYSCALL_READ | SYSCALL_PREAD64 | SYSCALL_READV
-    ) {
-        return Ok(0);
-    }
-    let bytes: i64 = read_at(ctx.as_ptr_u64(), TP_OFFSETS.load().exit_ret)?;
-    let key = FdKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd: pending.arg,
+        tgid: current_tgid(),
+        fd: fd as u32,
     };
     // SAFETY: the value is copied out.
-    let Some(inode) = (unsafe { TRACKED_FDS.get(&key) }).copied() else {
+    Ok(unsafe { TRACKED_FDS.get(&key) }
+        .copied()
+        .map(|inode| (key, inode)))
+}
+
+/// A read of any kind: reported when its fd is tracked.
+#[inline(always)]
+fn exit_read(regs: u64, bytes: i64, syscall: u32, abi: &SyscallAbi) -> Result<u32, i64> {
+    let Some((key, inode)) = tracked_fd(regs, abi)? else {
         return Ok(0);
     };
+    emit_fd_event(KIND_TOKEN_READ, syscall, key, inode, bytes)
+}
+
+/// A close: a tracked fd stops being tracked, and that is reported.
+#[inline(always)]
+fn exit_close(regs: u64, ret: i64, abi: &SyscallAbi) -> Result<u32, i64> {
+    if ret != 0 {
+        return Ok(0);
+    }
+    let Some((key, inode)) = tracked_fd(regs, abi)? else {
+        return Ok(0);
+    };
+    let _ = TRACKED_FDS.remove(&key);
+    emit_fd_event(KIND_TOKEN_CLOSE, SYSCALL_CLOSE, key, inode, 0)
+}
+
+#[inline(always)]
+fn emit_fd_event(
+    kind: u32,
+    syscall: u32,
+    key: FdKey,
+    inode: InodeKey,
+    ret: i64,
+) -> Result<u32, i64> {
     let Some(o) = offsets() else { return Ok(0) };
     let facts = current_facts(current_task(), &o);
-    let Some(mut entry) = reserve(KIND_TOKEN_READ, &facts) else {
+    let Some(mut entry) = reserve(kind, &facts) else {
         return Ok(0);
     };
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is the reserved, zeroed record.
     unsafe {
-        (*event).syscall = pending.syscall;
+        (*event).syscall = syscall;
         (*event).dev = inode.dev;
         (*event).ino = inode.ino;
-        (*event).fd = pending.arg as i32;
-        (*event).ret = bytes;
+        (*event).fd = key.fd as i32;
+        (*event).ret = ret;
     }
     entry.submit(0);
     Ok(0)
-}
-
-/// `read(fd, buf, count)` entry.
-#[tracepoint(category = "syscalls", name = "sys_enter_read")]
-pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
-    enter_read(&ctx, SYSCALL_READ).unwrap_or(0)
-}
-
-/// `pread64(fd, buf, count, pos)` entry.
-#[tracepoint(category = "syscalls", name = "sys_enter_pread64")]
-pub fn sys_enter_pread64(ctx: TracePointContext) -> u32 {
-    enter_read(&ctx, SYSCALL_PREAD64).unwrap_or(0)
-}
-
-/// `readv(fd, iov, iovcnt)` entry.
-#[tracepoint(category = "syscalls", name = "sys_enter_readv")]
-pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
-    enter_read(&ctx, SYSCALL_READV).unwrap_or(0)
-}
-
-/// `read` exit.
-#[tracepoint(category = "syscalls", name = "sys_exit_read")]
-pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
-    exit_read(&ctx).unwrap_or(0)
-}
-
-/// `pread64` exit.
-#[tracepoint(category = "syscalls", name = "sys_exit_pread64")]
-pub fn sys_exit_pread64(ctx: TracePointContext) -> u32 {
-    exit_read(&ctx).unwrap_or(0)
-}
-
-/// `readv` exit.
-#[tracepoint(category = "syscalls", name = "sys_exit_readv")]
-pub fn sys_exit_readv(ctx: TracePointContext) -> u32 {
-    exit_read(&ctx).unwrap_or(0)
-}
-
-/// `close(fd)` entry: a tracked fd stops being tracked, and that is reported.
-#[tracepoint(category = "syscalls", name = "sys_enter_close")]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    let run = || -> Result<u32, i64> {
-        let fd = arg(&ctx, TP_OFFSETS.load().fd_arg)? as u32;
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let key = FdKey {
-            tgid: (pid_tgid >> 32) as u32,
-            fd,
-        };
-        // SAFETY: the value is copied out before the entry is removed.
-        let Some(inode) = (unsafe { TRACKED_FDS.get(&key) }).copied() else {
-            return Ok(0);
-        };
-        let _ = TRACKED_FDS.remove(&key);
-        let Some(o) = offsets() else { return Ok(0) };
-        let facts = current_facts(current_task(), &o);
-        let Some(mut entry) = reserve(KIND_TOKEN_CLOSE, &facts) else {
-            return Ok(0);
-        };
-        let event = entry.as_mut_ptr();
-        // SAFETY: `event` is the reserved, zeroed record.
-        unsafe {
-            (*event).syscall = SYSCALL_CLOSE;
-            (*event).dev = inode.dev;
-            (*event).ino = inode.ino;
-            (*event).fd = fd as i32;
-        }
-        entry.submit(0);
-        Ok(0)
-    };
-    run().unwrap_or(0)
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EndpointKey, FdKey, InodeKey, KernelOffsets, MAX_PATTERNS, PathPattern, PathScratch,
-    PendingConnect, PendingSyscall, TracepointOffsets,
+    PendingConnect, SyscallAbi, TracepointOffsets,
 };
 
 /// Kernel struct offsets from BTF (written by the loader).
@@ -20,6 +20,13 @@ pub static KERNEL_OFFSETS: Global<KernelOffsets> =
 #[unsafe(no_mangle)]
 pub static TP_OFFSETS: Global<TracepointOffsets> =
     // SAFETY: as above.
+    Global::new(unsafe { core::mem::zeroed() });
+
+/// Syscall numbers and `pt_regs` layout (written by the loader).
+#[unsafe(no_mangle)]
+pub static SYSCALL_ABI: Global<SyscallAbi> =
+    // SAFETY: as above; all-zero numbers match only `read`, and only once
+    // offsets are `ready`, which the loader sets together with this.
     Global::new(unsafe { core::mem::zeroed() });
 
 /// The tgid of the agent itself, whose own opens are not reported.
@@ -49,10 +56,6 @@ pub static ENDPOINTS: HashMap<EndpointKey, u8> = HashMap::with_max_entries(256, 
 /// Open token fds, per process; reads of anything else are ignored.
 #[map]
 pub static TRACKED_FDS: LruHashMap<FdKey, InodeKey> = LruHashMap::with_max_entries(65536, 0);
-
-/// Syscall arguments kept from entry to exit, per thread.
-#[map]
-pub static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
 
 /// Connects to endpoints waiting for their outcome, per socket.
 #[map]

@@ -9,7 +9,7 @@
 //! component from the slash count of its tail, without another scan.
 
 use monitor_common::{
-    MAX_PATTERNS, MAX_SLASHES, PATH_LEN, PATTERN_PART_LEN, PathPattern, PathScratch,
+    MAX_PATTERNS, MAX_SLASHES, NAME_LEN, PATH_LEN, PATTERN_PART_LEN, PathPattern, PathScratch,
 };
 
 use crate::maps::PATTERNS;
@@ -125,6 +125,41 @@ pub fn matches_any(scratch: *mut PathScratch) -> bool {
             && matches(scratch, pattern)
         {
             return true;
+        }
+        index += 1;
+    }
+    false
+}
+
+/// Whether the opened file's own `name` (NUL-padded) equals the last
+/// component of some pattern: the cheap test that decides whether the
+/// caller's path is worth reading at all.
+#[inline(always)]
+pub fn name_may_match(name: &[u8; NAME_LEN]) -> bool {
+    let mut index = 0;
+    while index < MAX_PATTERNS {
+        if let Some(pattern) = PATTERNS.get(index) {
+            let name_len = pattern.name_len as usize;
+            let tail_len = pattern.tail_len as usize;
+            if name_len > 0
+                && name_len < NAME_LEN
+                && name_len <= tail_len
+                && tail_len <= PATTERN_PART_LEN
+            {
+                let start = tail_len - name_len;
+                let mut same = name[name_len & (NAME_LEN - 1)] == 0;
+                let mut i = 0;
+                while same && i < NAME_LEN {
+                    if i >= name_len {
+                        break;
+                    }
+                    same = name[i & (NAME_LEN - 1)] == pattern.tail[(start + i) & PART_MASK];
+                    i += 1;
+                }
+                if same {
+                    return true;
+                }
+            }
         }
         index += 1;
     }

@@ -33,9 +33,10 @@ pub fn current_task() -> u64 {
     unsafe { bpf_get_current_task() }
 }
 
-/// (dev, ino) of the file behind `fd` in the current task's fd table.
+/// (dev, ino) of the file behind `fd` in the current task's fd table, and
+/// the `struct file *` itself.
 #[inline(always)]
-pub fn inode_of_fd(task: u64, fd: u32, o: &KernelOffsets) -> Result<InodeKey, i64> {
+pub fn inode_of_fd(task: u64, fd: u32, o: &KernelOffsets) -> Result<(InodeKey, u64), i64> {
     let files: u64 = read_at(task, o.task_files)?;
     let fdt: u64 = read_at(files, o.files_fdt)?;
     let max_fds: u32 = read_at(fdt, o.fdtable_max_fds)?;
@@ -51,7 +52,7 @@ pub fn inode_of_fd(task: u64, fd: u32, o: &KernelOffsets) -> Result<InodeKey, i6
     let ino: u64 = read_at(inode, o.inode_ino)?;
     let sb: u64 = read_at(inode, o.inode_sb)?;
     let dev: u32 = read_at(sb, o.sb_dev)?;
-    Ok(InodeKey { dev, _pad: 0, ino })
+    Ok((InodeKey { dev, _pad: 0, ino }, file))
 }
 
 /// The process facts every event carries.

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use monitor_common::KernelOffsets;
+use monitor_common::{KernelOffsets, SyscallAbi};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -349,6 +349,52 @@ impl Btf {
     }
 }
 
+/// `pt_regs` field names of the syscall number and the first three
+/// arguments, as they are at syscall exit, for this architecture.
+#[cfg(target_arch = "x86_64")]
+const REGS: (&str, [&str; 3]) = ("orig_ax", ["di", "si", "dx"]);
+#[cfg(target_arch = "aarch64")]
+const REGS: (&str, [&str; 3]) = ("syscallno", ["orig_x0", "regs", "regs"]);
+
+#[cfg(target_arch = "x86_64")]
+const NR_OPEN: u64 = libc::SYS_open as u64;
+#[cfg(not(target_arch = "x86_64"))]
+const NR_OPEN: u64 = monitor_common::NO_SYSCALL;
+
+impl Btf {
+    /// The syscall numbers and register layout `raw_syscalls:sys_exit` needs.
+    ///
+    /// # Errors
+    /// The first struct or field that BTF lacks.
+    pub fn syscall_abi(&self) -> Result<SyscallAbi, BtfError> {
+        let (nr, args) = REGS;
+        let mut arg_offsets = [0u32; 3];
+        for (i, name) in args.iter().enumerate() {
+            arg_offsets[i] = self.field_offset("pt_regs", name)?;
+        }
+        if cfg!(target_arch = "aarch64") {
+            // arm64 keeps arguments 1 and 2 in `regs[1]` and `regs[2]`.
+            arg_offsets[1] += 8;
+            arg_offsets[2] += 16;
+        }
+        Ok(SyscallAbi {
+            nr_read: libc::SYS_read as u64,
+            nr_pread64: libc::SYS_pread64 as u64,
+            nr_readv: libc::SYS_readv as u64,
+            nr_close: libc::SYS_close as u64,
+            nr_open: NR_OPEN,
+            nr_openat: libc::SYS_openat as u64,
+            nr_openat2: libc::SYS_openat2 as u64,
+            regs_nr: self.field_offset("pt_regs", nr)?,
+            regs_arg0: arg_offsets[0],
+            regs_arg1: arg_offsets[1],
+            regs_arg2: arg_offsets[2],
+            file_dentry: self.field_offset("file", "f_path.dentry")?,
+            dentry_name: self.field_offset("dentry", "d_name.name")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,8 +480,12 @@ mod tests {
             eprintln!("skipping: {VMLINUX_BTF} is absent on this kernel");
             return;
         }
-        let offsets = Btf::from_file(path).unwrap().kernel_offsets().unwrap();
+        let btf = Btf::from_file(path).unwrap();
+        let offsets = btf.kernel_offsets().unwrap();
         assert_eq!(offsets.ready, 1);
+        let abi = btf.syscall_abi().unwrap();
+        assert_ne!(abi.regs_nr, abi.regs_arg0);
+        assert_ne!(abi.nr_openat, monitor_common::NO_SYSCALL);
         assert_ne!(offsets.task_files, 0);
         assert_ne!(offsets.task_tgid, offsets.task_real_parent);
     }

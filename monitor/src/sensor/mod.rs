@@ -28,7 +28,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 use monitor_common::{
     AF_INET, AF_INET6, EndpointKey, Event, InodeKey, MAX_PATTERNS, PATTERN_PART_LEN, PathPattern,
@@ -43,26 +43,17 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[cfg(tokenwatch_no_ebpf)]
 static EBPF_OBJECT: &[u8] = &[];
 
-/// Every program and the tracepoint it attaches to, in attach order
-/// (lineage first, so a reader's exec is seen before its reads).
-const PROGRAMS: [(&str, &str, &str); 16] = [
+/// Tracepoint programs and where they attach, lineage first, so a
+/// reader's exec is seen before its reads.
+const TRACEPOINTS: [(&str, &str, &str); 3] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
-    ("sys_exit_openat", "syscalls", "sys_exit_openat"),
-    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
-    ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
-    ("sys_enter_open", "syscalls", "sys_enter_open"),
-    ("sys_exit_open", "syscalls", "sys_exit_open"),
-    ("sys_enter_read", "syscalls", "sys_enter_read"),
-    ("sys_exit_read", "syscalls", "sys_exit_read"),
-    ("sys_enter_pread64", "syscalls", "sys_enter_pread64"),
-    ("sys_exit_pread64", "syscalls", "sys_exit_pread64"),
-    ("sys_enter_readv", "syscalls", "sys_enter_readv"),
-    ("sys_exit_readv", "syscalls", "sys_exit_readv"),
-    ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
 ];
+
+/// Raw tracepoint programs: every syscall's exit, for token opens, reads
+/// and closes (see `monitor-ebpf/src/files.rs` for why not `syscalls:*`).
+const RAW_TRACEPOINTS: [(&str, &str); 1] = [("sys_exit", "sys_exit")];
 
 /// Errors loading, attaching or driving the sensor.
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +314,8 @@ impl SensorControl {
             tail_len: 0,
             has_star: 0,
             tail_slashes: 0,
+            name_len: 0,
+            _pad: 0,
             head: [0; PATTERN_PART_LEN],
             tail: [0; PATTERN_PART_LEN],
         };
@@ -435,9 +428,11 @@ impl Sensor {
             .map(|p| file_id(p))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let kernel_offsets = btf::Btf::from_file(&config.btf_path)
-            .and_then(|b| b.kernel_offsets())
+        let btf = btf::Btf::from_file(&config.btf_path).map_err(SensorError::ReadKernelOffsets)?;
+        let kernel_offsets = btf
+            .kernel_offsets()
             .map_err(SensorError::ReadKernelOffsets)?;
+        let syscall_abi = btf.syscall_abi().map_err(SensorError::ReadKernelOffsets)?;
         let tracefs_root = tracefs::ensure_mounted().map_err(SensorError::ReadTracepoints)?;
         let tp_offsets =
             tracefs::tracepoint_offsets(&tracefs_root).map_err(SensorError::ReadTracepoints)?;
@@ -451,6 +446,7 @@ impl Sensor {
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &kernel_offsets, true)
             .override_global("TP_OFFSETS", &tp_offsets, true)
+            .override_global("SYSCALL_ABI", &syscall_abi, true)
             .override_global("SELF_TGID", &self_tgid, true)
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .load(EBPF_OBJECT)
@@ -482,7 +478,7 @@ impl Sensor {
             .map_err(|err| SensorError::PollRingBuffer(err.into_parts().1))?;
         let drops = PerCpuArray::try_from(take_map(&mut ebpf, "DROPS")?).map_err(open("DROPS"))?;
 
-        for (name, category, tracepoint) in PROGRAMS {
+        for (name, category, tracepoint) in TRACEPOINTS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(SensorError::FindProgram(name))?
@@ -499,7 +495,27 @@ impl Sensor {
                 }
             })?;
         }
-        tracing::info!(programs = PROGRAMS.len(), "sensor attached");
+        for (name, tracepoint) in RAW_TRACEPOINTS {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(SensorError::FindProgram(name))?
+                .try_into()
+                .map_err(|source| SensorError::LoadProgram { name, source })?;
+            program
+                .load()
+                .map_err(|source| SensorError::LoadProgram { name, source })?;
+            program
+                .attach(tracepoint)
+                .map_err(|source| SensorError::AttachTracepoint {
+                    category: "raw_syscalls",
+                    tracepoint,
+                    source,
+                })?;
+        }
+        tracing::info!(
+            programs = TRACEPOINTS.len() + RAW_TRACEPOINTS.len(),
+            "sensor attached"
+        );
         Ok(Self {
             _ebpf: ebpf,
             ring,

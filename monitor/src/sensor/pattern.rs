@@ -6,7 +6,7 @@
 //! exactly one whole, non-empty path component:
 //! `/serviceaccount/token`, `volumes/kubernetes.io~projected/*/token`.
 
-use monitor_common::{MAX_PATTERNS, MAX_SLASHES, PATTERN_PART_LEN, PathPattern};
+use monitor_common::{MAX_PATTERNS, MAX_SLASHES, NAME_LEN, PATTERN_PART_LEN, PathPattern};
 
 /// The suffixes watched when none are configured: the in-container mount
 /// path and the kubelet's host layout for projected and secret volumes.
@@ -97,6 +97,14 @@ pub fn compile(pattern: &str) -> Result<PathPattern, PatternError> {
             max: MAX_SLASHES - 1,
         });
     }
+    let name = tail.rsplit('/').next().unwrap_or(tail);
+    if name.len() >= NAME_LEN {
+        return Err(PatternError::MeasurePart {
+            pattern: pattern.to_owned(),
+            part: name.to_owned(),
+            max: NAME_LEN - 1,
+        });
+    }
     let (head_bytes, head_len) = part(pattern, head)?;
     let (tail_bytes, tail_len) = part(pattern, tail)?;
     Ok(PathPattern {
@@ -104,6 +112,8 @@ pub fn compile(pattern: &str) -> Result<PathPattern, PatternError> {
         tail_len,
         has_star,
         tail_slashes: tail_slashes as u32,
+        name_len: name.len() as u32,
+        _pad: 0,
         head: head_bytes,
         tail: tail_bytes,
     })
@@ -123,7 +133,19 @@ pub fn compile_all<S: AsRef<str>>(patterns: &[S]) -> Result<Vec<PathPattern>, Pa
     patterns.iter().map(|p| compile(p.as_ref())).collect()
 }
 
-/// Whether `path` matches `pattern`, exactly as the kernel decides.
+/// Whether a file named `name` opened through `path` matches `pattern`,
+/// exactly as the kernel decides: the file's own name must be the pattern's
+/// last component, and the caller's path must end as the pattern says.
+#[must_use]
+pub fn matches_file(name: &[u8], path: &[u8], pattern: &PathPattern) -> bool {
+    let tail = &pattern.tail[..pattern.tail_len as usize];
+    tail.ends_with(name)
+        && tail.len() > name.len()
+        && tail[tail.len() - name.len() - 1] == b'/'
+        && matches(path, pattern)
+}
+
+/// Whether `path` matches `pattern` (the path part of [`matches_file`]).
 #[must_use]
 pub fn matches(path: &[u8], pattern: &PathPattern) -> bool {
     let tail = &pattern.tail[..pattern.tail_len as usize];
@@ -167,6 +189,18 @@ mod tests {
         assert!(!any("/etc/passwd"));
         assert!(!any("token"));
         assert!(!any("/serviceaccount/token.bak"));
+    }
+
+    #[test]
+    fn the_opened_file_must_carry_the_patterns_last_name() {
+        let p = compile("/serviceaccount/token").unwrap();
+        let path = b"/var/run/secrets/kubernetes.io/serviceaccount/token";
+        assert!(matches_file(b"token", path, &p));
+        assert!(
+            !matches_file(b"other", path, &p),
+            "a symlink to a file of another name"
+        );
+        assert!(!matches_file(b"oken", path, &p));
     }
 
     #[test]

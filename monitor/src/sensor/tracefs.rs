@@ -49,20 +49,6 @@ pub enum TracefsError {
         /// The field.
         field: String,
     },
-    /// Two tracepoints the programs treat alike lay a field out differently.
-    #[error("tracepoint field {field} is at offset {a} in {first} but {b} in {second}")]
-    CompareTracepointField {
-        /// The field.
-        field: String,
-        /// One tracepoint.
-        first: String,
-        /// Its offset.
-        a: u32,
-        /// The other.
-        second: String,
-        /// Its offset.
-        b: u32,
-    },
 }
 
 /// Returns the tracefs root, mounting tracefs at [`TRACEFS`] when neither
@@ -166,24 +152,6 @@ impl Formats<'_> {
                 field: field.to_owned(),
             })
     }
-
-    /// The same field in several tracepoints, which must agree.
-    fn same_field(&self, category: &str, names: &[&str], field: &str) -> Result<u32, TracefsError> {
-        let first = self.field(category, names[0], field)?;
-        for other in &names[1..] {
-            let offset = self.field(category, other, field)?;
-            if offset != first {
-                return Err(TracefsError::CompareTracepointField {
-                    field: field.to_owned(),
-                    first: names[0].to_owned(),
-                    a: first,
-                    second: (*other).to_owned(),
-                    b: offset,
-                });
-            }
-        }
-        Ok(first)
-    }
 }
 
 /// Reads every tracepoint field offset the programs use.
@@ -192,38 +160,9 @@ impl Formats<'_> {
 /// The first tracepoint or field the kernel lacks.
 pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets, TracefsError> {
     let f = Formats { root };
-    let sys = "syscalls";
     let sock = "sock";
     let set_state = "inet_sock_set_state";
     Ok(TracepointOffsets {
-        openat_filename: f.field(sys, "sys_enter_openat", "filename")?,
-        openat_flags: f.field(sys, "sys_enter_openat", "flags")?,
-        openat2_filename: f.field(sys, "sys_enter_openat2", "filename")?,
-        openat2_how: f.field(sys, "sys_enter_openat2", "how")?,
-        open_filename: f.field(sys, "sys_enter_open", "filename")?,
-        open_flags: f.field(sys, "sys_enter_open", "flags")?,
-        fd_arg: f.same_field(
-            sys,
-            &[
-                "sys_enter_read",
-                "sys_enter_pread64",
-                "sys_enter_readv",
-                "sys_enter_close",
-            ],
-            "fd",
-        )?,
-        exit_ret: f.same_field(
-            sys,
-            &[
-                "sys_exit_openat",
-                "sys_exit_openat2",
-                "sys_exit_open",
-                "sys_exit_read",
-                "sys_exit_pread64",
-                "sys_exit_readv",
-            ],
-            "ret",
-        )?,
         sk_skaddr: f.field(sock, set_state, "skaddr")?,
         sk_oldstate: f.field(sock, set_state, "oldstate")?,
         sk_newstate: f.field(sock, set_state, "newstate")?,
