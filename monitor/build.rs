@@ -12,8 +12,8 @@ use anyhow::{Context as _, anyhow};
 fn main() -> anyhow::Result<()> {
     println!("cargo::rustc-check-cfg=cfg(tokenwatch_no_ebpf)");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-    let skip = std::env::var("AYA_BUILD_SKIP")
-        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let skip =
+        std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         println!("cargo:rustc-cfg=tokenwatch_no_ebpf");
         return Ok(());
@@ -26,7 +26,10 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("monitor-ebpf path is not UTF-8"))?;
-    println!("cargo:rerun-if-changed={root}/monitor-common/src", root = root.display());
+    println!(
+        "cargo:rerun-if-changed={root}/monitor-common/src",
+        root = root.display()
+    );
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "monitor-ebpf",

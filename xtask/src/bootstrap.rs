@@ -1,0 +1,156 @@
+//! Makes sure the eBPF build has what it needs, installing what is missing:
+//!
+//! 1. a nightly toolchain (rustup's `nightly`) with the `rust-src` component
+//!    (the programs are built with `-Z build-std=core`);
+//! 2. `bpf-linker`, which has no prebuilt binary here: it is built from
+//!    crates.io against the nightly's own `libLLVM` (same LLVM major as the
+//!    rustc that emits the bitcode), through a prefix directory whose
+//!    `lib/libLLVM.so` points at the nightly's library.
+//!
+//! Each step checks first, so a second run takes well under a second.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::run;
+
+const NIGHTLY: &str = "nightly";
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn rustup() -> Command {
+    Command::new("rustup")
+}
+
+/// The nightly toolchain, installed when missing.
+fn ensure_nightly() -> anyhow::Result<()> {
+    let installed = output(rustup().args(["toolchain", "list"]))
+        .context("rustup is needed to manage the nightly toolchain for the eBPF build")?;
+    if installed.lines().any(|l| l.starts_with("nightly")) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the nightly toolchain (for the eBPF programs)");
+    run(rustup().args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]))
+        .context("cannot install the nightly toolchain; the eBPF programs need it")
+}
+
+/// `rust-src` for the nightly, installed when missing.
+fn ensure_rust_src() -> anyhow::Result<()> {
+    let components =
+        output(rustup().args(["component", "list", "--installed", "--toolchain", NIGHTLY]))?;
+    if components.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("xtask: adding rust-src to the nightly toolchain");
+    run(rustup().args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+        .context("cannot add rust-src to the nightly toolchain")
+}
+
+/// Where cargo installs binaries.
+fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn bpf_linker_works() -> bool {
+    let in_path = Command::new("bpf-linker").arg("--version").output();
+    let in_cargo_bin = Command::new(cargo_bin_dir().join("bpf-linker"))
+        .arg("--version")
+        .output();
+    in_path.is_ok_and(|o| o.status.success()) || in_cargo_bin.is_ok_and(|o| o.status.success())
+}
+
+/// The nightly's `lib/libLLVM.so.<major>.<minor>-rust-...` and its major version.
+fn nightly_llvm() -> anyhow::Result<(PathBuf, u32)> {
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let entries = std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(version) = name.strip_prefix("libLLVM.so.")
+            && name.contains("-rust-")
+            && let Some(major) = version
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+        {
+            return Ok((entry.path(), major));
+        }
+    }
+    bail!(
+        "the nightly toolchain at {} ships no libLLVM.so.*-rust-* to build bpf-linker against",
+        lib.display()
+    )
+}
+
+/// `bpf-linker`, built from crates.io against the nightly's LLVM when missing.
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    if bpf_linker_works() {
+        return Ok(());
+    }
+    let (libllvm, major) = nightly_llvm()?;
+    let prefix = crate::target_dir().join("xtask").join("llvm-prefix");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
+    let link = prefix_lib.join("libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
+    eprintln!(
+        "xtask: building bpf-linker against the nightly's LLVM {major} ({}); this takes a minute or two",
+        libllvm.display()
+    );
+    run(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["install", "bpf-linker", "--force", "--locked", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix)
+        // The linker loads libLLVM at run time from the nightly's lib directory.
+        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", libllvm.parent().unwrap_or(&prefix_lib).display())))
+    .with_context(|| {
+        format!("cannot build bpf-linker with feature llvm-{major}; the eBPF programs cannot be linked without it")
+    })?;
+    if !bpf_linker_works() {
+        bail!(
+            "bpf-linker was installed but does not run; check {}",
+            cargo_bin_dir().display()
+        );
+    }
+    Ok(())
+}
+
+/// Everything the eBPF build needs; quick when it is all there.
+pub fn ensure() -> anyhow::Result<()> {
+    ensure_nightly()?;
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    // aya-build runs `cargo +nightly` through rustup and needs bpf-linker on PATH.
+    let bin = cargo_bin_dir();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if !std::env::split_paths(&path).any(|p| p == bin) {
+        let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))
+            .context("extending PATH with cargo's bin directory")?;
+        // SAFETY: xtask is single-threaded at this point; children inherit PATH.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
+    Ok(())
+}
