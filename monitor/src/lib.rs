@@ -6,6 +6,7 @@
 //! clap commands, one thin file each.
 
 pub mod cli;
+pub mod correlate;
 pub mod identity;
 pub mod node;
 pub mod rbac;

@@ -20,7 +20,11 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     if let Some(input) = stdin {
         // The binary may exit before reading (bad keys): a broken pipe is fine.
         if let Err(err) = pipe.write_all(input) {
-            assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {err}");
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "write stdin: {err}"
+            );
         }
     }
     drop(pipe);

@@ -409,9 +409,9 @@ fn sensor(pairs: usize, iterations: u64, watchers: &[String]) -> anyhow::Result<
                 for (i, kind) in LOOPS.iter().enumerate() {
                     let ns = measure(&setup, kind, iterations)?;
                     if with_watcher {
-                        attached[i] = ns
+                        attached[i] = ns;
                     } else {
-                        detached[i] = ns
+                        detached[i] = ns;
                     }
                 }
                 if let Some(running) = running {

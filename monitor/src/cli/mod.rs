@@ -12,8 +12,8 @@ pub mod decode;
 pub mod rbac;
 pub mod request_info;
 pub mod rules;
-pub mod who_can;
 pub mod watch;
+pub mod who_can;
 
 /// Node-level ServiceAccount token audit and usage monitor for Kubernetes.
 #[derive(Debug, Parser)]
