@@ -1,8 +1,15 @@
 //! Correlation: token reads + API-server connects + identity + RBAC ->
-//! trail entries and findings. `model` holds what is recorded.
+//! trail entries with findings.
+//!
+//! - `model`: what is recorded ([`TrailEntry`] and its parts);
+//! - `baseline`: the learned readers per workload (`unexpected-reader`);
+//! - `engine`: the [`Correlator`], pure logic fed with [`Enriched`] events.
 
+pub mod baseline;
+pub mod engine;
 pub mod model;
 
+pub use engine::{CorrelateConfig, Correlator, Enriched, RbacContext};
 pub use model::{
     Connection, ENTRY_SCHEMA_VERSION, EntryKind, Finding, FindingKind, PodRef, RbacSummary, Reader,
     RiskItem, Severity, TokenFileRef, TokenInfo, TrailEntry,
