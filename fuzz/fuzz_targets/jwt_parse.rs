@@ -11,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(identity) = Identity::from_token(&token, &KeySet::new()) {
-        let _ = Report::new(&identity, 1_800_000_000, &[]).to_table().to_string();
+        let _ = Report::new(&identity, 1_800_000_000, &[])
+            .to_table()
+            .to_string();
     }
 });

@@ -10,5 +10,6 @@ pub mod correlate;
 pub mod identity;
 pub mod node;
 pub mod rbac;
+pub mod replay;
 pub mod sensor;
 pub mod store;

@@ -160,7 +160,7 @@ fn resolver_finds_cgroups_by_inode_and_forgets_removed_ones() {
     std::fs::create_dir(&late).expect("mkdir");
     match resolver.resolve(ino(&late)) {
         Attribution::Pod { container_id, .. } => {
-            assert_eq!(container_id.as_deref(), Some(&*"a".repeat(64)))
+            assert_eq!(container_id.as_deref(), Some(&*"a".repeat(64)));
         }
         Attribution::Host => panic!("late container not found"),
     }

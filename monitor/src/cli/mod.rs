@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod can_i;
 pub mod decode;
 pub mod rbac;
+pub mod replay;
 pub mod request_info;
 pub mod rules;
 pub mod watch;
@@ -70,6 +71,9 @@ pub enum Command {
     Rbac(rbac::Args),
     /// The attributes kube-apiserver derives from METHOD URL, as JSON.
     RequestInfo(request_info::Args),
+    /// Replay trails and kube-apiserver audit logs against RBAC snapshots:
+    /// drift, token timelines, subject summaries.
+    Replay(replay::Args),
 }
 
 /// Sets up logging and runs the chosen command.
@@ -84,6 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rules(args) => rules::run(args),
         Command::Rbac(args) => rbac::run(args),
         Command::RequestInfo(args) => request_info::run(args),
+        Command::Replay(args) => replay::run(args),
     }
 }
 

@@ -1,0 +1,222 @@
+//! `tokenwatch replay`: trails and kube-apiserver audit logs re-evaluated
+//! against the RBAC snapshot in force at the time; token timelines, drift
+//! and subject summaries (`docs/replay.md`). The logic is in
+//! [`crate::replay`].
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+
+use crate::rbac::import::DEFAULT_NAMESPACE;
+use crate::rbac::snapshot_store;
+use crate::replay::decide::Policy;
+use crate::replay::report::{self, EventList};
+use crate::replay::{self as engine, Filters, Only, Options, html, time};
+use crate::store;
+
+/// Output of `replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ReplayOutput {
+    /// Summary, token timelines, listed events and subjects as tables.
+    #[default]
+    Table,
+    /// JSON lines: events as they are evaluated, then tokens, subjects, stats.
+    Json,
+    /// One self-contained HTML page for an incident ticket.
+    Html,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnlyArg {
+    /// Decisions where the snapshot and the cluster disagree.
+    Drift,
+    /// Calls flagged by the token timeline (foreign IP, after a flagged read).
+    Findings,
+    /// Denied (403) calls.
+    Forbidden,
+}
+
+/// Arguments of `tokenwatch replay`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A tokenwatch trail: a `trail export` JSON-lines file (plain or gzip),
+    /// or a data directory. Repeatable (several nodes).
+    #[arg(long = "trail", value_name = "DIR|FILE")]
+    trail: Vec<PathBuf>,
+    /// A kube-apiserver audit log: JSON lines or an EventList, plain or
+    /// gzip (`-` = standard input). Repeatable; merged by time.
+    #[arg(long = "audit", value_name = "FILE")]
+    audit: Vec<PathBuf>,
+    /// RBAC objects (files or directories) to decide with, for every event.
+    /// Without it, the stored snapshots of the data directory are chosen
+    /// per event by time.
+    #[arg(long = "rbac", value_name = "PATH")]
+    rbac: Vec<PathBuf>,
+    /// Namespace for Roles/RoleBindings in `--rbac` files that name none.
+    #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
+    rbac_namespace: String,
+    /// Decide every event with the stored snapshot as of this time (RFC 3339 or `now`).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Data directory (stored RBAC snapshots).
+    #[arg(long, env = store::DATA_DIR_ENV, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Only this subject (user name, e.g. `system:serviceaccount:NS:NAME`).
+    #[arg(long, value_name = "USER")]
+    subject: Option<String>,
+    /// Only calls made with this token JTI.
+    #[arg(long, value_name = "JTI")]
+    jti: Option<String>,
+    /// Only requests in this namespace, or by ServiceAccounts of it.
+    #[arg(short = 'n', long, value_name = "NS")]
+    namespace: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only events at or before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// List only these events (default: drift, findings and forbidden).
+    #[arg(long, value_enum)]
+    only: Option<OnlyArg>,
+    /// Events kept for table and HTML output (counts stay exact).
+    #[arg(long, default_value_t = 1000)]
+    max_rows: usize,
+    /// Never draw the progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    output: ReplayOutput,
+}
+
+/// Errors of the command's arguments.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayArgsError {
+    /// A time flag is not RFC 3339.
+    #[error("--{flag} {value:?}: expected an RFC 3339 time such as 2025-01-31T12:00:00Z")]
+    ParseTime {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+fn parse_time_flag(
+    flag: &'static str,
+    value: Option<&String>,
+) -> Result<Option<i64>, ReplayArgsError> {
+    value
+        .map(|v| {
+            time::parse_nanos(v).ok_or_else(|| ReplayArgsError::ParseTime {
+                flag,
+                value: v.clone(),
+            })
+        })
+        .transpose()
+}
+
+fn policy(args: &Args) -> Result<Policy, Box<dyn std::error::Error>> {
+    if !args.rbac.is_empty() {
+        return Ok(Policy::from_files(&args.rbac, &args.rbac_namespace)?);
+    }
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            let d = PathBuf::from(store::DEFAULT_DATA_DIR);
+            if !d.exists() {
+                tracing::warn!("no --rbac and no data directory: decisions are not evaluated");
+                return Ok(Policy::None);
+            }
+            d
+        }
+    };
+    let at = args
+        .at
+        .as_deref()
+        .map(snapshot_store::parse_time)
+        .transpose()?;
+    Ok(Policy::from_store(&data_dir, at)?)
+}
+
+/// Runs the command.
+#[must_use]
+pub fn run(args: Args) -> ExitCode {
+    let filters = match (
+        parse_time_flag("since", args.since.as_ref()),
+        parse_time_flag("until", args.until.as_ref()),
+    ) {
+        (Ok(since), Ok(until)) => Filters {
+            subject: args.subject.clone(),
+            jti: args.jti.clone(),
+            namespace: args.namespace.clone(),
+            since,
+            until,
+        },
+        (Err(e), _) | (_, Err(e)) => return super::fail(&e),
+    };
+    let mut policy = match policy(&args) {
+        Ok(p) => p,
+        Err(e) => return super::fail(e.as_ref()),
+    };
+    let options = Options {
+        trails: args.trail.clone(),
+        audits: args.audit.clone(),
+        filters,
+        only: args.only.map(|o| match o {
+            OnlyArg::Drift => Only::Drift,
+            OnlyArg::Findings => Only::Findings,
+            OnlyArg::Forbidden => Only::Forbidden,
+        }),
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut events = EventList::new(args.max_rows);
+    let mut write_error: Option<std::io::Error> = None;
+    let json = args.output == ReplayOutput::Json;
+    let result = engine::replay(&options, &mut policy, &mut |e| {
+        if json {
+            if write_error.is_none()
+                && let Err(err) = report::write_json_line(&mut out, "event", e)
+            {
+                write_error = Some(err);
+            }
+        } else {
+            events.push(e);
+        }
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return super::fail(&e),
+    };
+    let written = match args.output {
+        ReplayOutput::Json => report::write_json_tail(&mut out, &report),
+        ReplayOutput::Table => report::write_table(&mut out, &report, &events),
+        ReplayOutput::Html => {
+            out.write_all(html::render(&report, &events, "tokenwatch replay").as_bytes())
+        }
+    };
+    if let Some(e) = write_error.or(written.err()).or_else(|| out.flush().err()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return ExitCode::SUCCESS;
+        }
+        return super::fail(&e);
+    }
+    if report.problems.count > 0 {
+        eprintln!(
+            "tokenwatch: {} malformed records skipped (first: {})",
+            report.problems.count,
+            report
+                .problems
+                .kept
+                .first()
+                .map_or_else(String::new, |m| format!("{}: {}", m.location, m.error))
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,567 @@
+//! The kube-apiserver audit event (`audit.k8s.io/v1` and `v1beta1` `Event`),
+//! reduced to what the replay reads, borrowed from the input line.
+//!
+//! - Strings borrow from the input unless they hold escapes ([`Text`]).
+//! - Fields the replay does not need (`requestObject`, `responseObject`,
+//!   Panther's `p_*` enrichment, ...) are skipped by the JSON parser, not
+//!   built.
+//! - Every field is optional: trimmed test events lack `apiVersion`,
+//!   `stage` or `verb`. A wrong type (`{"kind": 0}`) is an error.
+//! - [`AuditEvent::time_nanos`] is `requestReceivedTimestamp`, else
+//!   `stageTimestamp`, else the v1beta1 `timestamp`, else
+//!   `metadata.creationTimestamp`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::time::parse_nanos;
+
+/// Prefix of the credential id of a bound token in `user.extra`.
+pub const JTI_PREFIX: &str = "JTI=";
+
+/// A string borrowed from the input when it has no escapes, owned otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl Text<'_> {
+    /// The string.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// The authenticated (or impersonated) user of a request.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EventUser<'a> {
+    /// User name.
+    #[serde(borrow, default)]
+    pub username: Option<Text<'a>>,
+    /// User UID.
+    #[serde(borrow, default)]
+    pub uid: Option<Text<'a>>,
+    /// Groups.
+    #[serde(borrow, default)]
+    pub groups: Option<Vec<Text<'a>>>,
+    /// The extras the replay joins on.
+    #[serde(borrow, default)]
+    pub extra: Option<UserExtra<'a>>,
+}
+
+impl<'a> EventUser<'a> {
+    /// The user name, or empty.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.username.as_ref().map_or("", Text::as_str)
+    }
+
+    /// The groups (none when absent).
+    pub fn group_names(&self) -> impl Iterator<Item = &str> {
+        self.groups.iter().flatten().map(Text::as_str)
+    }
+
+    fn extra(&self) -> Option<&UserExtra<'a>> {
+        self.extra.as_ref()
+    }
+
+    /// `authentication.kubernetes.io/credential-id` (`JTI=<jti>` for bound tokens).
+    #[must_use]
+    pub fn credential_id(&self) -> Option<&str> {
+        first(self.extra().and_then(|e| e.credential_id.as_ref()))
+    }
+
+    /// The JTI of the bound token that authenticated the request.
+    #[must_use]
+    pub fn jti(&self) -> Option<&str> {
+        self.credential_id()
+            .and_then(|c| c.strip_prefix(JTI_PREFIX))
+            .filter(|j| !j.is_empty())
+    }
+
+    /// `authentication.kubernetes.io/pod-name`.
+    #[must_use]
+    pub fn pod_name(&self) -> Option<&str> {
+        first(self.extra().and_then(|e| e.pod_name.as_ref()))
+    }
+
+    /// `authentication.kubernetes.io/pod-uid`.
+    #[must_use]
+    pub fn pod_uid(&self) -> Option<&str> {
+        first(self.extra().and_then(|e| e.pod_uid.as_ref()))
+    }
+
+    /// `authentication.kubernetes.io/node-name`.
+    #[must_use]
+    pub fn node_name(&self) -> Option<&str> {
+        first(self.extra().and_then(|e| e.node_name.as_ref()))
+    }
+}
+
+fn first<'s>(values: Option<&'s Vec<Text<'_>>>) -> Option<&'s str> {
+    values.and_then(|v| v.first()).map(Text::as_str)
+}
+
+/// `user.extra`: only the keys the replay joins on; others are skipped.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserExtra<'a> {
+    /// `authentication.kubernetes.io/credential-id`.
+    #[serde(borrow, default, rename = "authentication.kubernetes.io/credential-id")]
+    pub credential_id: Option<Vec<Text<'a>>>,
+    /// `authentication.kubernetes.io/pod-name`.
+    #[serde(borrow, default, rename = "authentication.kubernetes.io/pod-name")]
+    pub pod_name: Option<Vec<Text<'a>>>,
+    /// `authentication.kubernetes.io/pod-uid`.
+    #[serde(borrow, default, rename = "authentication.kubernetes.io/pod-uid")]
+    pub pod_uid: Option<Vec<Text<'a>>>,
+    /// `authentication.kubernetes.io/node-name`.
+    #[serde(borrow, default, rename = "authentication.kubernetes.io/node-name")]
+    pub node_name: Option<Vec<Text<'a>>>,
+}
+
+/// `objectRef`: the object a resource request was about.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef<'a> {
+    /// Resource, e.g. `pods`.
+    #[serde(borrow, default)]
+    pub resource: Option<Text<'a>>,
+    /// Namespace.
+    #[serde(borrow, default)]
+    pub namespace: Option<Text<'a>>,
+    /// Name.
+    #[serde(borrow, default)]
+    pub name: Option<Text<'a>>,
+    /// API group (absent or empty for the core group).
+    #[serde(borrow, default)]
+    pub api_group: Option<Text<'a>>,
+    /// API version.
+    #[serde(borrow, default)]
+    pub api_version: Option<Text<'a>>,
+    /// Subresource, e.g. `exec`.
+    #[serde(borrow, default)]
+    pub subresource: Option<Text<'a>>,
+}
+
+/// `responseStatus`, as far as the replay reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ResponseStatus<'a> {
+    /// HTTP status code.
+    #[serde(default)]
+    pub code: Option<i64>,
+    /// `Success` or `Failure`.
+    #[serde(borrow, default)]
+    pub status: Option<Text<'a>>,
+    /// Machine-readable reason, e.g. `Forbidden`.
+    #[serde(borrow, default)]
+    pub reason: Option<Text<'a>>,
+    /// Message, e.g. the RBAC denial.
+    #[serde(borrow, default)]
+    pub message: Option<Text<'a>>,
+}
+
+/// The annotations the authorizer writes; other annotations are skipped.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Annotations<'a> {
+    /// `authorization.k8s.io/decision`: `allow` or `forbid`.
+    #[serde(borrow, default, rename = "authorization.k8s.io/decision")]
+    pub decision: Option<Text<'a>>,
+    /// `authorization.k8s.io/reason`.
+    #[serde(borrow, default, rename = "authorization.k8s.io/reason")]
+    pub reason: Option<Text<'a>>,
+}
+
+/// `metadata` (v1beta1 events carry `creationTimestamp` there).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EventMetadata<'a> {
+    /// `creationTimestamp`.
+    #[serde(borrow, default, rename = "creationTimestamp")]
+    pub creation_timestamp: Option<Text<'a>>,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent<'a> {
+    /// `Event` (or `EventList` for a list read as one line).
+    #[serde(borrow, default)]
+    pub kind: Option<Text<'a>>,
+    /// `audit.k8s.io/v1` or `v1beta1`.
+    #[serde(borrow, default)]
+    pub api_version: Option<Text<'a>>,
+    /// Audit level.
+    #[serde(borrow, default)]
+    pub level: Option<Text<'a>>,
+    /// Unique per request (shared by the request's stages).
+    #[serde(borrow, default, rename = "auditID")]
+    pub audit_id: Option<Text<'a>>,
+    /// `RequestReceived`, `ResponseStarted`, `ResponseComplete` or `Panic`.
+    #[serde(borrow, default)]
+    pub stage: Option<Text<'a>>,
+    /// The request URI.
+    #[serde(borrow, default, rename = "requestURI")]
+    pub request_uri: Option<Text<'a>>,
+    /// The Kubernetes verb (lower-cased method for non-resource requests).
+    #[serde(borrow, default)]
+    pub verb: Option<Text<'a>>,
+    /// The authenticated user.
+    #[serde(borrow, default)]
+    pub user: Option<EventUser<'a>>,
+    /// The user impersonated, if any: RBAC decides for this one.
+    #[serde(borrow, default)]
+    pub impersonated_user: Option<EventUser<'a>>,
+    /// Client addresses, the client's own first.
+    #[serde(borrow, default, rename = "sourceIPs")]
+    pub source_ips: Option<Vec<Text<'a>>>,
+    /// User agent.
+    #[serde(borrow, default)]
+    pub user_agent: Option<Text<'a>>,
+    /// The object of a resource request.
+    #[serde(borrow, default)]
+    pub object_ref: Option<ObjectRef<'a>>,
+    /// The response status.
+    #[serde(borrow, default)]
+    pub response_status: Option<ResponseStatus<'a>>,
+    /// When the API server received the request.
+    #[serde(borrow, default)]
+    pub request_received_timestamp: Option<Text<'a>>,
+    /// When this stage was reached.
+    #[serde(borrow, default)]
+    pub stage_timestamp: Option<Text<'a>>,
+    /// v1beta1's event time.
+    #[serde(borrow, default)]
+    pub timestamp: Option<Text<'a>>,
+    /// Object metadata.
+    #[serde(borrow, default)]
+    pub metadata: Option<EventMetadata<'a>>,
+    /// The authorizer's annotations.
+    #[serde(borrow, default)]
+    pub annotations: Option<Annotations<'a>>,
+}
+
+/// The stage of an event, and whether it is the one that decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum Stage {
+    /// `RequestReceived`: counted only.
+    RequestReceived,
+    /// `ResponseStarted` (long-running requests): counted only.
+    ResponseStarted,
+    /// `ResponseComplete`: decides.
+    ResponseComplete,
+    /// `Panic`: decides.
+    Panic,
+    /// No stage (trimmed test events): decides, as the only record there is.
+    Missing,
+    /// A stage this build does not know: counted only.
+    Other,
+}
+
+impl Stage {
+    /// Whether events of this stage are evaluated (the others are counted).
+    #[must_use]
+    pub fn decides(self) -> bool {
+        matches!(self, Self::ResponseComplete | Self::Panic | Self::Missing)
+    }
+
+    /// The name as the API server writes it (`-` when missing).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestReceived => "RequestReceived",
+            Self::ResponseStarted => "ResponseStarted",
+            Self::ResponseComplete => "ResponseComplete",
+            Self::Panic => "Panic",
+            Self::Missing => "-",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The decision the live API server recorded, and where it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recorded<'e> {
+    /// Allowed.
+    pub allowed: bool,
+    /// `authorization.k8s.io/reason`, or the response message for a 403.
+    pub reason: Cow<'e, str>,
+    /// `annotation` (`authorization.k8s.io/decision`) or `status` (inferred
+    /// from the response code when the annotation is absent).
+    pub from: &'static str,
+}
+
+impl Recorded<'_> {
+    /// An owned copy.
+    #[must_use]
+    pub fn into_owned(self) -> Recorded<'static> {
+        Recorded {
+            allowed: self.allowed,
+            reason: Cow::Owned(self.reason.into_owned()),
+            from: self.from,
+        }
+    }
+}
+
+impl<'a> AuditEvent<'a> {
+    /// Parses one event from JSON.
+    ///
+    /// # Errors
+    /// serde_json's error for malformed JSON or a field of the wrong type.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The kind, or empty.
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        self.kind.as_ref().map_or("", Text::as_str)
+    }
+
+    /// The stage.
+    #[must_use]
+    pub fn stage(&self) -> Stage {
+        match self.stage.as_ref().map(Text::as_str) {
+            None => Stage::Missing,
+            Some("ResponseComplete") => Stage::ResponseComplete,
+            Some("Panic") => Stage::Panic,
+            Some("RequestReceived") => Stage::RequestReceived,
+            Some("ResponseStarted") => Stage::ResponseStarted,
+            Some(_) => Stage::Other,
+        }
+    }
+
+    /// The verb, or empty.
+    #[must_use]
+    pub fn verb(&self) -> &str {
+        self.verb.as_ref().map_or("", Text::as_str)
+    }
+
+    /// The request URI, or empty.
+    #[must_use]
+    pub fn request_uri(&self) -> &str {
+        self.request_uri.as_ref().map_or("", Text::as_str)
+    }
+
+    /// The user RBAC decides for: the impersonated user, else the user.
+    #[must_use]
+    pub fn effective_user(&self) -> Option<&EventUser<'a>> {
+        self.impersonated_user.as_ref().or(self.user.as_ref())
+    }
+
+    /// The first source IP (the client's own address).
+    #[must_use]
+    pub fn source_ip(&self) -> Option<&str> {
+        self.source_ips
+            .as_ref()
+            .and_then(|v| v.first())
+            .map(Text::as_str)
+    }
+
+    /// The response code.
+    #[must_use]
+    pub fn code(&self) -> Option<i64> {
+        self.response_status.as_ref().and_then(|s| s.code)
+    }
+
+    /// The event time in nanoseconds (see the module docs for the order).
+    #[must_use]
+    pub fn time_nanos(&self) -> Option<i64> {
+        [
+            self.request_received_timestamp.as_ref(),
+            self.stage_timestamp.as_ref(),
+            self.timestamp.as_ref(),
+            self.metadata
+                .as_ref()
+                .and_then(|m| m.creation_timestamp.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|t| parse_nanos(t.as_str()))
+    }
+
+    /// The time text the event carries (the same field [`Self::time_nanos`] uses).
+    #[must_use]
+    pub fn time_text(&self) -> &str {
+        [
+            self.request_received_timestamp.as_ref(),
+            self.stage_timestamp.as_ref(),
+            self.timestamp.as_ref(),
+            self.metadata
+                .as_ref()
+                .and_then(|m| m.creation_timestamp.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .map_or("", Text::as_str)
+    }
+
+    /// The decision the API server recorded: the `authorization.k8s.io`
+    /// annotations, else inferred from the status (2xx/3xx allowed; a 403
+    /// whose message is an authorization denial, `... cannot ...`, denied).
+    /// `None` when neither tells.
+    #[must_use]
+    pub fn recorded(&self) -> Option<Recorded<'_>> {
+        let ann = self.annotations.as_ref();
+        let reason = Cow::Borrowed(ann.and_then(|a| a.reason.as_ref()).map_or("", Text::as_str));
+        match ann.and_then(|a| a.decision.as_ref()).map(Text::as_str) {
+            Some("allow") => {
+                return Some(Recorded {
+                    allowed: true,
+                    reason,
+                    from: "annotation",
+                });
+            }
+            Some("forbid") => {
+                return Some(Recorded {
+                    allowed: false,
+                    reason,
+                    from: "annotation",
+                });
+            }
+            _ => {}
+        }
+        let status = self.response_status.as_ref()?;
+        let code = status.code?;
+        if (200..400).contains(&code) {
+            return Some(Recorded {
+                allowed: true,
+                reason,
+                from: "status",
+            });
+        }
+        let message = status.message.as_ref().map_or("", Text::as_str);
+        if code == 403 && message.contains(" cannot ") {
+            return Some(Recorded {
+                allowed: false,
+                reason: Cow::Borrowed(message),
+                from: "status",
+            });
+        }
+        None
+    }
+}
+
+/// Only the time fields: what merging several files needs before the
+/// whole event is parsed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventTimes<'a> {
+    /// `requestReceivedTimestamp`.
+    #[serde(borrow, default)]
+    pub request_received_timestamp: Option<Text<'a>>,
+    /// `stageTimestamp`.
+    #[serde(borrow, default)]
+    pub stage_timestamp: Option<Text<'a>>,
+    /// `timestamp`.
+    #[serde(borrow, default)]
+    pub timestamp: Option<Text<'a>>,
+}
+
+impl EventTimes<'_> {
+    /// Nanoseconds of the first field that parses; `i64::MIN` when none does
+    /// (such events sort first and stay in file order).
+    #[must_use]
+    pub fn nanos(&self) -> i64 {
+        [
+            self.request_received_timestamp.as_ref(),
+            self.stage_timestamp.as_ref(),
+            self.timestamp.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|t| parse_nanos(t.as_str()))
+        .unwrap_or(i64::MIN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/secrets?limit=500","verb":"list","user":{"username":"system:serviceaccount:shop:web","uid":"u","groups":["system:serviceaccounts","system:serviceaccounts:shop","system:authenticated"],"extra":{"authentication.kubernetes.io/credential-id":["JTI=j-1"],"authentication.kubernetes.io/pod-name":["web-0"],"authentication.kubernetes.io/pod-uid":["p-1"],"other":["x"]}},"sourceIPs":["10.0.0.5"],"objectRef":{"resource":"secrets","namespace":"shop","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestObject":{"big":[1,2,3]},"requestReceivedTimestamp":"2025-01-01T00:00:00.000001Z","stageTimestamp":"2025-01-01T00:00:00.1Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"RBAC: allowed by ClusterRoleBinding \"x\" of ClusterRole \"y\" to ServiceAccount \"web/shop\"","pod-security.kubernetes.io/enforce-policy":"privileged:latest"}}"#;
+
+    #[test]
+    fn parses_and_borrows() {
+        let ev = AuditEvent::parse(EVENT.as_bytes()).unwrap();
+        assert_eq!(ev.kind(), "Event");
+        assert_eq!(ev.stage(), Stage::ResponseComplete);
+        assert!(matches!(ev.verb.as_ref().unwrap().0, Cow::Borrowed("list")));
+        let user = ev.effective_user().unwrap();
+        assert_eq!(user.name(), "system:serviceaccount:shop:web");
+        assert_eq!(user.jti(), Some("j-1"));
+        assert_eq!(user.pod_name(), Some("web-0"));
+        assert_eq!(user.pod_uid(), Some("p-1"));
+        assert_eq!(ev.source_ip(), Some("10.0.0.5"));
+        assert_eq!(ev.time_nanos(), Some(1_735_689_600_000_001_000));
+        let rec = ev.recorded().unwrap();
+        assert!(rec.allowed);
+        assert_eq!(rec.from, "annotation");
+        assert!(rec.reason.contains("\"web/shop\""));
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        assert!(AuditEvent::parse(br#"{"kind": 0}"#).is_err());
+        assert!(AuditEvent::parse(br#"{"user": "bob"}"#).is_err());
+        assert!(AuditEvent::parse(br#"{"kind":"Event","verb":"get""#).is_err());
+        assert!(AuditEvent::parse(b"[1,2]").is_err());
+        // Nulls are absent values.
+        let ev = AuditEvent::parse(br#"{"kind":"Event","objectRef":null,"verb":null}"#).unwrap();
+        assert!(ev.object_ref.is_none());
+        assert_eq!(ev.stage(), Stage::Missing);
+    }
+
+    #[test]
+    fn recorded_decision_from_status_when_not_annotated() {
+        let ev = AuditEvent::parse(
+            br#"{"responseStatus":{"code":403,"reason":"Forbidden","message":"pods is forbidden: User \"bob\" cannot list resource \"pods\""}}"#,
+        )
+        .unwrap();
+        let rec = ev.recorded().unwrap();
+        assert!(!rec.allowed);
+        assert_eq!(rec.from, "status");
+        // A 403 from admission is not an authorization decision.
+        let ev = AuditEvent::parse(
+            br#"{"responseStatus":{"code":403,"message":"pods \"x\" is forbidden: violates PodSecurity"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.recorded(), None);
+        let ev = AuditEvent::parse(br#"{"responseStatus":{"code":201}}"#).unwrap();
+        assert!(ev.recorded().unwrap().allowed);
+    }
+
+    #[test]
+    fn merge_times() {
+        let t: EventTimes<'_> =
+            serde_json::from_str(r#"{"stageTimestamp":"2025-01-01T00:00:00Z","x":{}}"#).unwrap();
+        assert_eq!(t.nanos(), 1_735_689_600_000_000_000);
+        let t: EventTimes<'_> = serde_json::from_str("{}").unwrap();
+        assert_eq!(t.nanos(), i64::MIN);
+    }
+}

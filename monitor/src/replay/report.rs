@@ -1,0 +1,607 @@
+//! What a replay produces, and its table and JSON-lines renderings.
+//!
+//! JSON lines (`-o json`), schema version [`REPORT_SCHEMA_VERSION`]: one
+//! `{"type":"event", ...}` line per listed event, written as it is
+//! evaluated, then `token`, `subject` and `malformed` lines, and a final
+//! `stats` line. The table rendering shows the same, capped for reading.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use super::decide::{DriftDirection, Outcome};
+use super::event::Recorded;
+use super::input::{Location, Problems};
+use super::summary::SubjectSummary;
+use super::timeline::TokenTimeline;
+use crate::rbac::OwnedAttributes;
+
+/// Version of the JSON-lines report.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+/// Rows of a token's timeline shown in a table.
+pub const TABLE_TIMELINE_ROWS: usize = 60;
+
+/// The snapshot's decision, as the engine keeps it.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// Allowed.
+    pub allowed: bool,
+    /// Reason, when formatted.
+    pub reason: Option<String>,
+    /// Snapshot index.
+    pub snapshot: usize,
+}
+
+/// The snapshot's decision, as reported.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayedOut {
+    /// Allowed.
+    pub allowed: bool,
+    /// The reason the API server would give.
+    pub reason: String,
+    /// Which snapshot.
+    pub snapshot: String,
+}
+
+/// One listed event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    /// Where it is in the input.
+    pub location: Location,
+    /// Request time as written.
+    pub time: String,
+    /// `auditID`.
+    pub audit_id: String,
+    /// Stage.
+    pub stage: &'static str,
+    /// The user RBAC decides for.
+    pub user: String,
+    /// The authenticated user, when it impersonated `user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impersonated_by: Option<String>,
+    /// Verb.
+    pub verb: String,
+    /// The attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<OwnedAttributes>,
+    /// `objectRef` or `requestURI`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes_from: Option<&'static str>,
+    /// Request URI.
+    pub request_uri: String,
+    /// Source IPs.
+    pub source_ips: Vec<String>,
+    /// User agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Response code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// What the cluster recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<Recorded<'static>>,
+    /// What the snapshot decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<ReplayedOut>,
+    /// The comparison.
+    pub outcome: Outcome,
+    /// Why, unless they agree.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub explanation: String,
+    /// The token it was made with (`JTI=...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Timeline flags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<&'static str>,
+}
+
+impl EventRecord {
+    /// `resource[/sub] ns/name`, or the path.
+    #[must_use]
+    pub fn target(&self) -> String {
+        match &self.attributes {
+            Some(a) if a.is_resource_request => {
+                let mut t = String::new();
+                if !a.api_group.is_empty() {
+                    t.push_str(&a.api_group);
+                    t.push('/');
+                }
+                t.push_str(&a.resource);
+                if !a.subresource.is_empty() {
+                    t.push('/');
+                    t.push_str(&a.subresource);
+                }
+                match (a.namespace.as_str(), a.name.as_str()) {
+                    ("", "") => {}
+                    ("", n) | (n, "") => {
+                        t.push(' ');
+                        t.push_str(n);
+                    }
+                    (ns, n) => {
+                        t.push(' ');
+                        t.push_str(ns);
+                        t.push('/');
+                        t.push_str(n);
+                    }
+                }
+                t
+            }
+            Some(a) => a.path.clone(),
+            None => self.request_uri.clone(),
+        }
+    }
+
+    /// `allow`/`forbid`/`-` as recorded.
+    #[must_use]
+    pub fn recorded_text(&self) -> &'static str {
+        match &self.recorded {
+            Some(r) if r.allowed => "allow",
+            Some(_) => "forbid",
+            None => "-",
+        }
+    }
+
+    /// `allow`/`deny`/`-` from the snapshot.
+    #[must_use]
+    pub fn replayed_text(&self) -> &'static str {
+        match &self.replayed {
+            Some(r) if r.allowed => "allow",
+            Some(_) => "deny",
+            None => "-",
+        }
+    }
+}
+
+/// Lines read per audit file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStats {
+    /// Path.
+    pub path: String,
+    /// Lines.
+    pub lines: u64,
+}
+
+/// Counts.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Audit files.
+    pub audit_files: Vec<FileStats>,
+    /// Trail files.
+    pub trail_files: u64,
+    /// Trail entries read.
+    pub trail_entries: u64,
+    /// Tokens read in the trail.
+    pub trail_tokens: u64,
+    /// Audit events parsed.
+    pub events: u64,
+    /// Events at a deciding stage.
+    pub deciding: u64,
+    /// Events at other stages, per stage (counted, not evaluated).
+    pub other_stages: BTreeMap<&'static str, u64>,
+    /// Deciding events left out by filters.
+    pub filtered_out: u64,
+    /// Snapshot and cluster agree.
+    pub agree: u64,
+    /// Drifted decisions.
+    pub drift: u64,
+    /// Drift per direction.
+    pub drift_by_direction: BTreeMap<DriftDirection, u64>,
+    /// Outside RBAC, per label.
+    pub outside_rbac: BTreeMap<&'static str, u64>,
+    /// No recorded decision.
+    pub unrecorded: u64,
+    /// Attributes undetermined.
+    pub undetermined: u64,
+    /// No snapshot given.
+    pub not_evaluated: u64,
+    /// Denied calls.
+    pub forbidden: u64,
+    /// Calls flagged by the timeline (foreign IP, after a flagged read).
+    pub flagged_calls: u64,
+    /// Malformed records.
+    pub malformed: u64,
+    /// Events older than every stored snapshot (decided against the oldest).
+    pub events_before_first_snapshot: u64,
+    /// Audit-only tokens over the timeline cap.
+    pub audit_only_tokens_dropped: u64,
+    /// Wall time.
+    pub elapsed_secs: f64,
+    /// Events per second.
+    pub events_per_sec: f64,
+}
+
+/// The whole result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Counts.
+    pub stats: Stats,
+    /// Snapshots used.
+    pub snapshots: Vec<String>,
+    /// Token timelines.
+    pub tokens: Vec<TokenTimeline>,
+    /// Subject summaries.
+    pub subjects: Vec<SubjectSummary>,
+    /// Malformed records.
+    pub problems: Problems,
+}
+
+/// Keeps listed events for table/HTML output, up to a cap.
+#[derive(Debug, Default)]
+pub struct EventList {
+    /// Kept.
+    pub kept: Vec<EventRecord>,
+    /// Listed but not kept.
+    pub omitted: u64,
+    /// The cap.
+    pub max: usize,
+}
+
+impl EventList {
+    /// A list keeping `max` events.
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        Self {
+            kept: Vec::new(),
+            omitted: 0,
+            max,
+        }
+    }
+
+    /// Keeps `e` if there is room.
+    pub fn push(&mut self, e: &EventRecord) {
+        if self.kept.len() < self.max {
+            self.kept.push(e.clone());
+        } else {
+            self.omitted += 1;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: u32,
+    #[serde(flatten)]
+    value: &'a T,
+}
+
+/// Writes one JSON line `{"type": kind, "schema": 1, ...value}`.
+///
+/// # Errors
+/// Write errors.
+pub fn write_json_line<T: Serialize>(
+    out: &mut dyn Write,
+    kind: &'static str,
+    value: &T,
+) -> io::Result<()> {
+    serde_json::to_writer(
+        &mut *out,
+        &Tagged {
+            kind,
+            schema: REPORT_SCHEMA_VERSION,
+            value,
+        },
+    )?;
+    out.write_all(b"\n")
+}
+
+/// Writes the end of a JSON-lines report (events were streamed already).
+///
+/// # Errors
+/// Write errors.
+pub fn write_json_tail(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    for t in &report.tokens {
+        write_json_line(out, "token", t)?;
+    }
+    for s in &report.subjects {
+        write_json_line(out, "subject", s)?;
+    }
+    for m in &report.problems.kept {
+        write_json_line(out, "malformed", m)?;
+    }
+    #[derive(Serialize)]
+    struct Tail<'a> {
+        #[serde(flatten)]
+        stats: &'a Stats,
+        snapshots: &'a [String],
+    }
+    write_json_line(
+        out,
+        "stats",
+        &Tail {
+            stats: &report.stats,
+            snapshots: &report.snapshots,
+        },
+    )
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    t
+}
+
+/// One row of a token's merged timeline: reads and calls by time.
+#[derive(Debug, Clone)]
+pub struct TimelineRow<'a> {
+    /// Time.
+    pub time: &'a str,
+    /// `read`, `use` or `call`.
+    pub what: &'static str,
+    /// Who/where: process + pod + node, or source IP.
+    pub actor: String,
+    /// What: the file read or the request.
+    pub detail: String,
+    /// Flags or findings.
+    pub flags: Vec<Cow<'a, str>>,
+}
+
+/// A token's reads and calls merged by time.
+#[must_use]
+pub fn timeline_rows(t: &TokenTimeline) -> Vec<TimelineRow<'_>> {
+    let mut rows: Vec<(i64, TimelineRow<'_>)> = Vec::new();
+    for r in &t.reads {
+        let pod = r
+            .pod
+            .as_deref()
+            .map_or_else(|| "host".to_owned(), |p| format!("pod {p}"));
+        let exe = r.exe.as_deref().unwrap_or(&r.comm);
+        let what = if r.kind == "token-use" { "use" } else { "read" };
+        let mut detail = format!("{exe} read the token");
+        if what == "use" {
+            detail = format!(
+                "{exe} connected to the API server from {}",
+                r.source_ip.as_deref().unwrap_or("?")
+            );
+        }
+        if r.count > 1 {
+            detail.push_str(&format!(" ({} times, last {})", r.count, r.last_time));
+        }
+        rows.push((
+            super::time::parse_nanos(&r.time).unwrap_or(i64::MIN),
+            TimelineRow {
+                time: &r.time,
+                what,
+                actor: format!(
+                    "{} (pid {}, uid {}) in {pod} on {}",
+                    r.comm, r.tgid, r.uid, r.node
+                ),
+                detail,
+                flags: r
+                    .findings
+                    .iter()
+                    .map(|f| Cow::Borrowed(f.as_str()))
+                    .collect(),
+            },
+        ));
+    }
+    for c in &t.calls {
+        let code = c.code.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        rows.push((
+            super::time::parse_nanos(&c.time).unwrap_or(i64::MIN),
+            TimelineRow {
+                time: &c.time,
+                what: "call",
+                actor: c.source_ip.clone().unwrap_or_else(|| "-".to_owned()),
+                detail: format!("{} {} -> {code} ({})", c.verb, c.target, c.outcome),
+                flags: c.flags.iter().map(|f| Cow::Borrowed(*f)).collect(),
+            },
+        ));
+    }
+    rows.sort_by_key(|(t, _)| *t);
+    rows.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Whether a token belongs in the human-readable outputs: read in the
+/// trail, or flagged by the replay.
+#[must_use]
+pub fn token_shown(t: &TokenTimeline) -> bool {
+    t.in_trail || !t.findings.is_empty()
+}
+
+/// Writes the table rendering.
+///
+/// # Errors
+/// Write errors.
+pub fn write_table(out: &mut dyn Write, report: &Report, events: &EventList) -> io::Result<()> {
+    let s = &report.stats;
+    writeln!(
+        out,
+        "Replayed {} audit events ({} evaluated, {} at other stages, {} filtered out) and {} trail records ({} tokens) in {:.2} s ({:.0} events/s).",
+        s.events,
+        s.deciding - s.filtered_out,
+        s.other_stages.values().sum::<u64>(),
+        s.filtered_out,
+        s.trail_entries,
+        s.trail_tokens,
+        s.elapsed_secs,
+        s.events_per_sec
+    )?;
+    if report.snapshots.is_empty() {
+        writeln!(out, "RBAC: no snapshot given; decisions not evaluated.")?;
+    } else {
+        writeln!(out, "RBAC: {}", report.snapshots.join("; "))?;
+    }
+    let outside: u64 = s.outside_rbac.values().sum();
+    writeln!(
+        out,
+        "Decisions: {} agree, {} drift, {} outside RBAC, {} unrecorded, {} undetermined; {} forbidden calls, {} flagged calls, {} malformed records.",
+        s.agree,
+        s.drift,
+        outside,
+        s.unrecorded,
+        s.undetermined,
+        s.forbidden,
+        s.flagged_calls,
+        s.malformed
+    )?;
+    if s.events_before_first_snapshot > 0 {
+        writeln!(
+            out,
+            "Note: {} events predate every stored snapshot and were decided against the oldest.",
+            s.events_before_first_snapshot
+        )?;
+    }
+
+    let shown: Vec<&TokenTimeline> = report.tokens.iter().filter(|t| token_shown(t)).collect();
+    if !shown.is_empty() {
+        writeln!(out, "\nTOKEN TIMELINES")?;
+    }
+    for t in &shown {
+        writeln!(out)?;
+        let pod = t.bound_pod.as_ref().map_or_else(
+            || "-".to_owned(),
+            |p| {
+                let name = match (&p.namespace, &p.name) {
+                    (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                    (None, Some(n)) => n.clone(),
+                    _ => String::new(),
+                };
+                format!("{name} (uid {})", p.uid)
+            },
+        );
+        writeln!(
+            out,
+            "Token {}  subject {}  bound pod {}  node {}  {} reads, {} calls{}",
+            t.label(),
+            t.subject.as_deref().unwrap_or("-"),
+            pod,
+            t.node_name.as_deref().unwrap_or("-"),
+            t.reads_total,
+            t.calls_total,
+            if t.in_trail {
+                ""
+            } else {
+                "  (not in the trail)"
+            }
+        )?;
+        for f in &t.findings {
+            writeln!(out, "  [{}] {}: {}", f.severity, f.kind, f.message)?;
+        }
+        let mut tab = table();
+        tab.set_header(["time", "what", "who / from", "detail", "flags"]);
+        let rows = timeline_rows(t);
+        let n = rows.len();
+        for r in rows.into_iter().take(TABLE_TIMELINE_ROWS) {
+            tab.add_row([
+                r.time.to_owned(),
+                r.what.to_owned(),
+                r.actor,
+                r.detail,
+                r.flags.join(", "),
+            ]);
+        }
+        writeln!(out, "{tab}")?;
+        if n > TABLE_TIMELINE_ROWS {
+            writeln!(
+                out,
+                "  ... {} more rows (-o json has them all)",
+                n - TABLE_TIMELINE_ROWS
+            )?;
+        }
+    }
+    let hidden = report.tokens.len() - shown.len();
+    if hidden > 0 {
+        writeln!(
+            out,
+            "\n{hidden} more tokens seen only in the audit log, unflagged (-o json lists them)."
+        )?;
+    }
+
+    if !events.kept.is_empty() {
+        writeln!(out, "\nEVENTS")?;
+        let mut tab = table();
+        tab.set_header([
+            "time", "user", "verb", "target", "code", "cluster", "snapshot", "outcome", "flags",
+            "why",
+        ]);
+        for e in &events.kept {
+            let user = match &e.impersonated_by {
+                Some(by) => format!("{} (as by {by})", e.user),
+                None => e.user.clone(),
+            };
+            tab.add_row([
+                e.time.clone(),
+                user,
+                e.verb.clone(),
+                e.target(),
+                e.code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                e.recorded_text().to_owned(),
+                e.replayed_text().to_owned(),
+                e.outcome.as_str().to_owned(),
+                e.flags.join(", "),
+                e.explanation.clone(),
+            ]);
+        }
+        writeln!(out, "{tab}")?;
+        if events.omitted > 0 {
+            writeln!(
+                out,
+                "... {} more events (raise --max-rows, or use -o json)",
+                events.omitted
+            )?;
+        }
+    }
+
+    if !report.subjects.is_empty() {
+        writeln!(out, "\nSUBJECTS")?;
+        let mut tab = table();
+        tab.set_header([
+            "subject",
+            "calls",
+            "denied",
+            "drift",
+            "top verbs/resources",
+            "dangerous used",
+            "hints",
+        ]);
+        for sub in &report.subjects {
+            let mut top: Vec<(&String, &u64)> = sub.by_verb_resource.iter().collect();
+            top.sort_by(|a, b| b.1.cmp(a.1));
+            let top: Vec<String> = top
+                .iter()
+                .take(4)
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect();
+            let used: Vec<String> = sub.used.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+            tab.add_row([
+                sub.user.clone(),
+                sub.calls.to_string(),
+                sub.denied.to_string(),
+                sub.drift.to_string(),
+                top.join("\n"),
+                used.join("\n"),
+                sub.hints.join("\n"),
+            ]);
+        }
+        writeln!(out, "{tab}")?;
+    }
+
+    if report.problems.count > 0 {
+        writeln!(
+            out,
+            "\nMALFORMED INPUT ({} records skipped)",
+            report.problems.count
+        )?;
+        for m in &report.problems.kept {
+            writeln!(out, "  {}: {}", m.location, m.error)?;
+        }
+        if report.problems.count > report.problems.kept.len() as u64 {
+            writeln!(
+                out,
+                "  ... {} more",
+                report.problems.count - report.problems.kept.len() as u64
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! Per-subject summaries: calls by verb and resource, denied calls, drift,
+//! and dangerous permissions used against those held.
+//!
+//! A call *uses* a dangerous permission (the checks of
+//! [`crate::rbac::risk`]) when the cluster allowed it and its attributes
+//! are that permission: get/list/watch `secrets` is `read-secrets`, create
+//! `pods` is `create-pods`, create `pods/exec` is `pods-exec`, and so on;
+//! an allow by a rule with `*` verbs or resources uses the wildcard. What
+//! the subject *holds* is [`crate::rbac::risk::assess`] on the snapshot of
+//! its last call. A permission held and never used in the replay is a
+//! least-privilege hint.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::rbac::model::{ALL, PolicyRule};
+use crate::rbac::risk::{self, Check};
+use crate::rbac::{Attributes, Snapshot, UserInfo};
+
+/// Distinct verb/resource keys kept per subject (the rest count as `(other)`).
+pub const MAX_VERB_RESOURCES: usize = 100;
+
+/// The dangerous permission a call exercises, from its attributes.
+#[must_use]
+pub fn check_used(a: &Attributes<'_>) -> Option<Check> {
+    if !a.is_resource_request {
+        return None;
+    }
+    let (g, r, s, v) = (a.api_group, a.resource, a.subresource, a.verb);
+    let workload = matches!(
+        (g, r),
+        (
+            "apps",
+            "deployments" | "daemonsets" | "statefulsets" | "replicasets"
+        ) | ("batch", "jobs" | "cronjobs")
+            | ("", "replicationcontrollers")
+    );
+    Some(match (g, r, s, v) {
+        ("", "secrets", "", "get" | "list" | "watch") => Check::ReadSecrets,
+        ("", "pods", "", "create") => Check::CreatePods,
+        (_, _, "", "create") if workload => Check::CreateWorkloads,
+        ("", "pods", "exec", "create" | "get") => Check::PodsExec,
+        ("", "pods", "attach", "create" | "get") => Check::PodsAttach,
+        ("", "serviceaccounts", "token", "create") => Check::CreateServiceAccountTokens,
+        (_, "users" | "groups" | "serviceaccounts" | "uids" | "userextras", _, "impersonate") => {
+            Check::Impersonate
+        }
+        ("rbac.authorization.k8s.io", "roles" | "clusterroles", "", "escalate") => Check::Escalate,
+        ("rbac.authorization.k8s.io", "roles" | "clusterroles", "", "bind") => Check::Bind,
+        ("", "nodes", "proxy", "get" | "create") => Check::NodesProxy,
+        ("certificates.k8s.io", "certificatesigningrequests", "approval", "update" | "patch") => {
+            Check::ApproveCsr
+        }
+        _ => return None,
+    })
+}
+
+/// The wildcard checks an allowing rule exercises.
+pub fn wildcards_used(rule: &PolicyRule) -> impl Iterator<Item = Check> {
+    let verbs = rule.verbs.iter().any(|v| v == ALL);
+    let resources = rule.resources.iter().any(|r| r == ALL);
+    [
+        verbs.then_some(Check::WildcardVerbs),
+        resources.then_some(Check::WildcardResources),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// A dangerous permission held, and how often the replay saw it used.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldPermission {
+    /// The check.
+    pub check: &'static str,
+    /// Severity.
+    pub severity: String,
+    /// `cluster-wide` or the namespace.
+    pub scope: String,
+    /// `Kind/name` of the binding.
+    pub binding: String,
+    /// `Kind/name` of the role.
+    pub role: String,
+    /// Calls that used it.
+    pub used: u64,
+}
+
+/// One subject's summary.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectSummary {
+    /// User name (the impersonated user when impersonating).
+    pub user: String,
+    /// Groups as first seen.
+    pub groups: Vec<String>,
+    /// Evaluated calls.
+    pub calls: u64,
+    /// Denied calls.
+    pub denied: u64,
+    /// Calls whose decision drifted.
+    pub drift: u64,
+    /// Calls decided outside RBAC.
+    pub outside_rbac: u64,
+    /// First call.
+    pub first: String,
+    /// Last call.
+    pub last: String,
+    /// Calls per `verb resource[/subresource]`.
+    pub by_verb_resource: BTreeMap<String, u64>,
+    /// Dangerous permissions used, per check.
+    pub used: BTreeMap<&'static str, u64>,
+    /// Dangerous permissions held (snapshot of the last call).
+    pub held: Vec<HeldPermission>,
+    /// Least-privilege hints.
+    pub hints: Vec<String>,
+    /// Snapshot index of the last call.
+    #[serde(skip)]
+    pub snapshot: Option<usize>,
+}
+
+/// Facts about one evaluated call, for [`Subjects::record`].
+#[derive(Debug, Clone, Copy)]
+pub struct SubjectCall<'e> {
+    /// Attributes, when determined.
+    pub attributes: Option<Attributes<'e>>,
+    /// Denied (recorded forbid or 403).
+    pub denied: bool,
+    /// Allowed by the cluster (or, unrecorded, by the snapshot).
+    pub allowed: bool,
+    /// Drifted.
+    pub drift: bool,
+    /// Outside RBAC.
+    pub outside_rbac: bool,
+    /// Time text.
+    pub time: &'e str,
+    /// Snapshot index.
+    pub snapshot: Option<usize>,
+}
+
+/// All subjects.
+#[derive(Debug, Default)]
+pub struct Subjects {
+    map: HashMap<String, SubjectSummary>,
+}
+
+impl Subjects {
+    /// Records a call by `user`; `allowing_rule` is the snapshot rule that
+    /// allowed it, if any.
+    pub fn record(
+        &mut self,
+        user: &UserInfo,
+        call: &SubjectCall<'_>,
+        allowing_rule: Option<&PolicyRule>,
+    ) {
+        let s = if let Some(s) = self.map.get_mut(user.name.as_str()) {
+            s
+        } else {
+            self.map
+                .entry(user.name.clone())
+                .or_insert_with(|| SubjectSummary {
+                    user: user.name.clone(),
+                    groups: user.groups.clone(),
+                    calls: 0,
+                    denied: 0,
+                    drift: 0,
+                    outside_rbac: 0,
+                    first: call.time.to_owned(),
+                    last: String::new(),
+                    by_verb_resource: BTreeMap::new(),
+                    used: BTreeMap::new(),
+                    held: Vec::new(),
+                    hints: Vec::new(),
+                    snapshot: None,
+                })
+        };
+        s.calls += 1;
+        s.denied += u64::from(call.denied);
+        s.drift += u64::from(call.drift);
+        s.outside_rbac += u64::from(call.outside_rbac);
+        call.time.clone_into(&mut s.last);
+        if call.snapshot.is_some() {
+            s.snapshot = call.snapshot;
+        }
+        if let Some(a) = &call.attributes {
+            let what = if !a.is_resource_request {
+                a.path
+            } else {
+                a.resource
+            };
+            let sub = if a.subresource.is_empty() { "" } else { "/" };
+            let key_len = a.verb.len() + 1 + what.len() + sub.len() + a.subresource.len();
+            let mut key = String::with_capacity(key_len);
+            key.push_str(a.verb);
+            key.push(' ');
+            key.push_str(what);
+            key.push_str(sub);
+            key.push_str(a.subresource);
+            if let Some(n) = s.by_verb_resource.get_mut(&key) {
+                *n += 1;
+            } else if s.by_verb_resource.len() < MAX_VERB_RESOURCES {
+                s.by_verb_resource.insert(key, 1);
+            } else {
+                *s.by_verb_resource.entry("(other)".to_owned()).or_default() += 1;
+            }
+            if call.allowed {
+                if let Some(c) = check_used(a) {
+                    *s.used.entry(c.id()).or_default() += 1;
+                }
+                if let Some(rule) = allowing_rule {
+                    for c in wildcards_used(rule) {
+                        *s.used.entry(c.id()).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Concludes with what each subject holds (`snapshot_of` gives the
+    /// snapshot by index); most calls first.
+    #[must_use]
+    pub fn finish(
+        self,
+        snapshot_of: &dyn Fn(usize) -> Option<std::sync::Arc<Snapshot>>,
+    ) -> Vec<SubjectSummary> {
+        let mut out: Vec<SubjectSummary> = self.map.into_values().collect();
+        for s in &mut out {
+            let Some(snapshot) = s.snapshot.and_then(snapshot_of) else {
+                continue;
+            };
+            let user = UserInfo::new(s.user.clone(), s.groups.clone());
+            let mut seen: Vec<(Check, String)> = Vec::new();
+            for f in risk::assess(&snapshot, &user) {
+                let scope = f
+                    .namespace
+                    .clone()
+                    .map_or_else(|| "cluster-wide".to_owned(), |ns| format!("namespace {ns}"));
+                let used = s.used.get(f.check.id()).copied().unwrap_or(0);
+                let severity = serde_json::to_value(f.severity)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let held = HeldPermission {
+                    check: f.check.id(),
+                    severity,
+                    scope: scope.clone(),
+                    binding: format!("{}/{}", f.binding_kind, f.binding),
+                    role: format!("{}/{}", f.role_kind, f.role),
+                    used,
+                };
+                if used == 0 && !seen.contains(&(f.check, scope.clone())) {
+                    seen.push((f.check, scope.clone()));
+                    s.hints.push(format!(
+                        "holds {} {scope} through {} ({}), never used it in {} calls: a least-privilege candidate",
+                        f.check.id(),
+                        held.binding,
+                        held.role,
+                        s.calls
+                    ));
+                }
+                s.held.push(held);
+            }
+        }
+        out.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.user.cmp(&b.user)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_from_attributes() {
+        let a = Attributes::resource("list", "", "secrets", "", "");
+        assert_eq!(check_used(&a), Some(Check::ReadSecrets));
+        let a = Attributes::resource("create", "", "pods", "d", "p").with_subresource("exec");
+        assert_eq!(check_used(&a), Some(Check::PodsExec));
+        let a = Attributes::resource("create", "apps", "deployments", "d", "");
+        assert_eq!(check_used(&a), Some(Check::CreateWorkloads));
+        let a = Attributes::resource("get", "", "pods", "d", "");
+        assert_eq!(check_used(&a), None);
+        assert_eq!(
+            check_used(&Attributes::non_resource("get", "/healthz")),
+            None
+        );
+        let rule = PolicyRule {
+            verbs: vec!["*".into()],
+            resources: vec!["pods".into()],
+            ..PolicyRule::default()
+        };
+        assert_eq!(
+            wildcards_used(&rule).collect::<Vec<_>>(),
+            [Check::WildcardVerbs]
+        );
+    }
+}

@@ -1,0 +1,708 @@
+//! Token timelines: which processes read a token (from the trail) and
+//! which API calls it made (from the audit log).
+//!
+//! - Trail records (`trail export` lines `{seq, time, prev_hash, hash,
+//!   entry}`, or bare `TrailEntry` lines) are read first, from every file
+//!   and node; each token (by JTI, else by fingerprint) collects its
+//!   readers, the addresses its bound pod connects from (`connection.saddr`
+//!   of entries by processes in that pod), and the first time a process
+//!   reading it was flagged (`foreign-token`, `host-reader`,
+//!   `unexpected-reader`).
+//! - Audit events join a token by `user.extra[credential-id] = JTI=<jti>`;
+//!   without a JTI, by subject + bound pod (`pod-uid`, else `pod-name`
+//!   extras) + time window (from five minutes before the first read to the
+//!   token's expiry, or an hour after the last read). JTIs only in the
+//!   audit log get a timeline of their own.
+//! - Each call is flagged: `foreign-ip` (its source IP is not one its
+//!   bound pod was seen connecting from), `after-flagged-read`, `forbidden`
+//!   (403). A token with [`PROBE_THRESHOLD`] forbidden calls or more is
+//!   probing its permissions.
+//!
+//! Memory is bounded: readers and calls kept per token are capped (the
+//! counts stay exact).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::input::{Location, Problems};
+use super::time::{format_nanos, parse_nanos};
+use crate::correlate::{EntryKind, FindingKind, PodRef, TrailEntry};
+
+/// Forbidden calls from which a token counts as probing its permissions.
+pub const PROBE_THRESHOLD: u64 = 3;
+/// Readers kept per token.
+pub const MAX_READS: usize = 200;
+/// Calls kept per token read in the trail.
+pub const MAX_CALLS_TRAIL: usize = 1000;
+/// Calls kept per token seen only in the audit log.
+pub const MAX_CALLS_AUDIT_ONLY: usize = 20;
+/// Tokens seen only in the audit log that get a timeline (the rest are counted).
+pub const MAX_AUDIT_ONLY_TOKENS: usize = 10_000;
+/// Before the first read, how early a call may still join by subject + pod.
+const WINDOW_BEFORE_NS: i64 = 5 * 60 * 1_000_000_000;
+/// After the last read (when the expiry is unknown), how late.
+const WINDOW_AFTER_NS: i64 = 60 * 60 * 1_000_000_000;
+
+/// One reader of a token (repeated reads by the same process are folded).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadRecord {
+    /// First read.
+    pub time: String,
+    /// Last read.
+    pub last_time: String,
+    /// Reads folded into this record.
+    pub count: u64,
+    /// `token-read` or `token-use`.
+    pub kind: &'static str,
+    /// Node.
+    pub node: String,
+    /// Process id.
+    pub tgid: u32,
+    /// uid.
+    pub uid: u32,
+    /// comm.
+    pub comm: String,
+    /// Executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// The reader's pod (`namespace/name`, or UID), `None` for a host process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The reader's pod UID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Source address of the connection, for uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// Findings the agent recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+}
+
+/// When a process reading the token was first flagged.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlaggedRead {
+    /// When.
+    pub time: String,
+    /// Nanoseconds.
+    #[serde(skip)]
+    pub nanos: i64,
+    /// The process (`comm` (pid N) in pod P on node X).
+    pub process: String,
+    /// The findings.
+    pub findings: Vec<String>,
+}
+
+/// One API call made with a token.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRecord {
+    /// Request time.
+    pub time: String,
+    /// Verb.
+    pub verb: String,
+    /// What it was about: `resource[/sub] ns/name` or the path.
+    pub target: String,
+    /// Response code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// The client address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// The replay's outcome for it.
+    pub outcome: &'static str,
+    /// `foreign-ip`, `after-flagged-read`, `forbidden`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<&'static str>,
+    /// Where the event is in the input.
+    pub location: Location,
+}
+
+/// What the replay concludes about a token.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineFinding {
+    /// `foreign-source-ip`, `use-after-flagged-read`, `permission-probing`, `forbidden-calls`.
+    pub kind: &'static str,
+    /// `high`, `medium`, `low`.
+    pub severity: &'static str,
+    /// In words.
+    pub message: String,
+}
+
+/// Everything known about one token.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenTimeline {
+    /// The JTI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The fingerprint (trail tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// `bound`, `legacy`, `other`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_kind: Option<String>,
+    /// The subject (user name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The pod the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_pod: Option<PodRef>,
+    /// The node the token names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Expiry (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Whether the trail saw it read.
+    pub in_trail: bool,
+    /// Readers, first read first.
+    pub reads: Vec<ReadRecord>,
+    /// Trail records about it.
+    pub reads_total: u64,
+    /// Addresses its bound pod connected from.
+    pub pod_ips: BTreeSet<String>,
+    /// When a reader was first flagged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<FlaggedRead>,
+    /// Calls kept (capped), in input order.
+    pub calls: Vec<CallRecord>,
+    /// All calls.
+    pub calls_total: u64,
+    /// Calls per source IP.
+    pub calls_by_ip: BTreeMap<String, u64>,
+    /// Forbidden calls.
+    pub forbidden: u64,
+    /// Calls from a foreign IP.
+    pub foreign_calls: u64,
+    /// Calls after a flagged read.
+    pub after_flag_calls: u64,
+    /// Distinct (verb, target) denied, capped.
+    #[serde(skip)]
+    denied_targets: BTreeSet<String>,
+    /// What the replay concludes.
+    pub findings: Vec<TimelineFinding>,
+    #[serde(skip)]
+    first_read: i64,
+    #[serde(skip)]
+    last_read: i64,
+    #[serde(skip)]
+    expires_nanos: Option<i64>,
+    #[serde(skip)]
+    first_foreign: Option<String>,
+}
+
+impl TokenTimeline {
+    fn new() -> Self {
+        Self {
+            jti: None,
+            fingerprint: None,
+            token_kind: None,
+            subject: None,
+            bound_pod: None,
+            node_name: None,
+            expires_at: None,
+            in_trail: false,
+            reads: Vec::new(),
+            reads_total: 0,
+            pod_ips: BTreeSet::new(),
+            flagged: None,
+            calls: Vec::new(),
+            calls_total: 0,
+            calls_by_ip: BTreeMap::new(),
+            forbidden: 0,
+            foreign_calls: 0,
+            after_flag_calls: 0,
+            denied_targets: BTreeSet::new(),
+            findings: Vec::new(),
+            first_read: i64::MAX,
+            last_read: i64::MIN,
+            expires_nanos: None,
+            first_foreign: None,
+        }
+    }
+
+    /// A short name: the JTI, else the fingerprint's first 16 hex digits.
+    #[must_use]
+    pub fn label(&self) -> String {
+        if let Some(j) = &self.jti {
+            return format!("JTI={j}");
+        }
+        match &self.fingerprint {
+            Some(f) => f.chars().take(23).collect(),
+            None => "-".to_owned(),
+        }
+    }
+
+    /// Whether the replay flagged it.
+    #[must_use]
+    pub fn flagged_by_replay(&self) -> bool {
+        self.findings.iter().any(|f| f.severity != "low")
+    }
+
+    fn window_contains(&self, t: i64) -> bool {
+        if self.first_read == i64::MAX {
+            return false;
+        }
+        let end = self
+            .expires_nanos
+            .unwrap_or(self.last_read.saturating_add(WINDOW_AFTER_NS));
+        t >= self.first_read.saturating_sub(WINDOW_BEFORE_NS) && t <= end
+    }
+}
+
+/// Facts about one audit call, for [`TokenIndex::record_call`].
+#[derive(Debug, Clone, Copy)]
+pub struct CallFacts<'e> {
+    /// Event time (ns), if known.
+    pub nanos: Option<i64>,
+    /// Time text.
+    pub time: &'e str,
+    /// User name.
+    pub subject: &'e str,
+    /// JTI from the credential id.
+    pub jti: Option<&'e str>,
+    /// `pod-uid` extra.
+    pub pod_uid: Option<&'e str>,
+    /// `pod-name` extra.
+    pub pod_name: Option<&'e str>,
+    /// Verb.
+    pub verb: &'e str,
+    /// Target text.
+    pub target: &'e str,
+    /// Code.
+    pub code: Option<i64>,
+    /// Whether it was denied (403 or a recorded forbid).
+    pub denied: bool,
+    /// Source IP.
+    pub source_ip: Option<&'e str>,
+    /// The replay's outcome name.
+    pub outcome: &'static str,
+}
+
+/// Trail and audit-only tokens, indexed for the join.
+#[derive(Debug, Default)]
+pub struct TokenIndex {
+    tokens: Vec<TokenTimeline>,
+    by_jti: HashMap<String, usize>,
+    by_fingerprint: HashMap<String, usize>,
+    /// (subject, `uid:<uid>` or `name:<ns>/<name>`) -> tokens without JTI.
+    by_subject_pod: HashMap<(String, String), Vec<usize>>,
+    /// Trail entries read.
+    pub trail_entries: u64,
+    /// Audit-only tokens not given a timeline (over the cap).
+    pub audit_only_dropped: u64,
+    audit_only: usize,
+}
+
+const READER_FINDINGS: [FindingKind; 3] = [
+    FindingKind::ForeignToken,
+    FindingKind::HostReader,
+    FindingKind::UnexpectedReader,
+];
+
+impl TokenIndex {
+    /// An empty index.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tokens read in the trail.
+    #[must_use]
+    pub fn trail_tokens(&self) -> usize {
+        self.tokens.iter().filter(|t| t.in_trail).count()
+    }
+
+    /// Reads trail records from `reader` (JSON lines), reporting bad lines.
+    pub fn read_trail(
+        &mut self,
+        file: &str,
+        reader: &mut dyn std::io::BufRead,
+        problems: &mut Problems,
+    ) {
+        let mut line_no = 0u64;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    problems.record(
+                        Location {
+                            file: file.to_owned(),
+                            line: line_no + 1,
+                            item: None,
+                        },
+                        format!("read failed, rest of file skipped: {e}"),
+                    );
+                    return;
+                }
+            }
+            line_no += 1;
+            let text = buf.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            match parse_trail_line(text) {
+                Ok(entry) => self.add_entry(&entry),
+                Err(e) => problems.record(
+                    Location {
+                        file: file.to_owned(),
+                        line: line_no,
+                        item: None,
+                    },
+                    format!("trail record: {e}"),
+                ),
+            }
+        }
+    }
+
+    /// Adds one trail entry.
+    pub fn add_entry(&mut self, entry: &TrailEntry) {
+        self.trail_entries += 1;
+        if !matches!(entry.kind, EntryKind::TokenRead | EntryKind::TokenUse) {
+            return;
+        }
+        let Some(token) = &entry.token else { return };
+        let idx = if let Some(j) = &token.jti {
+            self.by_jti.get(j).copied()
+        } else {
+            self.by_fingerprint.get(&token.fingerprint).copied()
+        };
+        let idx = idx.unwrap_or_else(|| {
+            let i = self.tokens.len();
+            let mut t = TokenTimeline::new();
+            t.jti.clone_from(&token.jti);
+            if let Some(j) = &token.jti {
+                self.by_jti.insert(j.clone(), i);
+            } else {
+                self.by_fingerprint.insert(token.fingerprint.clone(), i);
+            }
+            self.tokens.push(t);
+            i
+        });
+        let nanos = parse_nanos(&entry.time).unwrap_or(0);
+        let t = &mut self.tokens[idx];
+        if !t.in_trail {
+            t.in_trail = true;
+            if !token.fingerprint.is_empty() {
+                t.fingerprint = Some(token.fingerprint.clone());
+            }
+            t.token_kind = Some(token.kind.clone());
+            t.subject.clone_from(&token.subject);
+            t.bound_pod.clone_from(&token.bound_pod);
+            t.node_name.clone_from(&token.node_name);
+            t.expires_nanos = token.expires_at.and_then(|s| s.checked_mul(1_000_000_000));
+            t.expires_at = t.expires_nanos.map(format_nanos);
+            if t.jti.is_none()
+                && let (Some(subject), Some(pod)) = (&token.subject, &token.bound_pod)
+            {
+                let mut keys = vec![format!("uid:{}", pod.uid)];
+                if let (Some(ns), Some(name)) = (&pod.namespace, &pod.name) {
+                    keys.push(format!("name:{ns}/{name}"));
+                } else if let (Some(ns), Some(name)) = (&token.namespace, &pod.name) {
+                    keys.push(format!("name:{ns}/{name}"));
+                }
+                for k in keys {
+                    self.by_subject_pod
+                        .entry((subject.clone(), k))
+                        .or_default()
+                        .push(idx);
+                }
+            }
+        }
+        t.reads_total += 1;
+        t.first_read = t.first_read.min(nanos);
+        t.last_read = t.last_read.max(nanos);
+        let reader = entry.reader.as_ref();
+        let reader_pod_uid = reader.and_then(|r| r.pod.as_ref()).map(|p| p.uid.clone());
+        let source_ip = entry.connection.as_ref().map(|c| c.saddr.clone());
+        if let Some(ip) = &source_ip {
+            let own_pod = match (&t.bound_pod, &reader_pod_uid) {
+                (Some(bound), Some(uid)) => bound.uid == *uid,
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            if own_pod && !ip.is_empty() {
+                t.pod_ips.insert(ip.clone());
+            }
+        }
+        let findings: Vec<String> = entry
+            .findings
+            .iter()
+            .map(|f| f.kind.as_str().to_owned())
+            .collect();
+        let kind = entry.kind.as_str();
+        let process = |r: &crate::correlate::Reader| {
+            let pod = entry
+                .pod_key()
+                .map_or_else(|| "the host".to_owned(), |p| format!("pod {p}"));
+            format!(
+                "{} (pid {}) in {pod} on node {}",
+                r.comm, r.tgid, entry.node
+            )
+        };
+        if let Some(r) = reader {
+            let flagged: Vec<String> = entry
+                .findings
+                .iter()
+                .filter(|f| READER_FINDINGS.contains(&f.kind))
+                .map(|f| f.kind.as_str().to_owned())
+                .collect();
+            if !flagged.is_empty() && t.flagged.as_ref().is_none_or(|f| nanos < f.nanos) {
+                t.flagged = Some(FlaggedRead {
+                    time: entry.time.clone(),
+                    nanos,
+                    process: process(r),
+                    findings: flagged,
+                });
+            }
+            let existing = t.reads.iter_mut().find(|x| {
+                x.node == entry.node
+                    && x.tgid == r.tgid
+                    && x.comm == r.comm
+                    && x.kind == kind
+                    && x.pod_uid == reader_pod_uid
+                    && x.source_ip == source_ip
+            });
+            if let Some(x) = existing {
+                x.count += 1;
+                if nanos >= parse_nanos(&x.last_time).unwrap_or(i64::MIN) {
+                    x.last_time.clone_from(&entry.time);
+                }
+                if nanos < parse_nanos(&x.time).unwrap_or(i64::MAX) {
+                    x.time.clone_from(&entry.time);
+                }
+                for f in findings {
+                    if !x.findings.contains(&f) {
+                        x.findings.push(f);
+                    }
+                }
+            } else if t.reads.len() < MAX_READS {
+                t.reads.push(ReadRecord {
+                    time: entry.time.clone(),
+                    last_time: entry.time.clone(),
+                    count: 1,
+                    kind,
+                    node: entry.node.clone(),
+                    tgid: r.tgid,
+                    uid: r.uid,
+                    comm: r.comm.clone(),
+                    exe: r.exe.clone(),
+                    pod: entry.pod_key(),
+                    pod_uid: reader_pod_uid,
+                    source_ip,
+                    findings,
+                });
+            }
+        }
+    }
+
+    /// The token a call joins, creating an audit-only timeline for an
+    /// unknown JTI (within the cap).
+    fn join(&mut self, call: &CallFacts<'_>) -> Option<usize> {
+        if let Some(jti) = call.jti {
+            if let Some(&i) = self.by_jti.get(jti) {
+                return Some(i);
+            }
+            if self.audit_only >= MAX_AUDIT_ONLY_TOKENS {
+                self.audit_only_dropped += 1;
+                return None;
+            }
+            self.audit_only += 1;
+            let i = self.tokens.len();
+            let mut t = TokenTimeline::new();
+            t.jti = Some(jti.to_owned());
+            t.subject = Some(call.subject.to_owned());
+            if call.pod_uid.is_some() || call.pod_name.is_some() {
+                t.bound_pod = Some(PodRef {
+                    uid: call.pod_uid.unwrap_or_default().to_owned(),
+                    name: call.pod_name.map(str::to_owned),
+                    ..PodRef::default()
+                });
+            }
+            self.tokens.push(t);
+            self.by_jti.insert(jti.to_owned(), i);
+            return Some(i);
+        }
+        let nanos = call.nanos?;
+        let mut keys: Vec<String> = Vec::new();
+        if let Some(uid) = call.pod_uid {
+            keys.push(format!("uid:{uid}"));
+        }
+        if let (Some(name), Some((ns, _))) = (
+            call.pod_name,
+            crate::rbac::authorizer::split_service_account_user(call.subject),
+        ) {
+            keys.push(format!("name:{ns}/{name}"));
+        }
+        for k in keys {
+            if let Some(list) = self.by_subject_pod.get(&(call.subject.to_owned(), k))
+                && let Some(&i) = list
+                    .iter()
+                    .find(|&&i| self.tokens[i].window_contains(nanos))
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Joins a call to its token and records it; returns the token index
+    /// and the call's flags.
+    pub fn record_call(
+        &mut self,
+        call: &CallFacts<'_>,
+        location: &Location,
+    ) -> Option<(usize, Vec<&'static str>)> {
+        let i = self.join(call)?;
+        let t = &mut self.tokens[i];
+        let mut flags = Vec::new();
+        if let Some(ip) = call.source_ip
+            && !t.pod_ips.is_empty()
+            && !t.pod_ips.contains(ip)
+        {
+            flags.push("foreign-ip");
+            t.foreign_calls += 1;
+            if t.first_foreign.is_none() {
+                t.first_foreign = Some(call.time.to_owned());
+            }
+        }
+        if let (Some(f), Some(n)) = (&t.flagged, call.nanos)
+            && n > f.nanos
+        {
+            flags.push("after-flagged-read");
+            t.after_flag_calls += 1;
+        }
+        if call.denied {
+            flags.push("forbidden");
+            t.forbidden += 1;
+            if t.denied_targets.len() < 64 {
+                t.denied_targets
+                    .insert(format!("{} {}", call.verb, call.target));
+            }
+        }
+        t.calls_total += 1;
+        if let Some(ip) = call.source_ip {
+            if let Some(n) = t.calls_by_ip.get_mut(ip) {
+                *n += 1;
+            } else if t.calls_by_ip.len() < 256 {
+                t.calls_by_ip.insert(ip.to_owned(), 1);
+            }
+        }
+        let cap = if t.in_trail {
+            MAX_CALLS_TRAIL
+        } else {
+            MAX_CALLS_AUDIT_ONLY
+        };
+        if t.calls.len() < cap || !flags.is_empty() && t.calls.len() < cap * 2 {
+            t.calls.push(CallRecord {
+                time: call.time.to_owned(),
+                verb: call.verb.to_owned(),
+                target: call.target.to_owned(),
+                code: call.code,
+                source_ip: call.source_ip.map(str::to_owned),
+                outcome: call.outcome,
+                flags: flags.clone(),
+                location: location.clone(),
+            });
+        }
+        Some((i, flags))
+    }
+
+    /// The token at `i`.
+    #[must_use]
+    pub fn get(&self, i: usize) -> Option<&TokenTimeline> {
+        self.tokens.get(i)
+    }
+
+    /// Concludes: findings per token; returns the timelines, flagged
+    /// ones first, then trail tokens, then by first call.
+    #[must_use]
+    pub fn finish(mut self) -> Vec<TokenTimeline> {
+        for t in &mut self.tokens {
+            t.reads
+                .sort_by_key(|r| parse_nanos(&r.time).unwrap_or(i64::MIN));
+            if t.foreign_calls > 0 {
+                let foreign: Vec<String> = t
+                    .calls_by_ip
+                    .iter()
+                    .filter(|(ip, _)| !t.pod_ips.contains(*ip))
+                    .map(|(ip, n)| format!("{ip} ({n} calls)"))
+                    .collect();
+                let own: Vec<&str> = t.pod_ips.iter().map(String::as_str).collect();
+                t.findings.push(TimelineFinding {
+                    kind: "foreign-source-ip",
+                    severity: "high",
+                    message: format!(
+                        "used from {} from {}, not from its bound pod's address {}: the token was probably copied",
+                        foreign.join(", "),
+                        t.first_foreign.as_deref().unwrap_or("?"),
+                        own.join(", ")
+                    ),
+                });
+            }
+            if t.after_flag_calls > 0
+                && let Some(f) = &t.flagged
+            {
+                t.findings.push(TimelineFinding {
+                    kind: "use-after-flagged-read",
+                    severity: "high",
+                    message: format!(
+                        "{} calls after {} was flagged ({}) at {}",
+                        t.after_flag_calls,
+                        f.process,
+                        f.findings.join(", "),
+                        f.time
+                    ),
+                });
+            }
+            if t.forbidden >= PROBE_THRESHOLD {
+                let targets: Vec<&str> = t
+                    .denied_targets
+                    .iter()
+                    .take(8)
+                    .map(String::as_str)
+                    .collect();
+                t.findings.push(TimelineFinding {
+                    kind: "permission-probing",
+                    severity: "medium",
+                    message: format!(
+                        "{} forbidden calls ({}): the subject is probing its permissions",
+                        t.forbidden,
+                        targets.join("; ")
+                    ),
+                });
+            } else if t.forbidden > 0 {
+                t.findings.push(TimelineFinding {
+                    kind: "forbidden-calls",
+                    severity: "low",
+                    message: format!("{} forbidden call(s)", t.forbidden),
+                });
+            }
+        }
+        let mut tokens = self.tokens;
+        tokens.sort_by_key(|t| (!t.flagged_by_replay(), !t.in_trail, t.first_read));
+        tokens
+    }
+}
+
+/// A trail line: an export record `{seq, time, prev_hash, hash, entry}` or a bare entry.
+fn parse_trail_line(text: &[u8]) -> Result<TrailEntry, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Export {
+        entry: TrailEntry,
+    }
+    let value: serde_json::Value = serde_json::from_slice(text)?;
+    if value.get("entry").is_some() {
+        serde_json::from_value::<Export>(value).map(|e| e.entry)
+    } else {
+        serde_json::from_value(value)
+    }
+}
