@@ -5,6 +5,7 @@
 //! (authorizer) -> `correlate` -> `trail` -> `replay`; `cli` holds the
 //! clap commands, one thin file each.
 
+pub mod agent;
 pub mod cli;
 pub mod correlate;
 pub mod identity;
@@ -12,4 +13,6 @@ pub mod node;
 pub mod rbac;
 pub mod replay;
 pub mod sensor;
+pub mod sinks;
 pub mod store;
+pub mod trail;

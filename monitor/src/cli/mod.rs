@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod agent;
 pub mod can_i;
 pub mod decode;
 pub mod rbac;
@@ -56,6 +57,8 @@ pub enum OutputFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: sensor, correlation, RBAC, trail, metrics (the DaemonSet's process).
+    Agent(agent::Args),
     /// Run the kernel sensor alone and print its events as JSON lines.
     Watch(watch::Args),
     /// Decode a ServiceAccount token (file, stdin or Secret manifest): kind,
@@ -81,6 +84,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.log_format, &cli.log);
     match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Watch(args) => watch::run(args),
         Command::Decode(args) => decode::run(args),
         Command::CanI(args) => can_i::run(args),

@@ -258,6 +258,12 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// CLOCK_MONOTONIC now, in nanoseconds (the kernel's `bpf_ktime_get_ns` clock).
+#[must_use]
+pub fn monotonic_now_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
 impl Clock {
     /// Measures the offset now.
     #[must_use]

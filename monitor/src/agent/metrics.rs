@@ -1,0 +1,291 @@
+//! The agent's counters and gauges, rendered in the Prometheus text format.
+//! Plain atomics: the event loop increments, the HTTP task reads.
+
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+};
+
+use crate::{
+    correlate::{EntryKind, FindingKind},
+    sensor::event::EventKind,
+};
+
+const EVENT_KINDS: [EventKind; 7] = [
+    EventKind::TokenOpen,
+    EventKind::TokenRead,
+    EventKind::TokenClose,
+    EventKind::Connect,
+    EventKind::ConnectResult,
+    EventKind::Exec,
+    EventKind::Exit,
+];
+const ENTRY_KINDS: [EntryKind; 4] = [
+    EntryKind::TokenRead,
+    EntryKind::TokenUse,
+    EntryKind::ApiContact,
+    EntryKind::Agent,
+];
+
+fn event_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::TokenOpen => "token_open",
+        EventKind::TokenRead => "token_read",
+        EventKind::TokenClose => "token_close",
+        EventKind::Connect => "connect",
+        EventKind::ConnectResult => "connect_result",
+        EventKind::Exec => "exec",
+        EventKind::Exit => "exit",
+    }
+}
+
+/// Every metric the agent exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    events: [AtomicU64; 7],
+    entries: [AtomicU64; 4],
+    findings: [AtomicU64; 9],
+    /// Records the kernel could not reserve (a gauge of the kernel's counter).
+    pub kernel_drops: AtomicU64,
+    /// Entries the sinks dropped because their queue was full, per sink.
+    pub sink_drops: [AtomicU64; 3],
+    /// Entries the sinks failed to deliver, per sink.
+    pub sink_errors: [AtomicU64; 3],
+    /// Entries the trail failed to append (logged; the agent goes on).
+    pub trail_errors: AtomicU64,
+    /// Nanoseconds between the newest event's kernel time and its processing.
+    pub queue_lag_ns: AtomicU64,
+    /// Trail records appended since start.
+    pub trail_appended: AtomicU64,
+    /// Highest trail seq known durable.
+    pub trail_durable_seq: AtomicU64,
+    /// Trail size on disk, bytes.
+    pub trail_bytes: AtomicU64,
+    /// Unix time the RBAC snapshot in force was loaded (0: none).
+    pub snapshot_loaded_unix: AtomicU64,
+    /// Token inodes watched in the kernel.
+    pub watched_inodes: AtomicU64,
+    /// The sensor is attached.
+    pub sensor_attached: AtomicBool,
+}
+
+/// Sink indexes into `sink_drops` / `sink_errors`.
+pub const SINK_NAMES: [&str; 3] = ["stdout", "file", "otlp"];
+
+impl Metrics {
+    /// Counts one sensor event.
+    pub fn event(&self, kind: EventKind) {
+        if let Some(i) = EVENT_KINDS.iter().position(|k| *k == kind) {
+            self.events[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one trail entry and its findings.
+    pub fn entry(&self, kind: EntryKind, findings: impl Iterator<Item = FindingKind>) {
+        if let Some(i) = ENTRY_KINDS.iter().position(|k| *k == kind) {
+            self.entries[i].fetch_add(1, Relaxed);
+        }
+        for finding in findings {
+            if let Some(i) = FindingKind::ALL.iter().position(|k| *k == finding) {
+                self.findings[i].fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Findings counted of `kind`.
+    #[must_use]
+    pub fn findings(&self, kind: FindingKind) -> u64 {
+        FindingKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.findings[i].load(Relaxed))
+    }
+
+    /// The Prometheus text exposition, `now_unix` for the snapshot age.
+    #[must_use]
+    pub fn render(&self, now_unix: u64) -> String {
+        fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+        fn single(
+            out: &mut String,
+            name: &str,
+            kind: &str,
+            help: &str,
+            value: impl std::fmt::Display,
+        ) {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let mut out = String::new();
+        header(
+            &mut out,
+            "tokenwatch_events_total",
+            "counter",
+            "Sensor events processed, by kind.",
+        );
+        for (i, kind) in EVENT_KINDS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tokenwatch_events_total{{kind=\"{}\"}} {}",
+                event_name(*kind),
+                self.events[i].load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "tokenwatch_entries_total",
+            "counter",
+            "Trail entries recorded, by kind.",
+        );
+        for (i, kind) in ENTRY_KINDS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tokenwatch_entries_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.entries[i].load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "tokenwatch_findings_total",
+            "counter",
+            "Findings, by kind.",
+        );
+        for (i, kind) in FindingKind::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tokenwatch_findings_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.findings[i].load(Relaxed)
+            );
+        }
+        single(
+            &mut out,
+            "tokenwatch_kernel_drops_total",
+            "counter",
+            "Records the kernel could not reserve in the ring buffer.",
+            self.kernel_drops.load(Relaxed),
+        );
+        header(
+            &mut out,
+            "tokenwatch_userspace_drops_total",
+            "counter",
+            "Entries a sink dropped because its queue was full.",
+        );
+        for (i, sink) in SINK_NAMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tokenwatch_userspace_drops_total{{sink=\"{sink}\"}} {}",
+                self.sink_drops[i].load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "tokenwatch_sink_errors_total",
+            "counter",
+            "Entries a sink failed to deliver.",
+        );
+        for (i, sink) in SINK_NAMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tokenwatch_sink_errors_total{{sink=\"{sink}\"}} {}",
+                self.sink_errors[i].load(Relaxed)
+            );
+        }
+        single(
+            &mut out,
+            "tokenwatch_trail_errors_total",
+            "counter",
+            "Entries the trail failed to append.",
+            self.trail_errors.load(Relaxed),
+        );
+        let lag = self.queue_lag_ns.load(Relaxed) as f64 / 1e9;
+        single(
+            &mut out,
+            "tokenwatch_queue_lag_seconds",
+            "gauge",
+            "Time from the kernel seeing the newest event to the agent processing it.",
+            format!("{lag:.6}"),
+        );
+        single(
+            &mut out,
+            "tokenwatch_trail_records_appended_total",
+            "counter",
+            "Trail records appended since the agent started.",
+            self.trail_appended.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_trail_durable_seq",
+            "gauge",
+            "Highest trail sequence number known to be on disk.",
+            self.trail_durable_seq.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_trail_bytes",
+            "gauge",
+            "Size of the trail on disk.",
+            self.trail_bytes.load(Relaxed),
+        );
+        let loaded = self.snapshot_loaded_unix.load(Relaxed);
+        let age = if loaded == 0 {
+            -1.0
+        } else {
+            now_unix.saturating_sub(loaded) as f64
+        };
+        single(
+            &mut out,
+            "tokenwatch_rbac_snapshot_age_seconds",
+            "gauge",
+            "Age of the RBAC snapshot in force (-1: none loaded).",
+            age,
+        );
+        single(
+            &mut out,
+            "tokenwatch_watched_inodes",
+            "gauge",
+            "Token inodes watched in the kernel.",
+            self.watched_inodes.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_sensor_attached",
+            "gauge",
+            "1 while the eBPF programs are attached.",
+            u64::from(self.sensor_attached.load(Relaxed)),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_once_with_labels() {
+        let m = Metrics::default();
+        m.event(EventKind::TokenRead);
+        m.event(EventKind::TokenRead);
+        m.entry(EntryKind::TokenRead, [FindingKind::HostReader].into_iter());
+        m.sink_drops[2].fetch_add(3, Relaxed);
+        let text = m.render(100);
+        assert!(
+            text.contains("tokenwatch_events_total{kind=\"token_read\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("tokenwatch_findings_total{kind=\"host-reader\"} 1"));
+        assert!(text.contains("tokenwatch_userspace_drops_total{sink=\"otlp\"} 3"));
+        assert!(text.contains("tokenwatch_rbac_snapshot_age_seconds -1"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name} declared twice"
+            );
+        }
+    }
+}

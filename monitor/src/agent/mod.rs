@@ -1,0 +1,520 @@
+//! The agent: the DaemonSet's process. It joins the sensor, node, identity,
+//! rbac, correlate and trail modules, and serves health and metrics.
+//!
+//! ```text
+//! sensor ring buffer ──► enrich (cgroup -> pod, (dev, ino) -> identity, volume owner)
+//!                          ──► Correlator ──► trail (hash chain, sled) ──► sinks (stdout, file, OTLP)
+//! kubelet volumes (inotify) ──► watched-inode map in the kernel
+//! RBAC files (polled) ──► snapshot ──► Correlator
+//! timers ──► trail flush (durable seq), retention, cgroup cache cleanup
+//! SIGTERM / SIGINT ──► detach, record what is pending, flush the trail, exit 0
+//! ```
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::mpsc;
+
+pub use self::config::AgentConfig;
+use self::metrics::Metrics;
+use crate::{
+    correlate::{
+        CorrelateConfig, Correlator, ENTRY_SCHEMA_VERSION, Enriched, EntryKind, PodRef,
+        RbacContext, TrailEntry, baseline::BaselineConfig,
+    },
+    identity::{Identity, IdentityCache, KeySet},
+    node::{Attribution, CgroupResolver, FileId, PodMeta, TokenWatcher, WatchChange, WatchHandle},
+    rbac::{Snapshot, import},
+    sensor::{Sensor, SensorConfig, SensorEvent, event::Detail},
+    sinks::{SinkConfig, Sinks, file::FileConfig, otlp::OtlpConfig},
+    trail::Trail,
+};
+
+/// Errors starting or running the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The sensor could not be loaded.
+    #[error("starting the sensor")]
+    StartSensor(#[source] crate::sensor::SensorError),
+    /// The trail could not be opened or written.
+    #[error("opening the trail in {path}")]
+    OpenTrail {
+        /// The data dir.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::trail::TrailError,
+    },
+    /// The RBAC files could not be imported.
+    #[error("loading the RBAC snapshot")]
+    LoadRbac(#[source] import::ImportError),
+    /// A key file could not be loaded.
+    #[error("loading signing keys")]
+    LoadKeys(#[source] crate::identity::Error),
+    /// The kubelet volume watcher could not start.
+    #[error("watching the kubelet's token volumes")]
+    WatchVolumes(#[source] crate::node::Error),
+    /// The cgroup v2 hierarchy could not be found.
+    #[error("finding the cgroup v2 hierarchy")]
+    FindCgroups(#[source] crate::node::Error),
+    /// The metrics address could not be bound.
+    #[error("listening on {addr}")]
+    BindListener {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A sink could not start.
+    #[error("starting the sinks")]
+    StartSinks(#[source] crate::sinks::SinkError),
+    /// An endpoint did not resolve.
+    #[error("resolving API-server endpoints")]
+    ResolveEndpoints(#[source] crate::sensor::SensorError),
+    /// Waiting for a signal failed.
+    #[error("installing signal handlers")]
+    InstallSignals(#[source] std::io::Error),
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn rfc3339_now() -> String {
+    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+}
+
+/// The RBAC files' identity: paths and modification times, to notice changes.
+fn rbac_stamp(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let mut stamp = Vec::new();
+    for path in paths {
+        let mut push = |p: &Path| {
+            stamp.push((
+                p.to_owned(),
+                std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+            ));
+        };
+        push(path);
+        if let Ok(entries) = std::fs::read_dir(path) {
+            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for file in files {
+                push(&file);
+            }
+        }
+    }
+    stamp
+}
+
+/// Loads the RBAC files into a snapshot context.
+fn load_rbac(paths: &[PathBuf]) -> Result<RbacContext, AgentError> {
+    let report =
+        import::import_paths(paths, import::DEFAULT_NAMESPACE).map_err(AgentError::LoadRbac)?;
+    let label = format!(
+        "files:{}@{}",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        rfc3339_now()
+    );
+    Ok(RbacContext::new(
+        Arc::new(Snapshot::build(report.objects)),
+        label,
+    ))
+}
+
+/// Everything the event loop consults to enrich an event.
+struct Enricher {
+    cgroups: CgroupResolver,
+    identities: Arc<IdentityCache>,
+    watch: WatchHandle,
+    pods: HashMap<String, PodMeta>,
+    /// Identity per (dev, ino) for files found by path (not discovered volumes).
+    by_file: HashMap<(u64, u64), Option<Arc<Identity>>>,
+}
+
+impl Enricher {
+    fn pod(&self, cgroup_id: u64) -> Option<PodRef> {
+        match self.cgroups.resolve(cgroup_id) {
+            Attribution::Host => None,
+            Attribution::Pod {
+                pod_uid,
+                container_id,
+                runtime,
+                ..
+            } => {
+                let meta = self.pods.get(&pod_uid);
+                Some(PodRef {
+                    name: meta.map(|m| m.name.clone()),
+                    namespace: meta.map(|m| m.namespace.clone()),
+                    uid: pod_uid,
+                    container_id,
+                    runtime: runtime.map(|r| format!("{r:?}").to_lowercase()),
+                })
+            }
+        }
+    }
+
+    /// The identity of the token file behind a file event: from the
+    /// discovered volumes, else by reading it through the process's view.
+    fn identity(
+        &mut self,
+        event: &SensorEvent,
+        dev: u64,
+        ino: u64,
+        fd: i32,
+        path: Option<&str>,
+    ) -> Option<Arc<Identity>> {
+        if let Some(found) = self.identities.get(FileId { dev, ino }) {
+            return Some(found);
+        }
+        if let Some(cached) = self.by_file.get(&(dev, ino)) {
+            return cached.clone();
+        }
+        let tgid = event.process.tgid;
+        let mut candidates = vec![PathBuf::from(format!("/proc/{tgid}/fd/{fd}"))];
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            candidates.push(PathBuf::from(format!("/proc/{tgid}/root{p}")));
+        }
+        let mut found = None;
+        for candidate in candidates {
+            if let Ok((id, identity)) = self.identities.load(&candidate)
+                && id.dev == dev
+                && id.ino == ino
+            {
+                found = Some(identity);
+                break;
+            }
+        }
+        if found.is_some() || self.by_file.len() < 65_536 {
+            self.by_file.insert((dev, ino), found.clone());
+        }
+        found
+    }
+
+    fn enrich(&mut self, event: SensorEvent) -> Enriched {
+        let pod = self.pod(event.process.cgroup_id);
+        let (identity, volume_pod_uid) = match &event.detail {
+            Detail::File(f) => {
+                let volume = self
+                    .watch
+                    .file(FileId {
+                        dev: f.dev,
+                        ino: f.ino,
+                    })
+                    .map(|t| t.pod_uid);
+                let identity = if matches!(event.kind, crate::sensor::event::EventKind::TokenClose)
+                {
+                    None
+                } else {
+                    self.identity(&event, f.dev, f.ino, f.fd, f.path.as_deref())
+                };
+                (identity, volume)
+            }
+            _ => (None, None),
+        };
+        Enriched {
+            event,
+            pod,
+            identity,
+            volume_pod_uid,
+        }
+    }
+}
+
+fn correlate_config(config: &AgentConfig) -> CorrelateConfig {
+    let c = &config.correlate;
+    let mut baseline = BaselineConfig {
+        learning_period: c.learning_period,
+        allow: c.reader_allowlist.clone(),
+        ..BaselineConfig::default()
+    };
+    if let Some(never) = &c.never_learn {
+        baseline.never_learn.clone_from(never);
+    }
+    CorrelateConfig {
+        node_name: config.effective_node_name(),
+        use_window: c.use_window,
+        host_readers: c.host_readers.clone(),
+        host_api_clients: c.host_api_clients.clone(),
+        baseline,
+        finding_repeat: c.finding_repeat,
+    }
+}
+
+fn agent_entry(node: &str, message: String) -> TrailEntry {
+    TrailEntry {
+        schema: ENTRY_SCHEMA_VERSION,
+        kind: EntryKind::Agent,
+        time: rfc3339_now(),
+        node: node.to_owned(),
+        reader: None,
+        token: None,
+        rbac: None,
+        connection: None,
+        findings: Vec::new(),
+        message: Some(message),
+    }
+}
+
+/// The running agent's outputs.
+struct Outputs {
+    trail: Trail,
+    sinks: Sinks,
+    metrics: Arc<Metrics>,
+}
+
+impl Outputs {
+    fn record(&self, entry: TrailEntry) {
+        self.metrics
+            .entry(entry.kind, entry.findings.iter().map(|f| f.kind));
+        match self.trail.append(&entry) {
+            Ok(_) => {
+                self.metrics.trail_appended.fetch_add(1, Relaxed);
+            }
+            Err(err) => {
+                self.metrics.trail_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %crate::cli::error_chain(&err), "trail append failed");
+            }
+        }
+        self.sinks.send(&Arc::new(entry));
+    }
+
+    async fn flush(&self) {
+        let trail = self.trail.clone();
+        match tokio::task::spawn_blocking(move || trail.flush()).await {
+            Ok(Ok(seq)) => self.metrics.trail_durable_seq.store(seq, Relaxed),
+            Ok(Err(err)) => {
+                tracing::error!(error = %crate::cli::error_chain(&err), "trail flush failed");
+            }
+            Err(err) => tracing::error!(error = %err, "trail flush task failed"),
+        }
+    }
+}
+
+/// Loads keys for signature verification.
+fn load_keys(config: &AgentConfig) -> Result<KeySet, AgentError> {
+    let mut keys = KeySet::new();
+    for path in &config.keys {
+        keys.add_pem_file(path).map_err(AgentError::LoadKeys)?;
+    }
+    for path in &config.jwks {
+        keys.add_jwks_file(path).map_err(AgentError::LoadKeys)?;
+    }
+    Ok(keys)
+}
+
+/// Runs the agent until SIGTERM or SIGINT. Call inside a tokio runtime.
+///
+/// # Errors
+/// Whatever fails at start; once running, failures are logged and counted.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let metrics = Arc::new(Metrics::default());
+    let node = config.effective_node_name();
+
+    // Outputs first, so that everything after can be recorded.
+    let trail = Trail::open(&config.data_dir).map_err(|source| AgentError::OpenTrail {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let sinks = Sinks::start(
+        &SinkConfig {
+            stdout: config.sinks.stdout,
+            file: config.sinks.file.clone().map(|path| FileConfig {
+                path,
+                max_bytes: config.sinks.file_max_bytes,
+                keep: config.sinks.file_keep,
+            }),
+            otlp: config
+                .sinks
+                .otlp_endpoint
+                .clone()
+                .map(|endpoint| OtlpConfig {
+                    endpoint,
+                    timeout: Duration::from_secs(5),
+                }),
+            queue_capacity: config.sinks.queue_capacity,
+        },
+        Arc::clone(&metrics),
+    )
+    .map_err(AgentError::StartSinks)?;
+    let outputs = Outputs {
+        trail,
+        sinks,
+        metrics: Arc::clone(&metrics),
+    };
+
+    // HTTP: health, readiness, metrics.
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| AgentError::BindListener {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let readiness = Arc::new(http::Readiness {
+        needs_snapshot: !config.rbac.is_empty(),
+    });
+    let http_task = tokio::spawn(http::serve(listener, Arc::clone(&metrics), readiness));
+
+    // RBAC.
+    let mut correlator = Correlator::new(correlate_config(&config));
+    let mut stamp = rbac_stamp(&config.rbac);
+    if !config.rbac.is_empty() {
+        let rbac = load_rbac(&config.rbac)?;
+        outputs.record(agent_entry(
+            &node,
+            format!("loaded RBAC snapshot {}", rbac.label()),
+        ));
+        correlator.set_rbac(rbac);
+        metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
+    }
+
+    // Kubelet volumes, identities, cgroups.
+    let identities = Arc::new(IdentityCache::new(load_keys(&config)?));
+    let (watch_tx, mut watch_rx) = mpsc::channel::<WatchChange>(4096);
+    let watch = TokenWatcher::new(config.kubelet_root.clone(), Arc::clone(&identities))
+        .spawn(watch_tx)
+        .map_err(AgentError::WatchVolumes)?;
+    let cgroups =
+        CgroupResolver::new(config.cgroup_root.clone()).map_err(AgentError::FindCgroups)?;
+    let mut enricher = Enricher {
+        cgroups,
+        identities,
+        watch,
+        pods: HashMap::new(),
+        by_file: HashMap::new(),
+    };
+
+    // The sensor, with every discovered token inode already watched.
+    let mut endpoints = Vec::new();
+    let apiservers = if config.apiservers.is_empty() {
+        crate::cli::watch::default_apiservers()
+    } else {
+        config.apiservers.clone()
+    };
+    for endpoint in &apiservers {
+        endpoints.extend(
+            crate::sensor::resolve_endpoint(endpoint).map_err(AgentError::ResolveEndpoints)?,
+        );
+    }
+    let mut sensor = Sensor::load(&SensorConfig {
+        path_suffixes: config.token_path_suffixes.clone(),
+        endpoints,
+        ring_buffer_bytes: config.ring_buffer_bytes,
+        ..SensorConfig::default()
+    })
+    .map_err(AgentError::StartSensor)?;
+    let control = sensor.control();
+    metrics.sensor_attached.store(true, Relaxed);
+    outputs.record(agent_entry(
+        &node,
+        format!(
+            "agent started on {node}; watching {} API-server endpoint(s)",
+            apiservers.len()
+        ),
+    ));
+    tracing::info!(node = %node, data_dir = %config.data_dir.display(), "agent running");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(AgentError::InstallSignals)?;
+    let mut flush_tick = tokio::time::interval(config.trail.flush_interval);
+    let mut slow_tick = tokio::time::interval(Duration::from_secs(60));
+    let mut rbac_tick = tokio::time::interval(config.rbac_reload_interval);
+    let mut watched: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            change = watch_rx.recv() => {
+                let Some(change) = change else { continue };
+                let result = match change {
+                    WatchChange::Add(id) => { watched += 1; control.watch_inode(id.dev, id.ino) }
+                    WatchChange::Remove(id) => { watched = watched.saturating_sub(1); control.unwatch_inode(id.dev, id.ino) }
+                };
+                if let Err(err) = result {
+                    tracing::warn!(error = %crate::cli::error_chain(&err), "updating the watched-inode map");
+                }
+                metrics.watched_inodes.store(watched, Relaxed);
+                enricher.pods = enricher.watch.pods().into_iter().collect();
+            }
+            batch = sensor.next_batch() => {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(err) => { tracing::error!(error = %crate::cli::error_chain(&err), "reading the ring buffer"); continue; }
+                };
+                if let Some(last) = batch.last() {
+                    let now = crate::sensor::event::monotonic_now_ns();
+                    metrics.queue_lag_ns.store(now.saturating_sub(last.monotonic_ns), Relaxed);
+                }
+                for event in batch {
+                    metrics.event(event.kind);
+                    let enriched = enricher.enrich(event);
+                    for entry in correlator.observe(enriched) {
+                        outputs.record(entry);
+                    }
+                }
+            }
+            _ = flush_tick.tick() => {
+                outputs.flush().await;
+                metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
+            }
+            _ = rbac_tick.tick() => {
+                if config.rbac.is_empty() { continue; }
+                let now_stamp = rbac_stamp(&config.rbac);
+                if now_stamp != stamp {
+                    stamp = now_stamp;
+                    match load_rbac(&config.rbac) {
+                        Ok(rbac) => {
+                            outputs.record(agent_entry(&node, format!("reloaded RBAC snapshot {}", rbac.label())));
+                            correlator.set_rbac(rbac);
+                            metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
+                        }
+                        Err(err) => tracing::error!(error = %crate::cli::error_chain(&err), "RBAC files changed but do not load; keeping the previous snapshot"),
+                    }
+                }
+            }
+            _ = slow_tick.tick() => {
+                let removed = enricher.cgroups.forget_removed();
+                tracing::debug!(removed, "forgot removed cgroups");
+                enricher.pods = enricher.watch.pods().into_iter().collect();
+                let trail = outputs.trail.clone();
+                let (age, bytes) = (config.trail.max_age, config.trail.max_bytes);
+                let stats = tokio::task::spawn_blocking(move || {
+                    let _ = trail.apply_retention(Some(age), Some(bytes));
+                    trail.stats()
+                }).await;
+                if let Ok(Ok(stats)) = stats {
+                    metrics.trail_bytes.store(stats.disk_bytes, Relaxed);
+                }
+            }
+        }
+    }
+
+    // Shutdown: detach first, record what is pending, make it durable.
+    drop(sensor);
+    metrics.sensor_attached.store(false, Relaxed);
+    for entry in correlator.drain() {
+        outputs.record(entry);
+    }
+    outputs.record(agent_entry(&node, "agent stopped".to_owned()));
+    outputs.flush().await;
+    enricher.watch.abort();
+    http_task.abort();
+    let Outputs { sinks, .. } = outputs;
+    let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
