@@ -6,6 +6,8 @@
 //! something real, then waits with a timeout for the expected event and
 //! panics with what it saw instead.
 
+pub mod sim;
+
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
