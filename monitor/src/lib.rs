@@ -13,3 +13,4 @@ pub mod rbac;
 pub mod replay;
 pub mod sensor;
 pub mod store;
+pub mod trail;
