@@ -29,6 +29,12 @@ pub mod trees {
     /// a colliding key is bumped by one nanosecond). Value: an encoded
     /// `rbac::snapshot_store::StoredSnapshot`.
     pub const RBAC_SNAPSHOTS: &str = "rbac/snapshots/v1";
+    /// The audit trail (`crate::trail`): records, indexes and chain metadata
+    /// in one tree, so that appending a batch and a retention pass are each
+    /// one atomic sled batch. Keys: `r` + seq (u64 BE) for records, `i` +
+    /// index kind + value for indexes, `m` + name for metadata; the layout
+    /// is documented in `trail::index`.
+    pub const TRAIL: &str = "trail/v1";
 }
 
 /// Errors of the store.
@@ -42,6 +48,17 @@ pub enum StoreError {
         /// sled's error.
         #[source]
         source: sled::Error,
+    },
+    /// Another process (a running agent, or another command) holds the
+    /// database's exclusive lock. sled's own error (an `Io` error about a
+    /// failed flock) is deliberately not kept as the source: it adds nothing
+    /// a user can act on.
+    #[error(
+        "data directory {path} is in use by another tokenwatch process (a running agent?); stop it or use another --data-dir"
+    )]
+    LockDatabase {
+        /// Directory of the database.
+        path: PathBuf,
     },
     /// A tree could not be opened.
     #[error("cannot open tree {tree}")]
@@ -97,17 +114,40 @@ pub enum StoreError {
 /// Opens (creating if needed) the database in directory `path`.
 ///
 /// # Errors
-/// [`StoreError::OpenDatabase`] when sled cannot open it (e.g. another
-/// process holds the lock).
+/// [`StoreError::LockDatabase`] when another process holds the database's
+/// lock (after waiting up to [`LOCK_WAIT`] for it), [`StoreError::OpenDatabase`]
+/// when sled cannot open it otherwise.
 pub fn open(path: &Path) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(path)
-        .open()
-        .map_err(|source| StoreError::OpenDatabase {
-            path: path.to_owned(),
-            source,
-        })
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            // sled reports a held flock as an `Io` error with this message.
+            Err(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::LockDatabase {
+                        path: path.to_owned(),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(source) => {
+                return Err(StoreError::OpenDatabase {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
 }
+
+/// How long [`open`] waits for a held lock. sled releases its lock lazily
+/// after the last handle is dropped (its I/O threads let go of the file a
+/// moment later, spacejam/sled#1234), so a reopen right after a close, or
+/// after a killed process, may briefly find it held.
+pub const LOCK_WAIT: Duration = Duration::from_millis(500);
 
 /// Opens a named tree.
 ///
@@ -221,6 +261,21 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(decode::<i32>(&v).unwrap(), 1);
+    }
+
+    #[test]
+    fn second_open_reports_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = open(dir.path()).unwrap();
+        let err = open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::LockDatabase { path } if path == dir.path()),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("in use by another tokenwatch process")
+        );
     }
 
     #[test]

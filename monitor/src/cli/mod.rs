@@ -14,6 +14,7 @@ pub mod rbac;
 pub mod replay;
 pub mod request_info;
 pub mod rules;
+pub mod trail;
 pub mod watch;
 pub mod who_can;
 
@@ -77,6 +78,8 @@ pub enum Command {
     /// Replay trails and kube-apiserver audit logs against RBAC snapshots:
     /// drift, token timelines, subject summaries.
     Replay(replay::Args),
+    /// The audit trail: query, export, verify, stats, prune.
+    Trail(trail::Args),
 }
 
 /// Sets up logging and runs the chosen command.
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rbac(args) => rbac::run(args),
         Command::RequestInfo(args) => request_info::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Trail(args) => trail::run(args),
     }
 }
 

@@ -1,0 +1,361 @@
+//! `tokenwatch trail query|export|verify|stats|prune`: read, export, check
+//! and prune the audit trail in `--data-dir`.
+//!
+//! Exit codes: 0 on success; `verify` exits 1 when the chain is broken
+//! (naming the first record that does not match); 2 on errors, including a
+//! data directory held by a running agent.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use super::OutputFormat;
+use super::rbac::{new_table, print_structured};
+use crate::store;
+use crate::trail::{self, Query, Trail, TrailError, VerifyReport};
+
+/// Arguments of `tokenwatch trail`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: TrailCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TrailCommand {
+    /// Records matching filters, oldest first (the most selective index is
+    /// used, then every filter is checked).
+    Query(QueryArgs),
+    /// The records matching filters as JSON lines, exactly as stored
+    /// (schema in docs/trail.md). Unfiltered, the output verifies on its own.
+    Export(ExportArgs),
+    /// Walk the hash chain (or an exported file); exit 1 naming the first
+    /// record that does not match.
+    Verify(VerifyArgs),
+    /// Record counts, first and last record, retention totals, sizes.
+    Stats(StatsArgs),
+    /// Delete the oldest records by age and/or size; the rest still verifies.
+    Prune(PruneArgs),
+}
+
+/// Filters shared by `query` and `export`.
+#[derive(Debug, clap::Args)]
+struct Filters {
+    /// Token subject, e.g. `system:serviceaccount:shop:web`.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Reader pod: `namespace/name`, a pod UID, or a name with `--namespace`.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Namespace of the reader pod or of the token.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Token JTI (the `credential-id` in API-server audit logs).
+    #[arg(long)]
+    jti: Option<String>,
+    /// Finding kind, e.g. `foreign-token`, `host-reader`, `legacy-token`.
+    #[arg(long)]
+    finding: Option<String>,
+    /// Appended at or after: RFC 3339, or a duration ago (`1h`, `7d`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Appended at or before: RFC 3339, or a duration ago (`1h`, `7d`).
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl Filters {
+    fn query(&self) -> Result<Query, TrailError> {
+        let now = SystemTime::now();
+        let time = |t: &Option<String>| t.as_deref().map(|s| trail::parse_time(s, now)).transpose();
+        Ok(Query {
+            subject: self.subject.clone(),
+            pod: self.pod.clone(),
+            namespace: self.namespace.clone(),
+            jti: self.jti.clone(),
+            finding: self
+                .finding
+                .as_deref()
+                .map(trail::parse_finding)
+                .transpose()?,
+            since: time(&self.since)?,
+            until: time(&self.until)?,
+            limit: self.limit,
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    filters: Filters,
+    /// Data directory of the store.
+    #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    filters: Filters,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'f', long)]
+    file: Option<PathBuf>,
+    /// Data directory of the store.
+    #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyArgs {
+    /// Verify this exported trail (JSON lines; `-` = standard input)
+    /// instead of the store.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Data directory of the store.
+    #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatsArgs {
+    /// Data directory of the store.
+    #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+struct PruneArgs {
+    /// Delete records appended longer ago than this (`30d`, `12h`).
+    #[arg(long)]
+    max_age: Option<humantime::Duration>,
+    /// Then delete the oldest until the rest take at most this (`500MiB`).
+    #[arg(long)]
+    max_bytes: Option<String>,
+    /// Data directory of the store.
+    #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+/// Runs `tokenwatch trail`.
+#[must_use]
+pub fn run(args: Args) -> ExitCode {
+    let result = match args.command {
+        TrailCommand::Query(a) => query(&a),
+        TrailCommand::Export(a) => export(&a),
+        TrailCommand::Verify(a) => verify(&a),
+        TrailCommand::Stats(a) => stats(&a),
+        TrailCommand::Prune(a) => prune(&a),
+    };
+    result.unwrap_or_else(|e| super::fail(&e))
+}
+
+/// Errors of the commands: the trail's, or writing to stdout.
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    /// The trail failed.
+    #[error(transparent)]
+    UseTrail(#[from] TrailError),
+    /// Writing the output failed.
+    #[error("cannot write the output")]
+    WriteOutput(#[source] std::io::Error),
+}
+
+fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
+    let q = a.filters.query()?;
+    let trail = Trail::open_existing(&a.data_dir)?;
+    let mut iter = trail.query(&q)?;
+    let mut out = std::io::stdout().lock();
+    let write = CommandError::WriteOutput;
+    match a.output {
+        OutputFormat::Json => {
+            // The stored lines, as an array: the export schema.
+            out.write_all(b"[").map_err(write)?;
+            let mut first = true;
+            while let Some(item) = iter.next_raw() {
+                let (_, value) = item?;
+                out.write_all(if first { b"\n" } else { b",\n" })
+                    .map_err(write)?;
+                out.write_all(value.get(1..).unwrap_or_default())
+                    .map_err(write)?;
+                first = false;
+            }
+            out.write_all(if first { b"]\n" } else { b"\n]\n" })
+                .map_err(write)?;
+        }
+        OutputFormat::Yaml => {
+            let records = iter.collect::<Result<Vec<_>, _>>()?;
+            drop(out);
+            print_structured(a.output, &records).map_err(write)?;
+        }
+        OutputFormat::Table => {
+            let mut t = new_table(&[
+                "SEQ", "TIME", "KIND", "SUBJECT", "POD", "PROCESS", "FINDINGS",
+            ]);
+            let mut n = 0usize;
+            for r in iter {
+                let r = r?;
+                let e = &r.entry;
+                let process = e
+                    .reader
+                    .as_ref()
+                    .map(|p| format!("{}[{}]", p.comm, p.tgid))
+                    .unwrap_or_default();
+                t.add_row(vec![
+                    r.seq.to_string(),
+                    r.time.clone(),
+                    e.kind.as_str().to_owned(),
+                    e.subject().unwrap_or("-").to_owned(),
+                    e.pod_key().unwrap_or_else(|| "-".to_owned()),
+                    process,
+                    trail::finding_names(e),
+                ]);
+                n += 1;
+            }
+            if n == 0 {
+                writeln!(out, "no record matches").map_err(write)?;
+            } else {
+                writeln!(out, "{t}").map_err(write)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(a: &ExportArgs) -> Result<ExitCode, CommandError> {
+    let q = a.filters.query()?;
+    let trail = Trail::open_existing(&a.data_dir)?;
+    let n = match &a.file {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(CommandError::WriteOutput)?;
+            trail.export(std::io::BufWriter::new(file), &q)?
+        }
+        None => trail.export(std::io::BufWriter::new(std::io::stdout().lock()), &q)?,
+    };
+    tracing::info!(records = n, "trail exported");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: &VerifyArgs) -> Result<ExitCode, CommandError> {
+    let (report, what) = match &a.file {
+        Some(path) if path.as_os_str() == "-" => (
+            trail::verify::verify_lines(std::io::stdin().lock())?,
+            "exported trail (stdin)".to_owned(),
+        ),
+        Some(path) => {
+            let file =
+                std::fs::File::open(path).map_err(|source| TrailError::ReadExport { source })?;
+            (
+                trail::verify::verify_lines(std::io::BufReader::new(file))?,
+                format!("exported trail {}", path.display()),
+            )
+        }
+        None => (
+            Trail::open_existing(&a.data_dir)?.verify()?,
+            format!("trail in {}", a.data_dir.display()),
+        ),
+    };
+    let code = if report.intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if print_structured(a.output, &report).map_err(CommandError::WriteOutput)? {
+        return Ok(code);
+    }
+    print_verify(&report, &what);
+    Ok(code)
+}
+
+fn print_verify(report: &VerifyReport, what: &str) {
+    let range = match (report.first_seq, report.last_seq) {
+        (Some(f), Some(l)) => format!(" (records {f} to {l})"),
+        _ => String::new(),
+    };
+    match &report.failure {
+        None => {
+            println!("{what}: intact, {} records checked{range}", report.checked);
+            if let Some(a) = &report.anchor {
+                println!(
+                    "  starts after record {} ({} pruned by retention), anchor hash {}",
+                    a.seq, a.pruned_records, a.hash
+                );
+            }
+            if let Some(h) = &report.last_hash {
+                println!("  last hash {h}");
+            }
+        }
+        Some(m) => {
+            println!(
+                "{what}: BROKEN at record {} ({}): {}",
+                m.seq,
+                m.problem.as_str(),
+                m.detail
+            );
+            println!("  {} records before it matched{range}", report.checked);
+        }
+    }
+}
+
+fn stats(a: &StatsArgs) -> Result<ExitCode, CommandError> {
+    let s = Trail::open_existing(&a.data_dir)?.stats()?;
+    if print_structured(a.output, &s).map_err(CommandError::WriteOutput)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = new_table(&["", ""]);
+    t.add_row(vec!["records".to_owned(), s.records.to_string()]);
+    if let Some(f) = &s.first {
+        t.add_row(vec!["first".to_owned(), format!("{} at {}", f.seq, f.time)]);
+    }
+    if let Some(l) = &s.last {
+        t.add_row(vec!["last".to_owned(), format!("{} at {}", l.seq, l.time)]);
+        t.add_row(vec!["last hash".to_owned(), l.hash.clone()]);
+    }
+    t.add_row(vec![
+        "pruned".to_owned(),
+        format!("{} records, {} bytes", s.pruned_records, s.pruned_bytes),
+    ]);
+    t.add_row(vec![
+        "logical bytes".to_owned(),
+        s.logical_bytes.to_string(),
+    ]);
+    t.add_row(vec!["disk bytes".to_owned(), s.disk_bytes.to_string()]);
+    for (kind, n) in &s.findings {
+        t.add_row(vec![format!("finding {kind}"), n.to_string()]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(a: &PruneArgs) -> Result<ExitCode, CommandError> {
+    let max_bytes = a.max_bytes.as_deref().map(trail::parse_size).transpose()?;
+    let trail = Trail::open_existing(&a.data_dir)?;
+    let report = trail.apply_retention(a.max_age.map(Into::into), max_bytes)?;
+    trail.flush()?;
+    if print_structured(a.output, &report).map_err(CommandError::WriteOutput)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "pruned {} records ({} bytes)",
+        report.pruned_records, report.pruned_bytes
+    );
+    if let Some(anchor) = &report.anchor {
+        println!(
+            "  the trail now starts after record {} ({} pruned in all)",
+            anchor.seq, anchor.pruned_records
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

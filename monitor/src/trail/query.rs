@@ -1,0 +1,360 @@
+//! Queries: filters on subject, pod, namespace, JTI, finding kind and time.
+//!
+//! A query picks the most selective index among the filters it has (it
+//! counts, up to [`PROBE`] keys, how many entries each candidate index holds
+//! for its value and takes the smallest), reads the seqs from it, and then
+//! checks every filter on each record, so the result never depends on which
+//! index was used. Without any filter it scans the records in order.
+//! Results come in ascending seq order.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::index::{self, IndexKind};
+use super::record::{self, Record};
+use super::{Trail, TrailError};
+use crate::correlate::{FindingKind, TrailEntry};
+
+/// How many index keys are counted per candidate when choosing an index.
+pub const PROBE: usize = 4096;
+
+/// What to select. Empty filters select everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Token subject (`system:serviceaccount:NS:NAME`), exactly.
+    pub subject: Option<String>,
+    /// Reader pod: `namespace/name`, a pod UID, or a bare name together
+    /// with [`Query::namespace`].
+    pub pod: Option<String>,
+    /// Namespace of the reader pod or of the token.
+    pub namespace: Option<String>,
+    /// Token JTI.
+    pub jti: Option<String>,
+    /// Has a finding of this kind.
+    pub finding: Option<FindingKind>,
+    /// Appended at or after this time.
+    pub since: Option<SystemTime>,
+    /// Appended at or before this time.
+    pub until: Option<SystemTime>,
+    /// At most this many records.
+    pub limit: Option<usize>,
+}
+
+/// Parses a time bound: RFC 3339, `now`, or a duration before `now`
+/// (`90s`, `15m`, `1h`, `7d`, `1h30m`).
+///
+/// # Errors
+/// [`TrailError::ParseTime`].
+pub fn parse_time(input: &str, now: SystemTime) -> Result<SystemTime, TrailError> {
+    if input == "now" {
+        return Ok(now);
+    }
+    match humantime::parse_rfc3339_weak(input) {
+        Ok(t) => Ok(t),
+        Err(source) => match humantime::parse_duration(input) {
+            Ok(ago) => Ok(now.checked_sub(ago).unwrap_or(UNIX_EPOCH)),
+            Err(_) => Err(TrailError::ParseTime {
+                input: input.to_owned(),
+                source,
+            }),
+        },
+    }
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+impl Query {
+    /// The pod filter as an index key: (`p`, `ns/name`) or (`u`, uid).
+    fn pod_index(&self) -> Option<(IndexKind, String)> {
+        let pod = self.pod.as_deref()?;
+        Some(if pod.contains('/') {
+            (IndexKind::Pod, pod.to_owned())
+        } else if let Some(ns) = &self.namespace {
+            (IndexKind::Pod, format!("{ns}/{pod}"))
+        } else {
+            (IndexKind::PodUid, pod.to_owned())
+        })
+    }
+
+    /// Whether a record passes every filter.
+    #[must_use]
+    pub fn matches(&self, r: &Record) -> bool {
+        let e = &r.entry;
+        self.subject
+            .as_deref()
+            .is_none_or(|s| e.subject() == Some(s))
+            && self
+                .pod_index()
+                .is_none_or(|(kind, v)| pod_matches(e, kind, &v))
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| e.namespaces().contains(&ns))
+            && self.jti.as_deref().is_none_or(|j| e.jti() == Some(j))
+            && self
+                .finding
+                .is_none_or(|k| e.findings.iter().any(|f| f.kind == k))
+            && self.since.is_none_or(|t| r.time_unix_nanos >= nanos(t))
+            && self.until.is_none_or(|t| r.time_unix_nanos <= nanos(t))
+    }
+
+    /// Whether any filter other than the limit is set.
+    #[must_use]
+    pub fn is_unfiltered(&self) -> bool {
+        Self {
+            limit: None,
+            ..self.clone()
+        } == Self::default()
+    }
+}
+
+fn pod_matches(e: &TrailEntry, kind: IndexKind, value: &str) -> bool {
+    let Some(pod) = e.reader.as_ref().and_then(|r| r.pod.as_ref()) else {
+        return false;
+    };
+    match kind {
+        IndexKind::PodUid => pod.uid == value,
+        _ => match (&pod.namespace, &pod.name) {
+            (Some(ns), Some(name)) => {
+                value
+                    .strip_prefix(ns.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    == Some(name.as_str())
+            }
+            _ => false,
+        },
+    }
+}
+
+/// Where the candidates of a query come from.
+enum Source {
+    /// Seqs read from one index, ascending.
+    Seqs(std::vec::IntoIter<u64>),
+    /// Every record, in order.
+    Scan(Box<sled::Iter>),
+}
+
+/// Records matching a query, ascending by seq, with their stored bytes.
+pub struct QueryIter {
+    tree: sled::Tree,
+    query: Query,
+    source: Source,
+    left: usize,
+}
+
+impl std::fmt::Debug for QueryIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryIter")
+            .field("query", &self.query)
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryIter {
+    /// The next matching record and its stored value (version byte + line).
+    ///
+    /// # Errors
+    /// Reading the tree fails, or a record does not decode.
+    pub fn next_raw(&mut self) -> Option<Result<(Record, sled::IVec), TrailError>> {
+        while self.left > 0 {
+            let (seq, value) = match &mut self.source {
+                Source::Seqs(seqs) => {
+                    let seq = seqs.next()?;
+                    match self.tree.get(index::record_key(seq)) {
+                        Ok(Some(v)) => (seq, v),
+                        // Pruned since the index was read.
+                        Ok(None) => continue,
+                        Err(source) => return Some(Err(TrailError::ReadTrail { source })),
+                    }
+                }
+                Source::Scan(iter) => match iter.next()? {
+                    Ok((k, v)) => (index::key_seq(&k).unwrap_or(0), v),
+                    Err(source) => return Some(Err(TrailError::ReadTrail { source })),
+                },
+            };
+            let record = match record::decode_value(seq, &value) {
+                Ok(d) => d.record,
+                Err(e) => return Some(Err(e)),
+            };
+            if self.query.matches(&record) {
+                self.left -= 1;
+                return Some(Ok((record, value)));
+            }
+        }
+        None
+    }
+}
+
+impl Iterator for QueryIter {
+    type Item = Result<Record, TrailError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_raw().map(|r| r.map(|(record, _)| record))
+    }
+}
+
+/// A candidate index: a prefix scan, or the time range.
+enum Candidate {
+    Prefix(Vec<u8>),
+    Time([u8; 18], [u8; 18]),
+}
+
+impl Candidate {
+    fn iter(&self, tree: &sled::Tree) -> sled::Iter {
+        match self {
+            Self::Prefix(p) => tree.scan_prefix(p),
+            Self::Time(lo, hi) => tree.range(*lo..=*hi),
+        }
+    }
+}
+
+impl Trail {
+    /// Record `seq`, if it is in the tree.
+    ///
+    /// # Errors
+    /// Reading the tree fails, or the record does not decode.
+    pub fn get(&self, seq: u64) -> Result<Option<Record>, TrailError> {
+        let Some(value) = self
+            .tree()
+            .get(index::record_key(seq))
+            .map_err(|source| TrailError::ReadTrail { source })?
+        else {
+            return Ok(None);
+        };
+        record::decode_value(seq, &value).map(|d| Some(d.record))
+    }
+
+    /// Records matching `q`, ascending by seq.
+    ///
+    /// # Errors
+    /// Reading an index fails. Errors reading or decoding a record come
+    /// from the iterator, naming the seq.
+    pub fn query(&self, q: &Query) -> Result<QueryIter, TrailError> {
+        let tree = self.tree().clone();
+        let left = q.limit.unwrap_or(usize::MAX);
+        let mut candidates = Vec::new();
+        if let Some(j) = &q.jti {
+            candidates.push(Candidate::Prefix(index::value_prefix(IndexKind::Jti, j)));
+        }
+        if let Some((kind, v)) = q.pod_index() {
+            candidates.push(Candidate::Prefix(index::value_prefix(kind, &v)));
+        }
+        if let Some(s) = &q.subject {
+            candidates.push(Candidate::Prefix(index::value_prefix(
+                IndexKind::Subject,
+                s,
+            )));
+        }
+        if let Some(f) = q.finding {
+            candidates.push(Candidate::Prefix(index::value_prefix(
+                IndexKind::Finding,
+                f.as_str(),
+            )));
+        }
+        if let Some(ns) = &q.namespace {
+            candidates.push(Candidate::Prefix(index::value_prefix(
+                IndexKind::Namespace,
+                ns,
+            )));
+        }
+        if q.since.is_some() || q.until.is_some() {
+            let lo = index::time_key(q.since.map_or(0, nanos), 0);
+            let hi = index::time_key(q.until.map_or(u64::MAX, nanos), u64::MAX);
+            candidates.push(Candidate::Time(lo, hi));
+        }
+        let read = |source| TrailError::ReadTrail { source };
+        let mut best: Option<(usize, &Candidate)> = None;
+        for c in &candidates {
+            let mut n = 0;
+            for kv in c.iter(&tree).keys().take(PROBE) {
+                kv.map_err(read)?;
+                n += 1;
+            }
+            if best.is_none_or(|(m, _)| n < m) {
+                best = Some((n, c));
+            }
+        }
+        let source = match best {
+            None => Source::Scan(Box::new(tree.scan_prefix([index::RECORD_PREFIX]))),
+            Some((_, c)) => {
+                let mut seqs = Vec::new();
+                for k in c.iter(&tree).keys() {
+                    let k = k.map_err(read)?;
+                    if let Some(seq) = index::index_key_seq(&k) {
+                        seqs.push(seq);
+                    }
+                }
+                seqs.sort_unstable();
+                seqs.dedup();
+                Source::Seqs(seqs.into_iter())
+            }
+        };
+        Ok(QueryIter {
+            tree,
+            query: q.clone(),
+            source,
+            left,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_absolute_relative_and_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_time("now", now).unwrap(), now);
+        assert_eq!(
+            parse_time("1h", now).unwrap(),
+            now - Duration::from_secs(3600)
+        );
+        assert_eq!(
+            parse_time("1h30m", now).unwrap(),
+            now - Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_time("2026-01-01T00:00:00Z", now).unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+        );
+        let err = parse_time("yesterday", now).unwrap_err();
+        assert!(err.to_string().contains("\"yesterday\""), "{err}");
+    }
+
+    #[test]
+    fn pod_filter_forms() {
+        let q = |pod: &str, ns: Option<&str>| Query {
+            pod: Some(pod.into()),
+            namespace: ns.map(Into::into),
+            ..Query::default()
+        };
+        assert_eq!(
+            q("shop/web-0", None).pod_index(),
+            Some((IndexKind::Pod, "shop/web-0".into()))
+        );
+        assert_eq!(
+            q("web-0", Some("shop")).pod_index(),
+            Some((IndexKind::Pod, "shop/web-0".into()))
+        );
+        assert_eq!(
+            q("1f2e", None).pod_index(),
+            Some((IndexKind::PodUid, "1f2e".into()))
+        );
+        assert!(Query::default().is_unfiltered());
+        assert!(
+            Query {
+                limit: Some(3),
+                ..Query::default()
+            }
+            .is_unfiltered()
+        );
+        assert!(!q("x", None).is_unfiltered());
+    }
+}

@@ -1,0 +1,272 @@
+//! One trail record: its JSON form (stored and exported alike), its hash,
+//! and decoding a stored value back, checking that it is in canonical form.
+//!
+//! A record is one line of JSON with its members in this order, the entry
+//! always last:
+//!
+//! ```text
+//! {"trail_schema":1,"seq":N,"time":"RFC 3339","time_unix_nanos":N,"prev_hash":"hex","hash":"hex","entry":{...}}
+//! ```
+//!
+//! In the store the line is preceded by the store's version byte
+//! ([`crate::store::ENCODING_VERSION`]). `hash` is the lowercase hex SHA-256
+//! of [`hash_input`]: a domain line, then `seq`, `time_unix_nanos`, `time`
+//! and `prev_hash` each on a line, then the exact bytes of the entry's JSON.
+//! Because the entry is hashed as the bytes that are stored and exported,
+//! a verifier never re-serialises JSON: it slices the entry out of the line.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::TrailError;
+use crate::correlate::TrailEntry;
+use crate::store::{ENCODING_VERSION, StoreError};
+
+/// Version of the record JSON (the `trail_schema` member).
+pub const TRAIL_SCHEMA_VERSION: u32 = 1;
+
+/// `prev_hash` of the first record ever written: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// First line of every hash input; changes with [`TRAIL_SCHEMA_VERSION`].
+pub const HASH_DOMAIN: &str = "tokenwatch-trail/v1";
+
+/// A record as read back: the chain fields and the entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Record schema version ([`TRAIL_SCHEMA_VERSION`]).
+    pub trail_schema: u32,
+    /// Sequence number: 1 for the first record, then one more each time.
+    pub seq: u64,
+    /// Wall-clock time of the append, RFC 3339 in UTC with nanoseconds.
+    pub time: String,
+    /// The same time as nanoseconds since the Unix epoch.
+    pub time_unix_nanos: u64,
+    /// `hash` of the record before (or [`GENESIS_HASH`]).
+    pub prev_hash: String,
+    /// SHA-256 of this record's [`hash_input`], lowercase hex.
+    pub hash: String,
+    /// What was observed.
+    pub entry: TrailEntry,
+}
+
+/// The bytes that are hashed: five lines, then the entry's JSON bytes.
+#[must_use]
+pub fn hash_input(
+    seq: u64,
+    time_unix_nanos: u64,
+    time: &str,
+    prev_hash: &str,
+    entry_json: &[u8],
+) -> Vec<u8> {
+    let mut out = hash_head(seq, time_unix_nanos, time, prev_hash).into_bytes();
+    out.extend_from_slice(entry_json);
+    out
+}
+
+fn hash_head(seq: u64, time_unix_nanos: u64, time: &str, prev_hash: &str) -> String {
+    format!("{HASH_DOMAIN}\n{seq}\n{time_unix_nanos}\n{time}\n{prev_hash}\n")
+}
+
+/// The record hash, lowercase hex.
+#[must_use]
+pub fn compute_hash(
+    seq: u64,
+    time_unix_nanos: u64,
+    time: &str,
+    prev_hash: &str,
+    entry_json: &[u8],
+) -> String {
+    let mut h = Sha256::new();
+    h.update(hash_head(seq, time_unix_nanos, time, prev_hash).as_bytes());
+    h.update(entry_json);
+    hex::encode(h.finalize())
+}
+
+/// The record line up to and including `"entry":`.
+fn line_head(seq: u64, time: &str, time_unix_nanos: u64, prev_hash: &str, hash: &str) -> String {
+    // `time` is humantime's RFC 3339 and the hashes are hex: nothing to escape.
+    format!(
+        "{{\"trail_schema\":{TRAIL_SCHEMA_VERSION},\"seq\":{seq},\"time\":\"{time}\",\"time_unix_nanos\":{time_unix_nanos},\"prev_hash\":\"{prev_hash}\",\"hash\":\"{hash}\",\"entry\":"
+    )
+}
+
+/// The stored value: version byte, then the record line.
+#[must_use]
+pub(crate) fn encode_value(
+    seq: u64,
+    time: &str,
+    time_unix_nanos: u64,
+    prev_hash: &str,
+    hash: &str,
+    entry_json: &[u8],
+) -> Vec<u8> {
+    let head = line_head(seq, time, time_unix_nanos, prev_hash, hash);
+    let mut out = Vec::with_capacity(1 + head.len() + entry_json.len() + 1);
+    out.push(ENCODING_VERSION);
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(entry_json);
+    out.push(b'}');
+    out
+}
+
+/// A decoded record together with the exact bytes of its entry.
+#[derive(Debug, Clone)]
+pub struct Decoded<'a> {
+    /// The record.
+    pub record: Record,
+    /// The entry's JSON exactly as stored (what the hash covers).
+    pub entry_json: &'a [u8],
+}
+
+impl Decoded<'_> {
+    /// Recomputes the hash from the stored fields and entry bytes.
+    #[must_use]
+    pub fn recompute_hash(&self) -> String {
+        let r = &self.record;
+        compute_hash(
+            r.seq,
+            r.time_unix_nanos,
+            &r.time,
+            &r.prev_hash,
+            self.entry_json,
+        )
+    }
+}
+
+/// Decodes a stored value (version byte + line). `seq` is the record's key,
+/// used only to name it in errors.
+///
+/// # Errors
+/// [`TrailError::DecodeRecord`] for an unknown version byte or bad JSON,
+/// [`TrailError::CheckRecordForm`] when the JSON is not the canonical
+/// line this build writes.
+pub fn decode_value(seq: u64, value: &[u8]) -> Result<Decoded<'_>, TrailError> {
+    match value.split_first() {
+        Some((&ENCODING_VERSION, line)) => decode_line(seq, line),
+        Some((&found, _)) => Err(TrailError::DecodeRecord {
+            seq,
+            source: StoreError::DecodeVersion { found },
+        }),
+        None => Err(TrailError::DecodeRecord {
+            seq,
+            source: StoreError::DecodeVersion { found: 0 },
+        }),
+    }
+}
+
+/// Decodes one record line (an exported line, without its newline).
+///
+/// # Errors
+/// As [`decode_value`].
+pub fn decode_line(seq: u64, line: &[u8]) -> Result<Decoded<'_>, TrailError> {
+    let record: Record =
+        serde_json::from_slice(line).map_err(|source| TrailError::DecodeRecord {
+            seq,
+            source: StoreError::DecodeValue { source },
+        })?;
+    let form = |what: &'static str| TrailError::CheckRecordForm { seq, what };
+    if record.trail_schema != TRAIL_SCHEMA_VERSION {
+        return Err(form("unknown trail_schema"));
+    }
+    let head = line_head(
+        record.seq,
+        &record.time,
+        record.time_unix_nanos,
+        &record.prev_hash,
+        &record.hash,
+    );
+    let entry_json = line
+        .strip_prefix(head.as_bytes())
+        .and_then(|rest| rest.strip_suffix(b"}"))
+        .ok_or_else(|| form("members are not in canonical order and spacing"))?;
+    if entry_json.first() != Some(&b'{') {
+        return Err(form("entry is not a JSON object"));
+    }
+    Ok(Decoded { record, entry_json })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{ENTRY_SCHEMA_VERSION, EntryKind};
+
+    fn entry() -> TrailEntry {
+        TrailEntry {
+            schema: ENTRY_SCHEMA_VERSION,
+            kind: EntryKind::Agent,
+            time: "2026-01-01T00:00:00Z".into(),
+            node: "n\u{1}\"é".into(),
+            reader: None,
+            token: None,
+            rbac: None,
+            connection: None,
+            findings: Vec::new(),
+            message: Some("started".into()),
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_hash() {
+        let json = serde_json::to_vec(&entry()).unwrap();
+        let time = "2026-01-01T00:00:00.000000001Z";
+        let hash = compute_hash(7, 1_767_225_600_000_000_001, time, GENESIS_HASH, &json);
+        assert_eq!(
+            hash,
+            hex::encode(Sha256::digest(hash_input(
+                7,
+                1_767_225_600_000_000_001,
+                time,
+                GENESIS_HASH,
+                &json
+            )))
+        );
+        let value = encode_value(
+            7,
+            time,
+            1_767_225_600_000_000_001,
+            GENESIS_HASH,
+            &hash,
+            &json,
+        );
+        let d = decode_value(7, &value).unwrap();
+        assert_eq!(d.entry_json, json.as_slice());
+        assert_eq!(d.record.entry, entry());
+        assert_eq!(d.record.seq, 7);
+        assert_eq!(d.recompute_hash(), hash);
+        // The line is valid JSON on its own, as exported.
+        let v: serde_json::Value = serde_json::from_slice(&value[1..]).unwrap();
+        assert_eq!(v["hash"], hash.as_str());
+    }
+
+    #[test]
+    fn non_canonical_and_bad_values_are_errors_naming_the_seq() {
+        let json = serde_json::to_vec(&entry()).unwrap();
+        let value = encode_value(3, "t", 1, GENESIS_HASH, "h", &json);
+        let line = std::str::from_utf8(&value[1..]).unwrap();
+        let spaced = format!("\u{1}{}", line.replacen("\"seq\":3", "\"seq\": 3", 1));
+        let err = decode_value(3, spaced.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, TrailError::CheckRecordForm { seq: 3, .. }),
+            "{err}"
+        );
+        let err = decode_value(4, b"\x02{}").unwrap_err();
+        assert!(
+            matches!(err, TrailError::DecodeRecord { seq: 4, .. }),
+            "{err}"
+        );
+        let err = decode_value(5, b"").unwrap_err();
+        assert!(
+            matches!(err, TrailError::DecodeRecord { seq: 5, .. }),
+            "{err}"
+        );
+        let err = decode_value(6, b"\x01{\"seq\":").unwrap_err();
+        assert!(err.to_string().contains("record 6"), "{err}");
+        let future = line.replacen("\"trail_schema\":1", "\"trail_schema\":2", 1);
+        let err = decode_line(3, future.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, TrailError::CheckRecordForm { seq: 3, .. }),
+            "{err}"
+        );
+    }
+}
