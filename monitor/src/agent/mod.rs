@@ -140,13 +140,20 @@ fn load_rbac(paths: &[PathBuf]) -> Result<RbacContext, AgentError> {
 struct Enricher {
     cgroups: CgroupResolver,
     identities: Arc<IdentityCache>,
-    watch: WatchHandle,
+    /// The kubelet volume watcher; `None` on a machine without a kubelet.
+    watch: Option<WatchHandle>,
     pods: HashMap<String, PodMeta>,
     /// Identity per (dev, ino) for files found by path (not discovered volumes).
     by_file: HashMap<(u64, u64), Option<Arc<Identity>>>,
 }
 
 impl Enricher {
+    fn refresh_pods(&mut self) {
+        if let Some(watch) = &self.watch {
+            self.pods = watch.pods().into_iter().collect();
+        }
+    }
+
     fn pod(&self, cgroup_id: u64) -> Option<PodRef> {
         match self.cgroups.resolve(cgroup_id) {
             Attribution::Host => None,
@@ -209,13 +216,8 @@ impl Enricher {
         let pod = self.pod(event.process.cgroup_id);
         let (identity, volume_pod_uid) = match &event.detail {
             Detail::File(f) => {
-                let volume = self
-                    .watch
-                    .file(FileId {
-                        dev: f.dev,
-                        ino: f.ino,
-                    })
-                    .map(|t| t.pod_uid);
+                let id = FileId { dev: f.dev, ino: f.ino };
+                let volume = self.watch.as_ref().and_then(|w| w.file(id)).map(|t| t.pod_uid);
                 let identity = if matches!(event.kind, crate::sensor::event::EventKind::TokenClose)
                 {
                     None
@@ -385,9 +387,20 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     // Kubelet volumes, identities, cgroups.
     let identities = Arc::new(IdentityCache::new(load_keys(&config)?));
     let (watch_tx, mut watch_rx) = mpsc::channel::<WatchChange>(4096);
-    let watch = TokenWatcher::new(config.kubelet_root.clone(), Arc::clone(&identities))
-        .spawn(watch_tx)
-        .map_err(AgentError::WatchVolumes)?;
+    let watch = if config.kubelet_root.is_dir() {
+        Some(
+            TokenWatcher::new(config.kubelet_root.clone(), Arc::clone(&identities))
+                .spawn(watch_tx)
+                .map_err(AgentError::WatchVolumes)?,
+        )
+    } else {
+        tracing::warn!(
+            kubelet_root = %config.kubelet_root.display(),
+            "no kubelet root here: token files are recognised by their path suffix only"
+        );
+        drop(watch_tx);
+        None
+    };
     let cgroups =
         CgroupResolver::new(config.cgroup_root.clone()).map_err(AgentError::FindCgroups)?;
     let mut enricher = Enricher {
@@ -438,8 +451,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            change = watch_rx.recv() => {
-                let Some(change) = change else { continue };
+            Some(change) = watch_rx.recv() => {
                 let result = match change {
                     WatchChange::Add(id) => { watched += 1; control.watch_inode(id.dev, id.ino) }
                     WatchChange::Remove(id) => { watched = watched.saturating_sub(1); control.unwatch_inode(id.dev, id.ino) }
@@ -448,7 +460,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                     tracing::warn!(error = %crate::cli::error_chain(&err), "updating the watched-inode map");
                 }
                 metrics.watched_inodes.store(watched, Relaxed);
-                enricher.pods = enricher.watch.pods().into_iter().collect();
+                enricher.refresh_pods();
             }
             batch = sensor.next_batch() => {
                 let batch = match batch {
@@ -489,7 +501,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             _ = slow_tick.tick() => {
                 let removed = enricher.cgroups.forget_removed();
                 tracing::debug!(removed, "forgot removed cgroups");
-                enricher.pods = enricher.watch.pods().into_iter().collect();
+                enricher.refresh_pods();
                 let trail = outputs.trail.clone();
                 let (age, bytes) = (config.trail.max_age, config.trail.max_bytes);
                 let stats = tokio::task::spawn_blocking(move || {
@@ -511,7 +523,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     }
     outputs.record(agent_entry(&node, "agent stopped".to_owned()));
     outputs.flush().await;
-    enricher.watch.abort();
+    if let Some(watch) = &enricher.watch {
+        watch.abort();
+    }
     http_task.abort();
     let Outputs { sinks, .. } = outputs;
     let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
