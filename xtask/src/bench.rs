@@ -39,6 +39,8 @@ pub enum Which {
         #[arg(long, value_delimiter = ',', default_values_t = ["tokenwatch".to_owned(), "auditd".to_owned(), "bpftrace".to_owned()])]
         watchers: Vec<String>,
     },
+    /// Audit-log replay throughput against jq, and peak RSS as input grows.
+    Replay(crate::bench_replay::Args),
     /// One measurement loop (used by `bench sensor`, in a child process).
     #[command(hide = true)]
     Loop {
@@ -63,6 +65,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             iterations,
             watchers,
         } => sensor(pairs.max(5), iterations, &watchers),
+        Which::Replay(args) => crate::bench_replay::run(&args),
         Which::Loop {
             kind,
             iterations,

@@ -6,9 +6,11 @@
 //! - `test`: formatting, clippy, unit and integration tests, then the
 //!   root-only eBPF tests (skipped without root unless
 //!   `TOKENWATCH_REQUIRE_EBPF=1`, which CI sets, turns the skip into a failure);
-//! - `bench sensor`: the sensor overhead benchmark (see `bench.rs`).
+//! - `bench sensor`: the sensor overhead benchmark (see `bench.rs`);
+//! - `bench replay`: audit-log replay against jq (see `bench_replay.rs`).
 
 mod bench;
+mod bench_replay;
 mod bootstrap;
 
 use std::{

@@ -320,6 +320,15 @@ impl Policy {
         }
     }
 
+    /// The open database, when the snapshots come from the data directory `dir`.
+    #[must_use]
+    pub fn db_for(&self, dir: &Path) -> Option<&sled::Db> {
+        match self {
+            Self::Stored { data_dir, db, .. } if same_dir(data_dir, dir) => Some(db),
+            _ => None,
+        }
+    }
+
     /// Events older than every stored snapshot.
     #[must_use]
     pub fn events_before_first(&self) -> u64 {
@@ -327,6 +336,13 @@ impl Policy {
             Self::Stored { before_first, .. } => *before_first,
             _ => 0,
         }
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
     }
 }
 

@@ -75,6 +75,15 @@ pub enum ReplayError {
     /// Nothing to replay.
     #[error("nothing to replay: give --audit and/or --trail inputs")]
     FindInputs,
+    /// A trail data directory could not be read.
+    #[error("cannot read the trail in {path}")]
+    ReadTrail {
+        /// The data directory.
+        path: String,
+        /// The trail's error.
+        #[source]
+        source: crate::trail::TrailError,
+    },
 }
 
 /// Which events to list.
@@ -154,28 +163,31 @@ pub fn replay(
         return Err(ReplayError::FindInputs);
     }
     let started = Instant::now();
+    let mut index = TokenIndex::new();
+    let mut problems = Problems::default();
+    let mut stats = Stats::default();
+    for path in &options.trails {
+        if path.is_dir() {
+            read_trail_dir(path, policy, &options.filters, &mut index)?;
+        } else {
+            let opened = input::open(path).map_err(|source| ReplayError::OpenInput { source })?;
+            let mut reader = opened.reader;
+            index.read_trail(&path.display().to_string(), &mut *reader, &mut problems);
+        }
+        stats.trail_files += 1;
+    }
+    stats.trail_entries = index.trail_entries;
     let mut engine = Engine {
         policy,
-        index: TokenIndex::new(),
+        index,
         subjects: Subjects::default(),
-        stats: Stats::default(),
-        problems: Problems::default(),
+        stats,
+        problems,
         filters: &options.filters,
         only: options.only,
         user: UserInfo::default(),
         on_event,
     };
-    for path in &options.trails {
-        let opened = input::open(path).map_err(|source| ReplayError::OpenInput { source })?;
-        let mut reader = opened.reader;
-        engine.index.read_trail(
-            &path.display().to_string(),
-            &mut *reader,
-            &mut engine.problems,
-        );
-        engine.stats.trail_files += 1;
-    }
-    engine.stats.trail_entries = engine.index.trail_entries;
 
     let mut sources = Vec::new();
     let mut counters: Vec<Arc<AtomicU64>> = Vec::new();
@@ -276,6 +288,34 @@ pub fn replay(
         subjects,
         problems,
     })
+}
+
+/// Reads the trail of a data directory through the trail module's query
+/// (sharing the database when the RBAC snapshots come from the same directory).
+fn read_trail_dir(
+    dir: &std::path::Path,
+    policy: &Policy,
+    filters: &Filters,
+    index: &mut TokenIndex,
+) -> Result<(), ReplayError> {
+    let err = |source| ReplayError::ReadTrail {
+        path: dir.display().to_string(),
+        source,
+    };
+    let trail = match policy.db_for(dir) {
+        Some(db) => crate::trail::Trail::with_db(db.clone()),
+        None => crate::trail::Trail::open_existing(dir),
+    }
+    .map_err(err)?;
+    let query = crate::trail::query::Query {
+        subject: filters.subject.clone(),
+        jti: filters.jti.clone(),
+        ..crate::trail::query::Query::default()
+    };
+    for record in trail.query(&query).map_err(err)? {
+        index.add_entry(&record.map_err(err)?.entry);
+    }
+    Ok(())
 }
 
 fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
