@@ -9,6 +9,7 @@ pub mod agent;
 pub mod cli;
 pub mod correlate;
 pub mod identity;
+pub mod kubesync;
 pub mod node;
 pub mod rbac;
 pub mod replay;
