@@ -127,6 +127,7 @@ fn pod(uid: &str, name: &str) -> Option<PodRef> {
         namespace: Some("shop".into()),
         container_id: Some(format!("c-{name}")),
         runtime: Some("containerd".into()),
+        ..PodRef::default()
     })
 }
 

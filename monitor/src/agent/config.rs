@@ -59,6 +59,10 @@ pub struct AgentConfig {
     /// How often the RBAC files are checked for changes.
     #[serde(with = "human")]
     pub rbac_reload_interval: Duration,
+    /// Kubeconfig for live sync with the API server (RBAC snapshots, this node's pods).
+    pub kubeconfig: Option<PathBuf>,
+    /// Live sync with the in-cluster configuration (the pod's own token); the DaemonSet sets it.
+    pub in_cluster: bool,
     /// PEM public keys the API server signs tokens with (`--service-account-key-file`).
     pub keys: Vec<PathBuf>,
     /// JWKS files with the API server's signing keys.
@@ -90,6 +94,9 @@ impl Default for AgentConfig {
             rbac: Vec::new(),
             // Cheap (a stat per file) and quick enough for policy changes.
             rbac_reload_interval: Duration::from_secs(5),
+            // No API access unless asked for: files and tokens are enough to run.
+            kubeconfig: None,
+            in_cluster: false,
             keys: Vec::new(),
             jwks: Vec::new(),
             token_path_suffixes: crate::sensor::pattern::DEFAULT_SUFFIXES
@@ -267,6 +274,8 @@ node_name = "node-a"
 data_dir = "/var/lib/tokenwatch"
 rbac = ["/etc/tokenwatch/rbac"]
 rbac_reload_interval = "30s"
+kubeconfig = "/etc/tokenwatch/kubeconfig"
+in_cluster = true
 apiservers = ["10.96.0.1:443"]
 listen = "0.0.0.0:9464"
 
@@ -293,6 +302,11 @@ queue_capacity = 100
         let c = AgentConfig::parse(text, Path::new("full.toml")).unwrap();
         assert_eq!(c.node_name, "node-a");
         assert_eq!(c.rbac_reload_interval, Duration::from_secs(30));
+        assert_eq!(
+            c.kubeconfig.as_deref(),
+            Some(Path::new("/etc/tokenwatch/kubeconfig"))
+        );
+        assert!(c.in_cluster);
         assert_eq!(c.correlate.learning_period, Duration::from_secs(3600));
         assert_eq!(c.correlate.never_learn, Some(vec!["sh".to_owned()]));
         assert_eq!(c.trail.max_age, Duration::from_secs(7 * 86_400));

@@ -6,6 +6,7 @@
 //!                          ──► Correlator ──► trail (hash chain, sled) ──► sinks (stdout, file, OTLP)
 //! kubelet volumes (inotify) ──► watched-inode map in the kernel
 //! RBAC files (polled) ──► snapshot ──► Correlator
+//! API server (kubesync reflectors) ──► stored snapshot + pod metadata ──► Correlator, enrich
 //! timers ──► trail flush (durable seq), retention, cgroup cache cleanup
 //! SIGTERM / SIGINT ──► detach, record what is pending, flush the trail, exit 0
 //! ```
@@ -31,8 +32,9 @@ use crate::{
         RbacContext, TrailEntry, baseline::BaselineConfig,
     },
     identity::{Identity, IdentityCache, KeySet},
+    kubesync,
     node::{Attribution, CgroupResolver, FileId, PodMeta, TokenWatcher, WatchChange, WatchHandle},
-    rbac::{Snapshot, import},
+    rbac::{Snapshot, import, snapshot_store},
     sensor::{Sensor, SensorConfig, SensorEvent, event::Detail},
     sinks::{SinkConfig, Sinks, file::FileConfig, otlp::OtlpConfig},
     trail::Trail,
@@ -136,6 +138,70 @@ fn load_rbac(paths: &[PathBuf]) -> Result<RbacContext, AgentError> {
     ))
 }
 
+/// Live sync with the API server and whether its channels are still open.
+struct LiveSync {
+    handles: kubesync::SyncHandles,
+    on: bool,
+    rbac_open: bool,
+    pods_open: bool,
+}
+
+impl LiveSync {
+    fn is_on(&self) -> bool {
+        self.on
+    }
+}
+
+/// Starts live sync when a kubeconfig or in-cluster config is set; when
+/// the client cannot be built the agent runs on its files.
+async fn start_live_sync(config: &AgentConfig, db: &sled::Db, node: &str) -> LiveSync {
+    let off = || LiveSync {
+        handles: kubesync::SyncHandles::disabled(),
+        on: false,
+        rbac_open: false,
+        pods_open: false,
+    };
+    if config.kubeconfig.is_none() && !config.in_cluster {
+        return off();
+    }
+    let source = config.kubeconfig.as_ref().map_or_else(
+        || "api-server (in-cluster)".to_owned(),
+        |p| format!("api-server (kubeconfig {})", p.display()),
+    );
+    match kubesync::client(config.kubeconfig.as_deref(), config.in_cluster).await {
+        Ok(client) => {
+            tracing::info!(%source, "live sync of RBAC and this node's pods");
+            LiveSync {
+                handles: kubesync::start(
+                    &client,
+                    Some(db.clone()),
+                    kubesync::SyncConfig {
+                        node_name: Some(node.to_owned()),
+                        source,
+                        ..kubesync::SyncConfig::default()
+                    },
+                ),
+                on: true,
+                rbac_open: true,
+                pods_open: true,
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %crate::cli::error_chain(&err), "no live sync with the API server; using the RBAC files");
+            off()
+        }
+    }
+}
+
+/// The newest stored snapshot, if any.
+fn load_stored_rbac(db: &sled::Db, data_dir: &Path) -> Option<RbacContext> {
+    let stored = snapshot_store::load_at(db, SystemTime::now(), data_dir).ok()?;
+    Some(RbacContext::new(
+        Arc::new(Snapshot::build(stored.objects)),
+        format!("stored@{}", stored.imported_at),
+    ))
+}
+
 /// Everything the event loop consults to enrich an event.
 struct Enricher {
     cgroups: CgroupResolver,
@@ -143,6 +209,8 @@ struct Enricher {
     /// The kubelet volume watcher; `None` on a machine without a kubelet.
     watch: Option<WatchHandle>,
     pods: HashMap<String, PodMeta>,
+    /// This node's pods as the API server describes them (live sync).
+    api_pods: kubesync::PodMap,
     /// Identity per (dev, ino) for files found by path (not discovered volumes).
     by_file: HashMap<(u64, u64), Option<Arc<Identity>>>,
 }
@@ -164,12 +232,23 @@ impl Enricher {
                 ..
             } => {
                 let meta = self.pods.get(&pod_uid);
+                // The API server's view first (every pod, legacy tokens too), then the token's.
+                let api = self.api_pods.get(&pod_uid);
                 Some(PodRef {
-                    name: meta.map(|m| m.name.clone()),
-                    namespace: meta.map(|m| m.namespace.clone()),
+                    name: api
+                        .map(|p| p.name.clone())
+                        .or_else(|| meta.map(|m| m.name.clone())),
+                    namespace: api
+                        .map(|p| p.namespace.clone())
+                        .or_else(|| meta.map(|m| m.namespace.clone())),
                     uid: pod_uid,
                     container_id,
                     runtime: runtime.map(|r| format!("{r:?}").to_lowercase()),
+                    workload: api.and_then(|p| p.workload.clone()),
+                    service_account: api
+                        .and_then(|p| p.service_account.clone())
+                        .or_else(|| meta.map(|m| m.service_account.clone())),
+                    labels: api.map(|p| p.labels.clone()).unwrap_or_default(),
                 })
             }
         }
@@ -426,6 +505,20 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         correlator.set_rbac(rbac);
         metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
     }
+    let mut live = start_live_sync(&config, outputs.trail.db(), &node).await;
+    if live.is_on() && config.rbac.is_empty() {
+        // Until the API server answers, the newest snapshot an earlier sync stored.
+        if let Some(rbac) = load_stored_rbac(outputs.trail.db(), &config.data_dir) {
+            outputs.record(agent_entry(
+                &node,
+                format!("loaded RBAC snapshot {}", rbac.label()),
+            ));
+            correlator.set_rbac(rbac);
+            metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
+        }
+    }
+    // Set once the API server has supplied a snapshot: the files are only the fallback.
+    let mut api_rbac = false;
 
     // Kubelet volumes, identities, cgroups.
     let identities = Arc::new(IdentityCache::new(load_keys(&config)?));
@@ -451,6 +544,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         identities,
         watch,
         pods: HashMap::new(),
+        api_pods: Arc::new(HashMap::new()),
         by_file: HashMap::new(),
     };
 
@@ -534,8 +628,22 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             _ = drops_tick.tick() => {
                 metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
             }
+            changed = live.handles.rbac.changed(), if live.rbac_open => {
+                if changed.is_err() { live.rbac_open = false; continue; }
+                let update = live.handles.rbac.borrow_and_update().clone();
+                if let Some(update) = update {
+                    outputs.record(agent_entry(&node, format!("RBAC snapshot {} from the API server ({} objects)", update.label, update.objects.len())));
+                    correlator.set_rbac(RbacContext::new(update.snapshot, update.label));
+                    metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
+                    api_rbac = true;
+                }
+            }
+            changed = live.handles.pods.changed(), if live.pods_open => {
+                if changed.is_err() { live.pods_open = false; continue; }
+                enricher.api_pods = live.handles.pods.borrow_and_update().clone();
+            }
             _ = rbac_tick.tick() => {
-                if config.rbac.is_empty() { continue; }
+                if config.rbac.is_empty() || api_rbac { continue; }
                 let now_stamp = rbac_stamp(&config.rbac);
                 if now_stamp != stamp {
                     stamp = now_stamp;

@@ -27,6 +27,12 @@ pub struct Args {
     /// RBAC snapshot file or directory (repeatable), reloaded on change.
     #[arg(long, env = "TOKENWATCH_RBAC", value_delimiter = ',')]
     pub rbac: Vec<PathBuf>,
+    /// Kubeconfig for live sync of RBAC snapshots and this node's pods.
+    #[arg(long, env = "TOKENWATCH_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Live sync with the in-cluster configuration (the pod's own token).
+    #[arg(long, env = "TOKENWATCH_IN_CLUSTER")]
+    pub in_cluster: bool,
     /// PEM public key of the API server's token signer (repeatable).
     #[arg(long = "key", env = "TOKENWATCH_KEY", value_delimiter = ',')]
     pub keys: Vec<PathBuf>,
@@ -99,6 +105,10 @@ impl Args {
             }
         };
         extend_or(&mut c.rbac, &self.rbac);
+        if self.kubeconfig.is_some() {
+            c.kubeconfig.clone_from(&self.kubeconfig);
+        }
+        c.in_cluster |= self.in_cluster;
         extend_or(&mut c.keys, &self.keys);
         extend_or(&mut c.jwks, &self.jwks);
         if !self.token_path_suffixes.is_empty() {

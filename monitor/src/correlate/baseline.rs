@@ -114,10 +114,22 @@ impl Baseline {
     /// Judges (and, while learning, learns) a read of a pod's own token by
     /// `exe`, at monotonic time `now_ns`.
     pub fn observe(&mut self, namespace: &str, pod_name: &str, exe: &str, now_ns: u64) -> Verdict {
+        self.observe_workload(namespace, workload_of(pod_name), exe, now_ns)
+    }
+
+    /// [`Self::observe`] for a known workload (`Kind/name` from the API
+    /// server) instead of one guessed from the pod name.
+    pub fn observe_workload(
+        &mut self,
+        namespace: &str,
+        workload: &str,
+        exe: &str,
+        now_ns: u64,
+    ) -> Verdict {
         if matches_exe(&self.config.allow, exe) {
             return Verdict::Expected;
         }
-        let key = (namespace.to_owned(), workload_of(pod_name).to_owned());
+        let key = (namespace.to_owned(), workload.to_owned());
         let workload = self.workloads.entry(key).or_insert_with(|| Workload {
             first_seen_ns: now_ns,
             readers: HashSet::new(),
@@ -168,6 +180,30 @@ mod tests {
         assert_eq!(workload_of("fluentd-4xk2p"), "fluentd");
         assert_eq!(workload_of("standalone"), "standalone");
         assert_eq!(workload_of("kube-apiserver-node1"), "kube-apiserver-node1");
+    }
+
+    #[test]
+    fn workload_keys_share_what_was_learned() {
+        let mut b = Baseline::new(BaselineConfig {
+            learning_period: std::time::Duration::from_secs(1),
+            ..BaselineConfig::default()
+        });
+        let late = 2_000_000_000;
+        assert_eq!(
+            b.observe_workload("shop", "Deployment/web", "/app/server", 0),
+            Verdict::Expected
+        );
+        // A later pod of the same Deployment: learned, whatever its name.
+        assert_eq!(
+            b.observe_workload("shop", "Deployment/web", "/app/server", late),
+            Verdict::Expected
+        );
+        assert_eq!(
+            b.observe_workload("shop", "Deployment/web", "/bin/cat", late),
+            Verdict::Unexpected {
+                after_learning: true
+            }
+        );
     }
 
     #[test]

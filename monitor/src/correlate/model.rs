@@ -142,6 +142,16 @@ pub struct PodRef {
     /// Container runtime (`containerd`, `cri-o`, `docker`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// `Kind/name` of the controller that owns the pod (a Deployment for its
+    /// ReplicaSets' pods), from the API server; the learned baseline's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// The pod's ServiceAccount (`spec.serviceAccountName`), from the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// The pod's labels, from the API server.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The process behind an observation.

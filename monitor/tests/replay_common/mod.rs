@@ -169,6 +169,7 @@ fn reader(comm: &str, pid: u32, pod: &str, pod_uid: &str) -> Reader {
             namespace: Some("shop".into()),
             container_id: Some("c0ffee".into()),
             runtime: Some("containerd".into()),
+            ..PodRef::default()
         }),
         ..Reader::default()
     }

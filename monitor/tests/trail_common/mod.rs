@@ -83,6 +83,7 @@ pub fn entry(i: usize) -> TrailEntry {
                     "3f1c0e6b2a9d4c7e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6a".into(),
                 ),
                 runtime: Some("containerd".into()),
+                ..PodRef::default()
             }),
         }),
         token: Some(TokenInfo {
