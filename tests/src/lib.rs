@@ -216,6 +216,16 @@ pub fn connect(event: &SensorEvent) -> Option<&tokenwatch::sensor::event::Connec
     }
 }
 
+/// The `tokenwatch` binary `cargo xtask test` built (`TOKENWATCH_BIN`), or
+/// the workspace's debug build.
+#[must_use]
+pub fn tokenwatch_binary() -> PathBuf {
+    std::env::var_os("TOKENWATCH_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tokenwatch"),
+        PathBuf::from,
+    )
+}
+
 /// A path as a C string for libc calls.
 ///
 /// # Panics

@@ -2,10 +2,7 @@
 //! real eBPF, real mount namespaces and cgroups, real signed tokens, a real
 //! TLS endpoint, the real binary; every scenario checked in the trail.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokenwatch_tests::{
@@ -52,13 +49,6 @@ subjects:
 - {kind: ServiceAccount, name: legacy, namespace: shop}
 ";
 
-fn binary() -> PathBuf {
-    std::env::var_os("TOKENWATCH_BIN").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tokenwatch"),
-        PathBuf::from,
-    )
-}
-
 fn entries(trail: &[Value]) -> Vec<&Value> {
     trail.iter().map(|r| &r["entry"]).collect()
 }
@@ -103,7 +93,7 @@ fn the_agent_on_a_simulated_node() {
     if !require_root("the_agent_on_a_simulated_node") {
         return;
     }
-    let bin = binary();
+    let bin = tokenwatch_tests::tokenwatch_binary();
     assert!(
         bin.exists(),
         "{} is missing: run `cargo xtask test`, which builds it",

@@ -10,14 +10,6 @@ use std::{
 
 use tokenwatch_tests::{EVENT_TIMEOUT, TokenVolume, require_root};
 
-/// The binary `cargo xtask test` built (`TOKENWATCH_BIN`), or the debug build.
-fn binary() -> std::path::PathBuf {
-    std::env::var_os("TOKENWATCH_BIN").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tokenwatch"),
-        std::path::PathBuf::from,
-    )
-}
-
 #[test]
 fn watch_prints_a_token_read_as_json_without_the_token() {
     if !require_root("watch_prints_a_token_read_as_json") {
@@ -25,7 +17,7 @@ fn watch_prints_a_token_read_as_json_without_the_token() {
     }
     let secret = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDp4In0.c2lnLW5vdC1yZWFs";
     let volume = TokenVolume::new(secret);
-    let bin = binary();
+    let bin = tokenwatch_tests::tokenwatch_binary();
     assert!(
         bin.exists(),
         "{} is missing: run `cargo xtask test`, which builds it",

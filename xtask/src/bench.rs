@@ -294,8 +294,10 @@ fn attach(watcher: &str, setup: &Setup) -> anyhow::Result<Attached> {
                  tracepoint:syscalls:sys_enter_open /str(args->filename) == \"{token}\"/ {{ printf(\"%d %s\\n\", pid, comm); }}"
             );
             let mut cmd = Command::new("bpftrace");
-            cmd.arg("-e").arg(script);
-            Ok(Attached::Process(start_until(cmd, "Attaching", true)?))
+            // Line-buffered, so "Attaching N probes..." arrives through the pipe.
+            cmd.args(["-B", "line", "-e"]).arg(script);
+            // bpftrace says "Attaching N probes..." on stderr.
+            Ok(Attached::Process(start_until(cmd, "Attaching", false)?))
         }
         "auditd" => {
             crate::run(
@@ -413,42 +415,57 @@ fn sensor(pairs: usize, iterations: u64, watchers: &[String]) -> anyhow::Result<
     };
     let mut results = Vec::new();
     for watcher in watchers {
-        prepare_peer(watcher)?;
-        let mut figures = Figures {
-            ratios: vec![Vec::new(); LOOPS.len()],
-            detached: vec![Vec::new(); LOOPS.len()],
-            attached: vec![Vec::new(); LOOPS.len()],
-        };
-        for pair in 0..pairs {
-            eprintln!("xtask: {watcher}: pair {}/{pairs}", pair + 1);
-            let mut detached = [0.0; LOOPS.len()];
-            let mut attached = [0.0; LOOPS.len()];
-            for half in 0..2 {
-                let with_watcher = (pair + half) % 2 == 1;
-                let running = if with_watcher {
-                    Some(attach(watcher, &setup)?)
-                } else {
-                    None
-                };
-                for (i, kind) in LOOPS.iter().enumerate() {
-                    let ns = measure(&setup, kind, iterations)?;
-                    if with_watcher {
-                        attached[i] = ns;
+        // A peer that cannot run here is reported as such; the others still are.
+        let measured = (|| -> anyhow::Result<Figures> {
+            prepare_peer(watcher)?;
+            let mut figures = Figures {
+                ratios: vec![Vec::new(); LOOPS.len()],
+                detached: vec![Vec::new(); LOOPS.len()],
+                attached: vec![Vec::new(); LOOPS.len()],
+            };
+            for pair in 0..pairs {
+                eprintln!("xtask: {watcher}: pair {}/{pairs}", pair + 1);
+                let mut detached = [0.0; LOOPS.len()];
+                let mut attached = [0.0; LOOPS.len()];
+                for half in 0..2 {
+                    let with_watcher = (pair + half) % 2 == 1;
+                    let running = if with_watcher {
+                        Some(attach(watcher, &setup)?)
                     } else {
-                        detached[i] = ns;
+                        None
+                    };
+                    for (i, kind) in LOOPS.iter().enumerate() {
+                        let ns = measure(&setup, kind, iterations)?;
+                        if with_watcher {
+                            attached[i] = ns;
+                        } else {
+                            detached[i] = ns;
+                        }
+                    }
+                    if let Some(running) = running {
+                        running.stop()?;
                     }
                 }
-                if let Some(running) = running {
-                    running.stop()?;
+                for i in 0..LOOPS.len() {
+                    figures.ratios[i].push(attached[i] / detached[i]);
+                    figures.detached[i].push(detached[i]);
+                    figures.attached[i].push(attached[i]);
                 }
             }
-            for i in 0..LOOPS.len() {
-                figures.ratios[i].push(attached[i] / detached[i]);
-                figures.detached[i].push(detached[i]);
-                figures.attached[i].push(attached[i]);
+            Ok(figures)
+        })();
+        match measured {
+            Ok(mut figures) => {
+                let summary: Vec<String> = LOOPS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, kind)| format!("{kind} {:.3}x", median(&mut figures.ratios[i])))
+                    .collect();
+                eprintln!("xtask: {watcher}: {}", summary.join(", "));
+                results.push((watcher.clone(), figures));
             }
+            Err(err) => eprintln!("xtask: {watcher}: unavailable here: {err:#}"),
         }
-        results.push((watcher.clone(), figures));
     }
 
     println!(
