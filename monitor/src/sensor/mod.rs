@@ -404,6 +404,17 @@ impl std::fmt::Debug for Sensor {
     }
 }
 
+/// Copies every available record out of the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>, into: &mut Vec<Event>) {
+    while let Some(item) = ring.next() {
+        if item.len() >= std::mem::size_of::<Event>() {
+            // SAFETY: the record holds at least one `Event`, which is plain
+            // old data; read_unaligned copes with any alignment.
+            into.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+        }
+    }
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, SensorError> {
     ebpf.take_map(name).ok_or(SensorError::FindMap(name))
 }
@@ -555,19 +566,12 @@ impl Sensor {
                 .await
                 .map_err(SensorError::PollRingBuffer)?;
             let mut raws = Vec::new();
-            {
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    if item.len() >= std::mem::size_of::<Event>() {
-                        // SAFETY: the record holds at least one `Event`, which is
-                        // plain old data; read_unaligned copes with any alignment.
-                        raws.push(unsafe {
-                            std::ptr::read_unaligned(item.as_ptr().cast::<Event>())
-                        });
-                    }
-                }
-            }
+            drain(guard.get_inner_mut(), &mut raws);
             guard.clear_ready();
+            // The kernel wakes a reader only when it submits into an empty
+            // ring: records that arrived after the drain above but before
+            // `clear_ready` would never wake us again. Drain once more.
+            drain(guard.get_inner_mut(), &mut raws);
             if raws.is_empty() {
                 continue;
             }
