@@ -20,6 +20,10 @@ use serde::de::DeserializeOwned;
 pub const DATA_DIR_ENV: &str = "TOKENWATCH_DATA_DIR";
 /// Data directory used when none is given.
 pub const DEFAULT_DATA_DIR: &str = "./tokenwatch-data";
+/// sled's page cache. Its default (1 GiB) would let an agent's memory grow
+/// far past what a DaemonSet should use; the trail's recent records and
+/// indexes fit in far less.
+pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// Version byte written in front of every value.
 pub const ENCODING_VERSION: u8 = 1;
 
@@ -121,7 +125,11 @@ pub fn open(path: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(5);
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
             Ok(db) => return Ok(db),
             // sled reports a held flock as an `Io` error with this message.
             Err(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock") => {

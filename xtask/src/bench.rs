@@ -41,6 +41,18 @@ pub enum Which {
     },
     /// Audit-log replay throughput against jq, and peak RSS as input grows.
     Replay(crate::bench_replay::Args),
+    /// The agent under a sustained token-read load, and idle on a node with many pods.
+    Agent(crate::bench_agent::Args),
+    /// The token-read generator (used by `bench agent`, in a child process).
+    #[command(hide = true)]
+    Generate {
+        /// Reads per second.
+        rate: u64,
+        /// Seconds.
+        seconds: u64,
+        /// The token file.
+        path: PathBuf,
+    },
     /// One measurement loop (used by `bench sensor`, in a child process).
     #[command(hide = true)]
     Loop {
@@ -66,6 +78,15 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             watchers,
         } => sensor(pairs.max(5), iterations, &watchers),
         Which::Replay(args) => crate::bench_replay::run(&args),
+        Which::Agent(args) => crate::bench_agent::run(&args),
+        Which::Generate {
+            rate,
+            seconds,
+            path,
+        } => {
+            println!("{}", crate::bench_agent::generate(&path, rate, seconds)?);
+            Ok(())
+        }
         Which::Loop {
             kind,
             iterations,

@@ -154,3 +154,32 @@ pub fn ensure() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What the tests drive besides Rust: headless Chromium (the replay HTML
+/// report is checked in a real browser) and python3 (the simulated node's
+/// workloads). Installed from Debian's packages when missing and root.
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    let chromium = Path::new("/usr/bin/chromium");
+    if chromium.exists() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        eprintln!(
+            "xtask: /usr/bin/chromium is missing and installing it needs root; the browser test will say so"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing chromium (Debian) for the replay report's browser test");
+    run(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update failed; chromium cannot be installed")?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("cannot install chromium from Debian's packages")
+}

@@ -7,9 +7,11 @@
 //!   root-only eBPF tests (skipped without root unless
 //!   `TOKENWATCH_REQUIRE_EBPF=1`, which CI sets, turns the skip into a failure);
 //! - `bench sensor`: the sensor overhead benchmark (see `bench.rs`);
-//! - `bench replay`: audit-log replay against jq (see `bench_replay.rs`).
+//! - `bench replay`: audit-log replay against jq (see `bench_replay.rs`);
+//! - `bench agent`: the agent under load and idle (see `bench_agent.rs`).
 
 mod bench;
+mod bench_agent;
 mod bench_replay;
 mod bootstrap;
 
@@ -110,6 +112,7 @@ fn target_dir() -> PathBuf {
 
 fn test(no_lint: bool) -> anyhow::Result<()> {
     bootstrap::ensure()?;
+    bootstrap::ensure_test_tools()?;
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
         run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;

@@ -382,13 +382,49 @@ impl Outputs {
     }
 
     async fn flush(&self) {
-        let trail = self.trail.clone();
-        match tokio::task::spawn_blocking(move || trail.flush()).await {
-            Ok(Ok(seq)) => self.metrics.trail_durable_seq.store(seq, Relaxed),
-            Ok(Err(err)) => {
-                tracing::error!(error = %crate::cli::error_chain(&err), "trail flush failed");
+        flush_trail(&self.trail, &self.metrics).await;
+    }
+}
+
+/// Makes appended records durable, off the event loop (an fsync can take
+/// tens of milliseconds, during which the ring buffer must keep draining).
+async fn flush_trail(trail: &Trail, metrics: &Metrics) {
+    let trail = trail.clone();
+    match tokio::task::spawn_blocking(move || trail.flush()).await {
+        Ok(Ok(seq)) => metrics.trail_durable_seq.store(seq, Relaxed),
+        Ok(Err(err)) => {
+            tracing::error!(error = %crate::cli::error_chain(&err), "trail flush failed");
+        }
+        Err(err) => tracing::error!(error = %err, "trail flush task failed"),
+    }
+}
+
+/// Flushes on a timer and applies retention every minute, in its own task.
+async fn maintain_trail(
+    trail: Trail,
+    metrics: Arc<Metrics>,
+    flush_every: Duration,
+    max_age: Duration,
+    max_bytes: u64,
+) {
+    let mut flush_tick = tokio::time::interval(flush_every);
+    let mut retention_tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = flush_tick.tick() => flush_trail(&trail, &metrics).await,
+            _ = retention_tick.tick() => {
+                let trail = trail.clone();
+                let stats = tokio::task::spawn_blocking(move || {
+                    if let Err(err) = trail.apply_retention(Some(max_age), Some(max_bytes)) {
+                        tracing::warn!(error = %crate::cli::error_chain(&err), "trail retention");
+                    }
+                    trail.stats()
+                })
+                .await;
+                if let Ok(Ok(stats)) = stats {
+                    metrics.trail_bytes.store(stats.disk_bytes, Relaxed);
+                }
             }
-            Err(err) => tracing::error!(error = %err, "trail flush task failed"),
         }
     }
 }
@@ -544,13 +580,22 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::InstallSignals)?;
-    let mut flush_tick = tokio::time::interval(config.trail.flush_interval);
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(AgentError::InstallSignals)?;
+    let maintenance = tokio::spawn(maintain_trail(
+        outputs.trail.clone(),
+        Arc::clone(&metrics),
+        config.trail.flush_interval,
+        config.trail.max_age,
+        config.trail.max_bytes,
+    ));
+    let mut drops_tick = tokio::time::interval(Duration::from_secs(1));
     let mut slow_tick = tokio::time::interval(Duration::from_secs(60));
     let mut rbac_tick = tokio::time::interval(config.rbac_reload_interval);
     let mut watched: u64 = 0;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = term.recv() => break,
             Some(change) = watch_rx.recv() => {
                 let result = match change {
@@ -580,8 +625,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                     }
                 }
             }
-            _ = flush_tick.tick() => {
-                outputs.flush().await;
+            _ = drops_tick.tick() => {
                 metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
             }
             changed = live.handles.rbac.changed(), if live.rbac_open => {
@@ -617,21 +661,14 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                 let removed = enricher.cgroups.forget_removed();
                 tracing::debug!(removed, "forgot removed cgroups");
                 enricher.refresh_pods();
-                let trail = outputs.trail.clone();
-                let (age, bytes) = (config.trail.max_age, config.trail.max_bytes);
-                let stats = tokio::task::spawn_blocking(move || {
-                    let _ = trail.apply_retention(Some(age), Some(bytes));
-                    trail.stats()
-                }).await;
-                if let Ok(Ok(stats)) = stats {
-                    metrics.trail_bytes.store(stats.disk_bytes, Relaxed);
-                }
             }
         }
     }
 
     // Shutdown: detach first, record what is pending, make it durable.
+    metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
     drop(sensor);
+    maintenance.abort();
     metrics.sensor_attached.store(false, Relaxed);
     for entry in correlator.drain() {
         outputs.record(entry);
