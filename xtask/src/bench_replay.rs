@@ -41,7 +41,7 @@ pub struct Args {
 }
 
 /// Bumped when the generated data changes (cached files are named after it).
-const GENERATOR_VERSION: u32 = 1;
+const GENERATOR_VERSION: u32 = 2;
 const NAMESPACES: u64 = 50;
 const SA_PER_NAMESPACE: u64 = 10;
 const NODES: u64 = 40;
@@ -160,7 +160,9 @@ fn write_log(path: &Path, events: u64) -> anyhow::Result<u64> {
             let ns = rng.below(NAMESPACES);
             let sa = rng.below(SA_PER_NAMESPACE);
             let node = (ns * SA_PER_NAMESPACE + sa) % NODES;
-            let token = (ns * SA_PER_NAMESPACE + sa) * 2 + (t / 1_800_000_000_000) % 2;
+            // Two live tokens per ServiceAccount (rotation overlap); the same
+            // population in every log, so memory compares across sizes.
+            let token = (ns * SA_PER_NAMESPACE + sa) * 2 + (i / 7) % 2;
             let pod_uid = uuid(1_000_000_000 + ns * 100 + sa);
             let r = rng.below(100);
             let (verb, resource, name, allowed) = match r {
