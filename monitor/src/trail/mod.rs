@@ -32,7 +32,8 @@
 //!   [`Trail::with_db`] shares a database the process already opened (sled
 //!   locks the directory: one open per process).
 //! - [`Trail::append`] returns the record's seq. Records are buffered and
-//!   written to the tree every [`chain::BATCH_RECORDS`]; they are durable
+//!   written to the tree as one unit every [`chain::BATCH_RECORDS`]
+//!   (packed into blocks, indexed by posting lists; see [`index`]); they are durable
 //!   once [`Trail::flush`] (which fsyncs; call it from a blocking task, on
 //!   a timer and at shutdown) has returned a seq at least as high.
 //! - After a restart (or `kill -9`), appends continue the chain from the
@@ -239,8 +240,8 @@ pub struct TrailStats {
     pub pruned_records: u64,
     /// Bytes deleted by retention so far.
     pub pruned_bytes: u64,
-    /// Bytes of the retained records (keys, values, index keys): what
-    /// `max_bytes` retention compares.
+    /// Bytes of the retained units (blocks, posting lists, unit keys, with
+    /// their keys): what `max_bytes` retention compares.
     pub logical_bytes: u64,
     /// Bytes sled uses on disk (the whole database; space freed by
     /// retention is reclaimed by sled over time).
