@@ -59,16 +59,14 @@ impl Default for BaselineConfig {
 #[must_use]
 pub fn workload_of(pod_name: &str) -> &str {
     let parts: Vec<&str> = pod_name.rsplitn(3, '-').collect();
-    let is_suffix = |s: &str| {
-        s.len() == 5
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    // Controllers draw generated names from Kubernetes' "safe" alphabet
+    // (no vowels, no 0, 1 or 3), so `node1` is a name, `x2x9q` a suffix.
+    let generated = |s: &str| {
+        s.bytes()
+            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
     };
-    let is_hash = |s: &str| {
-        (6..=10).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
+    let is_suffix = |s: &str| s.len() == 5 && generated(s);
+    let is_hash = |s: &str| (6..=10).contains(&s.len()) && generated(s);
     match parts.as_slice() {
         // Deployment: <name>-<replicaset hash>-<5 chars>
         [last, hash, name] if is_suffix(last) && is_hash(hash) && !name.is_empty() => {
@@ -219,12 +217,12 @@ mod tests {
         );
         // Another replica, after learning: the same exe is known.
         assert_eq!(
-            b.observe("shop", "web-7d9f8b6c5d-abcde", "/app/server", 120 * s),
+            b.observe("shop", "web-7d9f8b6c5d-b7kqz", "/app/server", 120 * s),
             Verdict::Expected
         );
         // A new exe after learning is unexpected.
         assert_eq!(
-            b.observe("shop", "web-7d9f8b6c5d-abcde", "/app/helper", 120 * s),
+            b.observe("shop", "web-7d9f8b6c5d-b7kqz", "/app/helper", 120 * s),
             Verdict::Unexpected {
                 after_learning: true
             }

@@ -137,14 +137,14 @@ mod tests {
         .unwrap();
         for i in 0..20 {
             f.write_line(&format!(
-                "{{\"n\":{i:03},\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}}"
+                "{{\"n\":\"{i:03}\",\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}}"
             ))
             .unwrap();
         }
         f.flush().unwrap();
         let live = std::fs::read_to_string(&path).unwrap();
         assert!(live.len() <= 100, "{}", live.len());
-        assert!(live.contains("\"n\":019"));
+        assert!(live.contains("\"n\":\"019\""));
         assert!(rotated(&path, 1).exists() && rotated(&path, 2).exists());
         assert!(!rotated(&path, 3).exists());
         let older = std::fs::read_to_string(rotated(&path, 2)).unwrap();
