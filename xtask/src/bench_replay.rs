@@ -379,7 +379,13 @@ fn cached_log(dir: &Path, events: u64) -> anyhow::Result<(PathBuf, u64)> {
         path.display()
     );
     let tmp = path.with_extension("partial");
-    let size = write_log(&tmp, events)?;
+    let size = match write_log(&tmp, events) {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     std::fs::rename(&tmp, &path)?;
     Ok((path, size))
 }
@@ -416,14 +422,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let tw_rss = tw.iter().map(|m| m.max_rss_kib).max().unwrap_or(0);
     let jq_rss = jq.iter().map(|m| m.max_rss_kib).max().unwrap_or(0);
 
-    let large = if args.large > 0 {
-        let (large_log, _) = cached_log(&dir, args.large)?;
-        let m = measure(tokenwatch_cmd(&binary, &large_log, &snapshot))?;
-        Some((args.large, m))
-    } else {
-        None
-    };
-
     let mib = |kib: i64| kib as f64 / 1024.0;
     println!(
         "\nreplay: {} events ({:.2} GB, {:.0} bytes/event), RBAC snapshot of {objects} objects; median of {runs} runs, pinned to one core",
@@ -454,6 +452,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         mib(jq_rss)
     );
     println!("tokenwatch / jq throughput: {:.2}x", jq_wall / tw_wall);
+    let large = if args.large > 0 {
+        let (large_log, _) = cached_log(&dir, args.large)?;
+        let m = measure(tokenwatch_cmd(&binary, &large_log, &snapshot))?;
+        Some((args.large, m))
+    } else {
+        None
+    };
+
     if let Some((n, m)) = &large {
         println!(
             "peak RSS: {:.1} MiB at {} events, {:.1} MiB at {n} events ({:.0} events/s)",
