@@ -673,3 +673,76 @@ async fn client_needs_a_configuration() {
         Some(kubesync::KubeSyncError::LoadKubeconfig { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_pull_command_stores_a_snapshot() {
+    let api = FakeApi::new();
+    api.apply(cluster_role("reader", &["get"]));
+    api.apply(binding(
+        "ClusterRoleBinding",
+        None,
+        "reader-web",
+        "ClusterRole",
+        "reader",
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(api.clone().serve(listener));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: 'http://{addr}'}}\n\
+             users:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: me}}\n\
+             current-context: fake\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (kc, dd) = (kubeconfig.clone(), data.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+            .args(["rbac", "pull", "-o", "json", "--kubeconfig"])
+            .arg(&kc)
+            .arg("--data-dir")
+            .arg(&dd)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(meta["clusterRoles"], 1);
+    assert_eq!(meta["clusterRoleBindings"], 1);
+    let db = tokenwatch::store::open(&data).unwrap();
+    assert_eq!(stored(&db), 1);
+    // An unreachable server is an error with a message, not a panic.
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {server: 'http://127.0.0.1:9'}\n\
+         users:\n- name: me\n  user: {}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: me}\n\
+         current-context: fake\n",
+    )
+    .unwrap();
+    drop(db);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+            .args(["rbac", "pull", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot list"), "{stderr}");
+}

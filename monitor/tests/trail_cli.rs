@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use tokenwatch::trail::Trail;
-use trail_common::{entry, raw_tree, record_key};
+use trail_common::{edit_line, entry};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tokenwatch"));
@@ -35,12 +35,16 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A data dir with `n` entries, closed again.
+/// A data dir with `n` entries, flushed every 5 (so retention, which
+/// deletes whole write units, has units to delete), closed again.
 fn filled(n: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let trail = Trail::open(dir.path()).unwrap();
     for i in 0..n {
         trail.append(&entry(i)).unwrap();
+        if i % 5 == 4 {
+            trail.flush().unwrap();
+        }
     }
     trail.flush().unwrap();
     dir
@@ -225,15 +229,9 @@ fn verify_names_a_tampered_record_and_exits_1() {
     let dir = filled(25);
     {
         let trail = Trail::open(dir.path()).unwrap();
-        let tree = raw_tree(trail.db());
-        let v = tree.get(record_key(13)).unwrap().unwrap();
-        let line =
-            String::from_utf8(v[1..].to_vec())
-                .unwrap()
-                .replacen("\"uid\":1000", "\"uid\":0", 1);
-        let mut new = vec![1u8];
-        new.extend_from_slice(line.as_bytes());
-        tree.insert(record_key(13), new).unwrap();
+        edit_line(trail.db(), 13, |l| {
+            l.replacen("\"uid\":1000", "\"uid\":0", 1)
+        });
         trail.db().flush().unwrap();
     }
     let o = run(dir.path(), &["verify"]);

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokenwatch::correlate::FindingKind;
 use tokenwatch::trail::verify::verify_lines;
 use tokenwatch::trail::{GENESIS_HASH, Problem, Query, Record, Trail, TrailError};
-use trail_common::{entry, raw_tree, record_key};
+use trail_common::{edit_block, edit_line, entry, raw_tree, remove_line};
 
 const N: usize = 300;
 
@@ -22,6 +22,21 @@ fn filled(n: usize) -> (tempfile::TempDir, Trail) {
         assert_eq!(trail.append(&entry(i)).unwrap(), i as u64 + 1);
     }
     assert_eq!(trail.flush().unwrap(), n as u64);
+    (dir, trail)
+}
+
+/// A trail with entries `0..n`, flushed every `unit` records (each flush
+/// writes one unit, the granularity of retention).
+fn filled_in_units(n: usize, unit: usize) -> (tempfile::TempDir, Trail) {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = Trail::open(dir.path()).unwrap();
+    for i in 0..n {
+        trail.append(&entry(i)).unwrap();
+        if (i + 1) % unit == 0 {
+            trail.flush().unwrap();
+        }
+    }
+    trail.flush().unwrap();
     (dir, trail)
 }
 
@@ -321,16 +336,6 @@ fn reopening_continues_the_chain() {
     intact(&trail);
 }
 
-/// Rewrites record `seq` in the tree with `edit` applied to its JSON line.
-fn rewrite(trail: &Trail, seq: u64, edit: impl Fn(&str) -> String) {
-    let tree = raw_tree(trail.db());
-    let v = tree.get(record_key(seq)).unwrap().unwrap();
-    let line = std::str::from_utf8(&v[1..]).unwrap();
-    let mut new = vec![1u8];
-    new.extend_from_slice(edit(line).as_bytes());
-    tree.insert(record_key(seq), new).unwrap();
-}
-
 fn failure(trail: &Trail) -> (u64, Problem, String) {
     let report = trail.verify().unwrap();
     assert!(!report.intact);
@@ -341,7 +346,7 @@ fn failure(trail: &Trail) -> (u64, Problem, String) {
 #[test]
 fn tampering_with_a_value_is_named() {
     let (_dir, trail) = filled(30);
-    rewrite(&trail, 17, |l| l.replacen("sa-", "sa-evil-", 1));
+    edit_line(trail.db(), 17, |l| l.replacen("sa-", "sa-evil-", 1));
     let (seq, problem, detail) = failure(&trail);
     assert_eq!((seq, problem), (17, Problem::Hash), "{detail}");
     assert!(detail.contains("changed after it was written"), "{detail}");
@@ -370,7 +375,7 @@ fn tampering_with_the_hash_too_breaks_the_next_link() {
         r.prev_hash,
         String::from_utf8(json).unwrap()
     );
-    rewrite(&trail, 12, |_| line.clone());
+    edit_line(trail.db(), 12, |_| line.clone());
     let (seq, problem, detail) = failure(&trail);
     assert_eq!((seq, problem), (13, Problem::PrevHash), "{detail}");
 }
@@ -378,22 +383,21 @@ fn tampering_with_the_hash_too_breaks_the_next_link() {
 #[test]
 fn deleting_a_record_is_named() {
     let (_dir, trail) = filled(30);
-    raw_tree(trail.db()).remove(record_key(9)).unwrap();
+    remove_line(trail.db(), 9);
     let (seq, problem, detail) = failure(&trail);
     assert_eq!((seq, problem), (9, Problem::Missing), "{detail}");
     assert!(detail.contains("record 9 is missing"), "{detail}");
     // The first record too.
     let (_dir, trail) = filled(5);
-    raw_tree(trail.db()).remove(record_key(1)).unwrap();
+    remove_line(trail.db(), 1);
     assert_eq!(failure(&trail).0, 1);
 }
 
 #[test]
 fn deleting_the_tail_is_named() {
     let (_dir, trail) = filled(30);
-    let tree = raw_tree(trail.db());
-    for seq in 28..=30 {
-        tree.remove(record_key(seq)).unwrap();
+    for seq in (28..=30).rev() {
+        remove_line(trail.db(), seq);
     }
     let (seq, problem, detail) = failure(&trail);
     assert_eq!((seq, problem), (28, Problem::Missing), "{detail}");
@@ -403,22 +407,34 @@ fn deleting_the_tail_is_named() {
 #[test]
 fn reordering_is_named() {
     let (_dir, trail) = filled(30);
-    let tree = raw_tree(trail.db());
-    let a = tree.get(record_key(5)).unwrap().unwrap();
-    let b = tree.get(record_key(6)).unwrap().unwrap();
-    tree.insert(record_key(5), b).unwrap();
-    tree.insert(record_key(6), a).unwrap();
+    edit_block(trail.db(), 5, |first, mut lines| {
+        let i = usize::try_from(5 - first).unwrap();
+        lines.swap(i, i + 1);
+        lines
+    });
     let (seq, problem, detail) = failure(&trail);
     assert_eq!((seq, problem), (5, Problem::Misplaced), "{detail}");
-    assert!(detail.contains("says it is record 6"), "{detail}");
+    assert!(
+        detail.contains("record 6 is stored where record 5 belongs"),
+        "{detail}"
+    );
+    // Whole blocks swapped.
+    let (_dir, trail) = filled(300);
+    let tree = raw_tree(trail.db());
+    let blocks: Vec<(sled::IVec, sled::IVec)> =
+        tree.scan_prefix(b"b").collect::<Result<_, _>>().unwrap();
+    assert!(blocks.len() >= 3, "records are packed in several blocks");
+    tree.insert(&blocks[1].0, blocks[2].1.clone()).unwrap();
+    tree.insert(&blocks[2].0, blocks[1].1.clone()).unwrap();
+    let first_of_second = u64::from_be_bytes(blocks[1].0[1..].try_into().unwrap());
+    let (seq, _, detail) = failure(&trail);
+    assert_eq!(seq, first_of_second, "{detail}");
 }
 
 #[test]
 fn garbage_is_named_and_queries_report_it() {
     let (_dir, trail) = filled(10);
-    raw_tree(trail.db())
-        .insert(record_key(4), b"\x01{not json".to_vec())
-        .unwrap();
+    edit_line(trail.db(), 4, |_| "{not json".to_owned());
     let (seq, problem, detail) = failure(&trail);
     assert_eq!((seq, problem), (4, Problem::Undecodable), "{detail}");
     let err = trail
@@ -434,17 +450,14 @@ fn garbage_is_named_and_queries_report_it() {
 
 #[test]
 fn retention_by_age_keeps_the_chain_verifiable() {
-    let (dir, trail) = filled(100);
+    let (dir, trail) = filled_in_units(100, 10);
     let records = all(&trail, &Query::default());
     // Pretend it is one hour after record 40 was appended; keep one hour.
     let keep = Duration::from_secs(3600);
     let now = UNIX_EPOCH + Duration::from_nanos(records[39].time_unix_nanos) + keep;
     let report = trail.apply_retention_at(now, Some(keep), None).unwrap();
-    let pruned = records
-        .iter()
-        .take_while(|r| r.time_unix_nanos < records[39].time_unix_nanos)
-        .count() as u64;
-    assert!(pruned >= 1, "records 1..39 are older than record 40");
+    // Whole units of 10 go: the units ending before record 40.
+    let pruned = 30;
     assert_eq!(report.pruned_records, pruned);
     let anchor = report.anchor.unwrap();
     assert_eq!(anchor.seq, pruned);
@@ -478,7 +491,7 @@ fn retention_by_age_keeps_the_chain_verifiable() {
 
 #[test]
 fn retention_by_size_keeps_the_chain_verifiable() {
-    let (_dir, trail) = filled(200);
+    let (_dir, trail) = filled_in_units(200, 10);
     let before = trail.stats().unwrap();
     let limit = before.logical_bytes / 2;
     let report = trail.apply_retention(None, Some(limit)).unwrap();

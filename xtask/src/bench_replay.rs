@@ -41,7 +41,7 @@ pub struct Args {
 }
 
 /// Bumped when the generated data changes (cached files are named after it).
-const GENERATOR_VERSION: u32 = 1;
+const GENERATOR_VERSION: u32 = 2;
 const NAMESPACES: u64 = 50;
 const SA_PER_NAMESPACE: u64 = 10;
 const NODES: u64 = 40;
@@ -160,7 +160,9 @@ fn write_log(path: &Path, events: u64) -> anyhow::Result<u64> {
             let ns = rng.below(NAMESPACES);
             let sa = rng.below(SA_PER_NAMESPACE);
             let node = (ns * SA_PER_NAMESPACE + sa) % NODES;
-            let token = (ns * SA_PER_NAMESPACE + sa) * 2 + (t / 1_800_000_000_000) % 2;
+            // Two live tokens per ServiceAccount (rotation overlap); the same
+            // population in every log, so memory compares across sizes.
+            let token = (ns * SA_PER_NAMESPACE + sa) * 2 + (i / 7) % 2;
             let pod_uid = uuid(1_000_000_000 + ns * 100 + sa);
             let r = rng.below(100);
             let (verb, resource, name, allowed) = match r {
@@ -377,7 +379,13 @@ fn cached_log(dir: &Path, events: u64) -> anyhow::Result<(PathBuf, u64)> {
         path.display()
     );
     let tmp = path.with_extension("partial");
-    let size = write_log(&tmp, events)?;
+    let size = match write_log(&tmp, events) {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     std::fs::rename(&tmp, &path)?;
     Ok((path, size))
 }
@@ -414,14 +422,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let tw_rss = tw.iter().map(|m| m.max_rss_kib).max().unwrap_or(0);
     let jq_rss = jq.iter().map(|m| m.max_rss_kib).max().unwrap_or(0);
 
-    let large = if args.large > 0 {
-        let (large_log, _) = cached_log(&dir, args.large)?;
-        let m = measure(tokenwatch_cmd(&binary, &large_log, &snapshot))?;
-        Some((args.large, m))
-    } else {
-        None
-    };
-
     let mib = |kib: i64| kib as f64 / 1024.0;
     println!(
         "\nreplay: {} events ({:.2} GB, {:.0} bytes/event), RBAC snapshot of {objects} objects; median of {runs} runs, pinned to one core",
@@ -452,6 +452,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         mib(jq_rss)
     );
     println!("tokenwatch / jq throughput: {:.2}x", jq_wall / tw_wall);
+    let large = if args.large > 0 {
+        let (large_log, _) = cached_log(&dir, args.large)?;
+        let m = measure(tokenwatch_cmd(&binary, &large_log, &snapshot))?;
+        Some((args.large, m))
+    } else {
+        None
+    };
+
     if let Some((n, m)) = &large {
         println!(
             "peak RSS: {:.1} MiB at {} events, {:.1} MiB at {n} events ({:.0} events/s)",

@@ -99,6 +99,9 @@ enum RbacCommand {
     Import(ImportArgs),
     /// List the stored snapshots.
     ListSnapshots(ListArgs),
+    /// List the RBAC objects from the API server once and store them as a
+    /// snapshot (a laptop with a kubeconfig).
+    Pull(PullArgs),
     /// Show who gained and lost which permissions between two snapshots
     /// (each a stored snapshot time, or a file/directory).
     Diff(DiffArgs),
@@ -117,6 +120,20 @@ struct ImportArgs {
     /// Record the snapshot as taken at this time instead of now (RFC 3339).
     #[arg(long)]
     at: Option<String>,
+    #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+struct PullArgs {
+    /// Kubeconfig (default: `$KUBECONFIG`, else `~/.kube/config`).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Use the in-cluster configuration (inside a pod) instead.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    in_cluster: bool,
     #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     #[arg(short, long, value_enum, default_value_t)]
@@ -172,9 +189,64 @@ pub fn run(args: Args) -> ExitCode {
     match args.command {
         RbacCommand::Import(a) => import(&a),
         RbacCommand::ListSnapshots(a) => list(&a),
+        RbacCommand::Pull(a) => pull(&a),
         RbacCommand::Diff(a) => run_diff(&a),
         RbacCommand::Risk(a) => run_risk(&a),
     }
+}
+
+fn pull(a: &PullArgs) -> ExitCode {
+    let kubeconfig = if a.in_cluster {
+        None
+    } else {
+        // KUBECONFIG may list several files; the first one is used.
+        a.kubeconfig
+            .as_ref()
+            .and_then(|p| std::env::split_paths(p).next())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return super::fail(&e),
+    };
+    let pulled = runtime.block_on(async {
+        let client = crate::kubesync::client(kubeconfig.as_deref(), a.in_cluster).await?;
+        crate::kubesync::pull(&client).await
+    });
+    let report = match pulled {
+        Ok(report) => report,
+        Err(e) => return super::fail(&e),
+    };
+    let db = match store::open(&a.data_dir) {
+        Ok(db) => db,
+        Err(e) => return super::fail(&e),
+    };
+    let source = kubeconfig.as_ref().map_or_else(
+        || "api-server (in-cluster)".to_owned(),
+        |p| format!("api-server (kubeconfig {})", p.display()),
+    );
+    let meta = match crate::kubesync::save_pulled(&db, &source, &report) {
+        Ok(m) => m,
+        Err(e) => return super::fail(&e),
+    };
+    match print_structured(a.output, &meta) {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) => return super::fail(&e),
+    }
+    println!(
+        "snapshot {} stored in {}",
+        meta.imported_at,
+        a.data_dir.display()
+    );
+    println!(
+        "  {} ClusterRoles, {} ClusterRoleBindings, {} Roles, {} RoleBindings from the API server",
+        meta.cluster_roles, meta.cluster_role_bindings, meta.roles, meta.role_bindings,
+    );
+    ExitCode::SUCCESS
 }
 
 fn import(a: &ImportArgs) -> ExitCode {

@@ -185,11 +185,10 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
             out.write_all(b"[").map_err(write)?;
             let mut first = true;
             while let Some(item) = iter.next_raw() {
-                let (_, value) = item?;
+                let (_, line) = item?;
                 out.write_all(if first { b"\n" } else { b",\n" })
                     .map_err(write)?;
-                out.write_all(value.get(1..).unwrap_or_default())
-                    .map_err(write)?;
+                out.write_all(&line).map_err(write)?;
                 first = false;
             }
             out.write_all(if first { b"]\n" } else { b"\n]\n" })

@@ -186,6 +186,7 @@ pub fn replay(
         filters: &options.filters,
         only: options.only,
         user: UserInfo::default(),
+        target: String::new(),
         on_event,
     };
 
@@ -342,6 +343,8 @@ struct Engine<'o> {
     only: Option<Only>,
     /// Reused for every event (no allocation once warmed up).
     user: UserInfo,
+    /// Reused for the call's target text.
+    target: String,
     on_event: &'o mut dyn FnMut(&EventRecord),
 }
 
@@ -361,11 +364,13 @@ fn fill_user(user: &mut UserInfo, name: &str, groups: impl Iterator<Item = impl 
     user.groups.truncate(n);
 }
 
-fn target_of(a: &crate::rbac::Attributes<'_>) -> String {
+/// Writes `resource[/sub] ns/name` (or the path) into `t`.
+fn target_into(a: &crate::rbac::Attributes<'_>, t: &mut String) {
+    t.clear();
     if !a.is_resource_request {
-        return a.path.to_owned();
+        t.push_str(a.path);
+        return;
     }
-    let mut t = String::with_capacity(64);
     if !a.api_group.is_empty() {
         t.push_str(a.api_group);
         t.push('/');
@@ -385,7 +390,6 @@ fn target_of(a: &crate::rbac::Attributes<'_>) -> String {
             t.push_str(a.name);
         }
     }
-    t
 }
 
 impl Engine<'_> {
@@ -564,9 +568,13 @@ impl Engine<'_> {
         let mut flags: Vec<&'static str> = Vec::new();
         let mut token_label = None;
         if jti.is_some() || pod_uid.is_some() || pod_name.is_some() {
-            let target = borrowed
-                .as_ref()
-                .map_or_else(|| ev.request_uri().to_owned(), target_of);
+            match &borrowed {
+                Some(a) => target_into(a, &mut self.target),
+                None => {
+                    self.target.clear();
+                    self.target.push_str(ev.request_uri());
+                }
+            }
             let facts = CallFacts {
                 nanos,
                 time: ev.time_text(),
@@ -575,7 +583,7 @@ impl Engine<'_> {
                 pod_uid,
                 pod_name,
                 verb: ev.verb(),
-                target: &target,
+                target: &self.target,
                 code,
                 denied,
                 source_ip: ev.source_ip(),

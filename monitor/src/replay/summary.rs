@@ -10,7 +10,9 @@
 //! its last call. A permission held and never used in the replay is a
 //! least-privilege hint.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
@@ -108,6 +110,9 @@ pub struct SubjectSummary {
     pub last: String,
     /// Calls per `verb resource[/subresource]`.
     pub by_verb_resource: BTreeMap<String, u64>,
+    /// The same while counting (hashed; sorted into `by_verb_resource` at the end).
+    #[serde(skip)]
+    counts: FxHashMap<String, u64>,
     /// Dangerous permissions used, per check.
     pub used: BTreeMap<&'static str, u64>,
     /// Dangerous permissions held (snapshot of the last call).
@@ -141,7 +146,9 @@ pub struct SubjectCall<'e> {
 /// All subjects.
 #[derive(Debug, Default)]
 pub struct Subjects {
-    map: HashMap<String, SubjectSummary>,
+    map: FxHashMap<String, SubjectSummary>,
+    /// Reused to build count keys without allocating.
+    scratch: String,
 }
 
 impl Subjects {
@@ -168,6 +175,7 @@ impl Subjects {
                     first: call.time.to_owned(),
                     last: String::new(),
                     by_verb_resource: BTreeMap::new(),
+                    counts: FxHashMap::default(),
                     used: BTreeMap::new(),
                     held: Vec::new(),
                     hints: Vec::new(),
@@ -188,20 +196,21 @@ impl Subjects {
             } else {
                 a.resource
             };
-            let sub = if a.subresource.is_empty() { "" } else { "/" };
-            let key_len = a.verb.len() + 1 + what.len() + sub.len() + a.subresource.len();
-            let mut key = String::with_capacity(key_len);
+            let key = &mut self.scratch;
+            key.clear();
             key.push_str(a.verb);
             key.push(' ');
             key.push_str(what);
-            key.push_str(sub);
-            key.push_str(a.subresource);
-            if let Some(n) = s.by_verb_resource.get_mut(&key) {
+            if !a.subresource.is_empty() {
+                key.push('/');
+                key.push_str(a.subresource);
+            }
+            if let Some(n) = s.counts.get_mut(key.as_str()) {
                 *n += 1;
-            } else if s.by_verb_resource.len() < MAX_VERB_RESOURCES {
-                s.by_verb_resource.insert(key, 1);
+            } else if s.counts.len() < MAX_VERB_RESOURCES {
+                s.counts.insert(key.clone(), 1);
             } else {
-                *s.by_verb_resource.entry("(other)".to_owned()).or_default() += 1;
+                *s.counts.entry("(other)".to_owned()).or_default() += 1;
             }
             if call.allowed {
                 if let Some(c) = check_used(a) {
@@ -225,6 +234,7 @@ impl Subjects {
     ) -> Vec<SubjectSummary> {
         let mut out: Vec<SubjectSummary> = self.map.into_values().collect();
         for s in &mut out {
+            s.by_verb_resource = std::mem::take(&mut s.counts).into_iter().collect();
             let Some(snapshot) = s.snapshot.and_then(snapshot_of) else {
                 continue;
             };

@@ -22,6 +22,9 @@
 //! counts stay exact).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash as _, Hasher as _};
+
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 use serde::Serialize;
 
@@ -181,9 +184,15 @@ pub struct TokenTimeline {
     pub foreign_calls: u64,
     /// Calls after a flagged read.
     pub after_flag_calls: u64,
-    /// Distinct (verb, target) denied, capped.
+    /// Hashes of the distinct (verb, target) denied.
     #[serde(skip)]
-    denied_targets: BTreeSet<String>,
+    denied_seen: FxHashSet<u64>,
+    /// The first few of them, in words.
+    #[serde(skip)]
+    denied_targets: Vec<String>,
+    /// Calls per source IP while counting.
+    #[serde(skip)]
+    ip_counts: FxHashMap<String, u64>,
     /// What the replay concludes.
     pub findings: Vec<TimelineFinding>,
     #[serde(skip)]
@@ -217,7 +226,9 @@ impl TokenTimeline {
             forbidden: 0,
             foreign_calls: 0,
             after_flag_calls: 0,
-            denied_targets: BTreeSet::new(),
+            denied_seen: FxHashSet::default(),
+            denied_targets: Vec::new(),
+            ip_counts: FxHashMap::default(),
             findings: Vec::new(),
             first_read: i64::MAX,
             last_read: i64::MIN,
@@ -288,7 +299,7 @@ pub struct CallFacts<'e> {
 #[derive(Debug, Default)]
 pub struct TokenIndex {
     tokens: Vec<TokenTimeline>,
-    by_jti: HashMap<String, usize>,
+    by_jti: FxHashMap<String, usize>,
     by_fingerprint: HashMap<String, usize>,
     /// (subject, `uid:<uid>` or `name:<ns>/<name>`) -> tokens without JTI.
     by_subject_pod: HashMap<(String, String), Vec<usize>>,
@@ -583,17 +594,22 @@ impl TokenIndex {
         if call.denied {
             flags.push("forbidden");
             t.forbidden += 1;
-            if t.denied_targets.len() < 64 {
+            let mut h = FxHasher::default();
+            (call.verb, call.target).hash(&mut h);
+            if t.denied_seen.len() < 1024
+                && t.denied_seen.insert(h.finish())
+                && t.denied_targets.len() < 8
+            {
                 t.denied_targets
-                    .insert(format!("{} {}", call.verb, call.target));
+                    .push(format!("{} {}", call.verb, call.target));
             }
         }
         t.calls_total += 1;
         if let Some(ip) = call.source_ip {
-            if let Some(n) = t.calls_by_ip.get_mut(ip) {
+            if let Some(n) = t.ip_counts.get_mut(ip) {
                 *n += 1;
-            } else if t.calls_by_ip.len() < 256 {
-                t.calls_by_ip.insert(ip.to_owned(), 1);
+            } else if t.ip_counts.len() < 256 {
+                t.ip_counts.insert(ip.to_owned(), 1);
             }
         }
         let cap = if t.in_trail {
@@ -627,6 +643,7 @@ impl TokenIndex {
     #[must_use]
     pub fn finish(mut self) -> Vec<TokenTimeline> {
         for t in &mut self.tokens {
+            t.calls_by_ip = std::mem::take(&mut t.ip_counts).into_iter().collect();
             t.reads
                 .sort_by_key(|r| parse_nanos(&r.time).unwrap_or(i64::MIN));
             if t.foreign_calls > 0 {
@@ -664,12 +681,8 @@ impl TokenIndex {
                 });
             }
             if t.forbidden >= PROBE_THRESHOLD {
-                let targets: Vec<&str> = t
-                    .denied_targets
-                    .iter()
-                    .take(8)
-                    .map(String::as_str)
-                    .collect();
+                let mut targets: Vec<&str> = t.denied_targets.iter().map(String::as_str).collect();
+                targets.sort_unstable();
                 t.findings.push(TimelineFinding {
                     kind: "permission-probing",
                     severity: "medium",

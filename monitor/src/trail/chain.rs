@@ -1,11 +1,12 @@
 //! The writing side: sequence numbers, the hash chain, batching, flushing,
 //! and picking the chain up again after a restart.
 //!
-//! [`Trail::append`] hashes the record and adds it, with its index keys, to
-//! an in-memory sled batch; every [`BATCH_RECORDS`] records the batch is
-//! applied to the tree (in memory, not yet durable). [`Trail::flush`]
-//! applies the rest and fsyncs. Each applied batch also rewrites the chain
-//! head (`m head`), so head and records always agree on disk.
+//! [`Trail::append`] hashes the record, adds its line to the open block and
+//! its seq to the unit's posting lists, all in memory; every
+//! [`BATCH_RECORDS`] records the unit is applied to the tree as one atomic
+//! batch (blocks, posting lists, unit, chain head), in memory and not yet
+//! durable. [`Trail::flush`] applies the rest and fsyncs. Head and records
+//! therefore always agree on disk.
 
 use std::sync::{MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -55,12 +56,29 @@ pub(crate) struct Writer {
     last_hash: String,
     /// Bytes appended so far (cumulative).
     appended_bytes: u64,
-    /// Records and index keys not yet applied to the tree.
-    pending: sled::Batch,
-    /// Number of records in `pending`.
-    pending_records: usize,
+    /// The unit being built.
+    unit: PendingUnit,
     /// The last record applied to the tree.
     applied: ChainPoint,
+    /// Scratch buffer for posting keys.
+    scratch: Vec<u8>,
+}
+
+/// Records appended but not yet applied.
+#[derive(Debug, Default)]
+struct PendingUnit {
+    /// Records in the unit.
+    records: usize,
+    first_seq: u64,
+    min_time: u64,
+    max_time: u64,
+    /// Closed blocks: first seq and value.
+    blocks: Vec<(u64, Vec<u8>)>,
+    /// The open block (empty, or version byte + lines) and its first seq.
+    block: Vec<u8>,
+    block_first: u64,
+    /// Posting lists: value prefix -> seqs (u64 BE each).
+    postings: rustc_hash::FxHashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Writer {
@@ -71,9 +89,9 @@ impl Writer {
             next_seq: last.seq + 1,
             last_hash: last.hash.clone(),
             appended_bytes: last.appended_bytes,
-            pending: sled::Batch::default(),
-            pending_records: 0,
+            unit: PendingUnit::default(),
             applied: last,
+            scratch: Vec::new(),
         }
     }
 
@@ -107,7 +125,7 @@ pub(crate) fn load_tail(tree: &sled::Tree) -> Result<ChainPoint, TrailError> {
     let head: Option<ChainPoint> = read_meta(tree, HEAD_KEY, "head")?;
     let anchor: Option<Anchor> = read_meta(tree, ANCHOR_KEY, "anchor")?;
     let last = tree
-        .scan_prefix([index::RECORD_PREFIX])
+        .scan_prefix([index::BLOCK_PREFIX])
         .next_back()
         .transpose()
         .map_err(|source| TrailError::ReadTrail { source })?;
@@ -124,8 +142,12 @@ pub(crate) fn load_tail(tree: &sled::Tree) -> Result<ChainPoint, TrailError> {
         best.hash = a.hash;
     }
     if let Some((key, value)) = last {
-        let seq = index::key_seq(&key).unwrap_or(0);
-        let d = record::decode_value(seq, &value)?;
+        let first = index::key_seq(index::BLOCK_PREFIX, &key).unwrap_or(0);
+        let body = record::block_body(first, &value)?;
+        let n = record::lines(body).count();
+        let line = record::lines(body).last().unwrap_or_default();
+        let seq = first.saturating_add(u64::try_from(n).unwrap_or(1).saturating_sub(1));
+        let d = record::decode_line(seq, line)?;
         if d.record.seq >= best.seq {
             best.seq = d.record.seq;
             best.hash = d.record.hash;
@@ -143,6 +165,11 @@ pub(crate) fn load_tail(tree: &sled::Tree) -> Result<ChainPoint, TrailError> {
         best.hash = h.hash;
     }
     Ok(best)
+}
+
+/// Encodes trail metadata with the store's versioned encoding.
+pub(crate) fn encode_meta<T: Serialize>(value: &T) -> Result<Vec<u8>, TrailError> {
+    store::encode(value).map_err(|source| TrailError::EncodeMeta { source })
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
@@ -174,50 +201,105 @@ impl Trail {
     pub fn append(&self, entry: &TrailEntry) -> Result<u64, TrailError> {
         let entry_json =
             serde_json::to_vec(entry).map_err(|source| TrailError::EncodeEntry { source })?;
-        let mut w = self.writer();
+        let mut guard = self.writer();
+        let w = &mut *guard;
         let now = SystemTime::now();
         let seq = w.next_seq;
         let nanos = unix_nanos(now);
         let time = humantime::format_rfc3339_nanos(now).to_string();
         let hash = record::compute_hash(seq, nanos, &time, &w.last_hash, &entry_json);
-        let value = record::encode_value(seq, &time, nanos, &w.last_hash, &hash, &entry_json);
-        let keys = index::entry_keys(entry, seq, nanos);
-        let bytes = index::footprint(value.len(), &keys);
-        w.pending.insert(index::record_key(seq).as_slice(), value);
-        for k in keys {
-            w.pending.insert(k, sled::IVec::default());
+        let line = record::encode_line(seq, &time, nanos, &w.last_hash, &hash, &entry_json);
+        let u = &mut w.unit;
+        if u.records == 0 {
+            u.first_seq = seq;
+            u.min_time = nanos;
+            u.max_time = nanos;
         }
-        w.pending_records += 1;
+        u.min_time = u.min_time.min(nanos);
+        u.max_time = u.max_time.max(nanos);
+        if !u.block.is_empty() && u.block.len() + 1 + line.len() > index::BLOCK_BYTES {
+            let block = std::mem::take(&mut u.block);
+            u.blocks.push((u.block_first, block));
+        }
+        if u.block.is_empty() {
+            u.block.reserve(index::BLOCK_BYTES + line.len());
+            u.block.push(store::ENCODING_VERSION);
+            u.block_first = seq;
+        } else {
+            u.block.push(b'\n');
+        }
+        u.block.extend_from_slice(&line);
+        let scratch = &mut w.scratch;
+        index::for_each_value(entry, |kind, value| {
+            index::write_value_prefix(scratch, kind, value);
+            match u.postings.get_mut(scratch.as_slice()) {
+                Some(seqs) => seqs.extend_from_slice(&seq.to_be_bytes()),
+                None => {
+                    u.postings
+                        .insert(scratch.clone(), seq.to_be_bytes().to_vec());
+                }
+            }
+        });
+        u.records += 1;
         w.next_seq = seq + 1;
         w.last_hash = hash;
-        w.appended_bytes = w.appended_bytes.saturating_add(bytes);
-        if w.pending_records >= BATCH_RECORDS {
-            self.apply(&mut w)?;
+        if u.records >= BATCH_RECORDS {
+            self.apply(w)?;
         }
         Ok(seq)
     }
 
-    /// Applies the pending batch (and the new head) to the tree.
+    /// Applies the pending unit (and the new head) to the tree as one batch.
     fn apply(&self, w: &mut Writer) -> Result<(), TrailError> {
-        if w.pending_records == 0 {
+        if w.unit.records == 0 {
             return Ok(());
         }
-        let head = ChainPoint {
-            seq: w.next_seq - 1,
-            hash: w.last_hash.clone(),
-            appended_bytes: w.appended_bytes,
+        let mut u = std::mem::take(&mut w.unit);
+        if !u.block.is_empty() {
+            u.blocks.push((u.block_first, std::mem::take(&mut u.block)));
+        }
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0usize;
+        for (first, value) in u.blocks {
+            bytes += 9 + value.len();
+            batch.insert(index::seq_key(index::BLOCK_PREFIX, first).as_slice(), value);
+        }
+        let unit_suffix = u.first_seq.to_be_bytes();
+        for (mut key, seqs) in u.postings {
+            key.extend_from_slice(&unit_suffix);
+            bytes += key.len() + seqs.len();
+            batch.insert(key, seqs);
+        }
+        let last_seq = w.next_seq - 1;
+        let mut unit = index::Unit {
+            first_seq: u.first_seq,
+            last_seq,
+            min_time: u.min_time,
+            max_time: u.max_time,
+            bytes: 0,
         };
-        let mut batch = std::mem::take(&mut w.pending);
-        w.pending_records = 0;
-        let encoded = store::encode(&head).map_err(|source| TrailError::EncodeMeta { source })?;
-        batch.insert(HEAD_KEY, encoded);
+        // The unit's own key and value count too (the value's length does
+        // not depend on the figure much; 128 bytes stands for it).
+        unit.bytes = u64::try_from(bytes + 9 + 128).unwrap_or(u64::MAX);
+        let unit_value = encode_meta(&unit)?;
+        batch.insert(
+            index::seq_key(index::UNIT_PREFIX, u.first_seq).as_slice(),
+            unit_value,
+        );
+        let appended = w.appended_bytes.saturating_add(unit.bytes);
+        let head = ChainPoint {
+            seq: last_seq,
+            hash: w.last_hash.clone(),
+            appended_bytes: appended,
+        };
+        batch.insert(HEAD_KEY, encode_meta(&head)?);
         if let Err(source) = self.inner.tree.apply_batch(batch) {
             // Drop the lost records from the chain so it stays contiguous.
             w.next_seq = w.applied.seq + 1;
             w.last_hash.clone_from(&w.applied.hash);
-            w.appended_bytes = w.applied.appended_bytes;
             return Err(TrailError::WriteTrail { source });
         }
+        w.appended_bytes = appended;
         w.applied = head;
         Ok(())
     }

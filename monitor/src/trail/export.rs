@@ -20,10 +20,8 @@ impl Trail {
         let mut n = 0;
         let mut iter = self.query(q)?;
         while let Some(item) = iter.next_raw() {
-            let (_, value) = item?;
-            // The stored value is the version byte, then the line.
-            out.write_all(value.get(1..).unwrap_or_default())
-                .map_err(write)?;
+            let (_, line) = item?;
+            out.write_all(&line).map_err(write)?;
             out.write_all(b"\n").map_err(write)?;
             n += 1;
         }

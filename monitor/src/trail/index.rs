@@ -1,32 +1,59 @@
-//! Key layout of the trail tree, and the index keys of an entry.
+//! Key layout of the trail tree, and the index values of an entry.
 //!
-//! Everything lives in the one tree [`crate::store::trees::TRAIL`], so that
-//! a batch of records with their index keys, or a retention pass, is one
-//! atomic sled batch:
+//! Everything lives in the one tree [`crate::store::trees::TRAIL`]. Records
+//! are written in *units*: what one apply of the append buffer writes (up to
+//! [`super::chain::BATCH_RECORDS`] records, or what a flush found
+//! buffered), as one atomic sled batch. A unit's records are packed into
+//! blocks of consecutive records (about [`BLOCK_BYTES`] each: sled writes a
+//! few large values many times faster than many small ones), and its index
+//! entries are posting lists, one key per indexed value per unit.
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `r` seq (u64 BE) | the record ([`super::record`]) |
-//! | `i` kind len (u32 BE) value seq (u64 BE) | empty: an index entry |
-//! | `i` `t` time (u64 BE ns) seq (u64 BE) | empty: the time index |
+//! | `b` first seq (u64 BE) | a block: version byte, then record lines ([`super::record`]) joined by `\n` |
+//! | `u` first seq (u64 BE) | a unit ([`Unit`]): last seq, record count, time range, bytes |
+//! | `i` kind len (u32 BE) value, first seq of the unit (u64 BE) | posting list: the unit's seqs with that value, u64 BE each |
 //! | `m` `head` | [`super::chain::ChainPoint`]: last record written |
 //! | `m` `anchor` | [`super::chain::Anchor`]: predecessor of the first retained record |
 //!
 //! Index kinds: `s` subject, `p` reader pod `namespace/name`, `u` reader
 //! pod UID, `n` namespace (reader pod's and token's), `j` JTI, `f` finding
 //! kind. The value is length-prefixed, so a prefix scan for one value never
-//! matches another.
+//! matches another. The unit keys are the time index (each carries its
+//! time range).
+
+use serde::{Deserialize, Serialize};
 
 use crate::correlate::TrailEntry;
 
-/// Prefix of record keys.
-pub(crate) const RECORD_PREFIX: u8 = b'r';
+/// Prefix of block keys.
+pub(crate) const BLOCK_PREFIX: u8 = b'b';
+/// Prefix of unit keys.
+pub(crate) const UNIT_PREFIX: u8 = b'u';
 /// Prefix of index keys.
 pub(crate) const INDEX_PREFIX: u8 = b'i';
 /// Key of the chain head.
 pub(crate) const HEAD_KEY: &[u8] = b"mhead";
 /// Key of the retention anchor.
 pub(crate) const ANCHOR_KEY: &[u8] = b"manchor";
+/// A block is closed once it holds this many bytes (sled stores values
+/// above 128 KiB as separate files; blocks stay below).
+pub const BLOCK_BYTES: usize = 64 * 1024;
+
+/// One unit: the records one atomic batch wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    /// First seq (also in the key).
+    pub first_seq: u64,
+    /// Last seq.
+    pub last_seq: u64,
+    /// Earliest append time in the unit, ns since the epoch.
+    pub min_time: u64,
+    /// Latest append time in the unit.
+    pub max_time: u64,
+    /// Bytes the unit takes: block, posting and unit keys and values.
+    pub bytes: u64,
+}
 
 /// The indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +70,6 @@ pub(crate) enum IndexKind {
     Jti,
     /// Finding kind.
     Finding,
-    /// Record time.
-    Time,
 }
 
 impl IndexKind {
@@ -56,100 +81,83 @@ impl IndexKind {
             Self::Namespace => b'n',
             Self::Jti => b'j',
             Self::Finding => b'f',
-            Self::Time => b't',
         }
     }
 }
 
-/// Key of record `seq`.
+/// A 9-byte key: prefix, then a seq.
 #[must_use]
-pub(crate) fn record_key(seq: u64) -> [u8; 9] {
+pub(crate) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[0] = RECORD_PREFIX;
+    k[0] = prefix;
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
-/// The seq of a record key, if it is one.
+/// The seq of a 9-byte key with `prefix`.
 #[must_use]
-pub(crate) fn key_seq(key: &[u8]) -> Option<u64> {
+pub(crate) fn key_seq(prefix: u8, key: &[u8]) -> Option<u64> {
     match key.split_first() {
-        Some((&RECORD_PREFIX, rest)) => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        Some((&p, rest)) if p == prefix => Some(u64::from_be_bytes(rest.try_into().ok()?)),
         _ => None,
     }
 }
 
-/// The prefix of every index key for `value` in index `kind`.
+/// Writes the prefix of every posting key for `value` in index `kind` into `out`.
+pub(crate) fn write_value_prefix(out: &mut Vec<u8>, kind: IndexKind, value: &str) {
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    out.clear();
+    out.push(INDEX_PREFIX);
+    out.push(kind.byte());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// The prefix of every posting key for `value` in index `kind`.
 #[must_use]
 pub(crate) fn value_prefix(kind: IndexKind, value: &str) -> Vec<u8> {
-    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
     let mut k = Vec::with_capacity(2 + 4 + value.len() + 8);
-    k.push(INDEX_PREFIX);
-    k.push(kind.byte());
-    k.extend_from_slice(&len.to_be_bytes());
-    k.extend_from_slice(value.as_bytes());
+    write_value_prefix(&mut k, kind, value);
     k
 }
 
-/// Time index key.
-#[must_use]
-pub(crate) fn time_key(time_unix_nanos: u64, seq: u64) -> [u8; 18] {
-    let mut k = [0u8; 18];
-    k[0] = INDEX_PREFIX;
-    k[1] = IndexKind::Time.byte();
-    k[2..10].copy_from_slice(&time_unix_nanos.to_be_bytes());
-    k[10..].copy_from_slice(&seq.to_be_bytes());
-    k
+/// The seqs of a posting list.
+pub(crate) fn posting_seqs(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    value
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
 }
 
-/// The seq at the end of an index key.
-#[must_use]
-pub(crate) fn index_key_seq(key: &[u8]) -> Option<u64> {
-    let tail = key.len().checked_sub(8).and_then(|at| key.get(at..))?;
-    Some(u64::from_be_bytes(tail.try_into().ok()?))
-}
-
-/// Every index key of an entry stored as record `seq` (time index included).
-#[must_use]
-pub(crate) fn entry_keys(entry: &TrailEntry, seq: u64, time_unix_nanos: u64) -> Vec<Vec<u8>> {
-    let mut keys = Vec::with_capacity(8);
-    let mut push = |kind: IndexKind, value: &str| {
-        let mut k = value_prefix(kind, value);
-        k.extend_from_slice(&seq.to_be_bytes());
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    };
+/// Calls `f` with every (index, value) pair of an entry, each once.
+pub(crate) fn for_each_value(entry: &TrailEntry, mut f: impl FnMut(IndexKind, &str)) {
     if let Some(s) = entry.subject() {
-        push(IndexKind::Subject, s);
+        f(IndexKind::Subject, s);
     }
     if let Some(pod) = entry.reader.as_ref().and_then(|r| r.pod.as_ref()) {
         if let (Some(ns), Some(name)) = (&pod.namespace, &pod.name) {
-            push(IndexKind::Pod, &format!("{ns}/{name}"));
+            f(IndexKind::Pod, &format!("{ns}/{name}"));
         }
         if !pod.uid.is_empty() {
-            push(IndexKind::PodUid, &pod.uid);
+            f(IndexKind::PodUid, &pod.uid);
         }
     }
     for ns in entry.namespaces() {
-        push(IndexKind::Namespace, ns);
+        f(IndexKind::Namespace, ns);
     }
     if let Some(j) = entry.jti() {
-        push(IndexKind::Jti, j);
+        f(IndexKind::Jti, j);
     }
-    for f in &entry.findings {
-        push(IndexKind::Finding, f.kind.as_str());
+    let mut seen: [bool; crate::correlate::FindingKind::ALL.len()] = Default::default();
+    for finding in &entry.findings {
+        if let Some(i) = crate::correlate::FindingKind::ALL
+            .iter()
+            .position(|k| *k == finding.kind)
+            && !seen[i]
+        {
+            seen[i] = true;
+            f(IndexKind::Finding, finding.kind.as_str());
+        }
     }
-    keys.push(time_key(time_unix_nanos, seq).to_vec());
-    keys
-}
-
-/// Bytes a record takes in the tree: its key, value and index keys. The
-/// same figure is added on append and subtracted on retention.
-#[must_use]
-pub(crate) fn footprint(value_len: usize, index_keys: &[Vec<u8>]) -> u64 {
-    let idx: usize = index_keys.iter().map(Vec::len).sum();
-    u64::try_from(9 + value_len + idx).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -158,17 +166,17 @@ mod tests {
 
     #[test]
     fn keys_sort_and_parse() {
-        assert!(record_key(1) < record_key(2));
-        assert!(record_key(255) < record_key(256));
-        assert_eq!(key_seq(&record_key(42)), Some(42));
-        assert_eq!(key_seq(b"mhead"), None);
-        assert_eq!(key_seq(b"r123"), None);
-        assert!(time_key(5, 9) < time_key(6, 1));
-        assert_eq!(index_key_seq(&time_key(5, 9)), Some(9));
-        let mut k = value_prefix(IndexKind::Finding, "host-reader");
-        k.extend_from_slice(&7u64.to_be_bytes());
-        assert_eq!(index_key_seq(&k), Some(7));
-        assert!(k.starts_with(&value_prefix(IndexKind::Finding, "host-reader")));
+        assert!(seq_key(BLOCK_PREFIX, 1) < seq_key(BLOCK_PREFIX, 2));
+        assert!(seq_key(BLOCK_PREFIX, 255) < seq_key(BLOCK_PREFIX, 256));
+        assert_eq!(key_seq(BLOCK_PREFIX, &seq_key(BLOCK_PREFIX, 42)), Some(42));
+        assert_eq!(key_seq(BLOCK_PREFIX, &seq_key(UNIT_PREFIX, 42)), None);
+        assert_eq!(key_seq(BLOCK_PREFIX, b"mhead"), None);
+        assert_eq!(key_seq(BLOCK_PREFIX, b"b123"), None);
+        let mut seqs = Vec::new();
+        for s in [3u64, 9, 300] {
+            seqs.extend_from_slice(&s.to_be_bytes());
+        }
+        assert_eq!(posting_seqs(&seqs).collect::<Vec<_>>(), [3, 9, 300]);
         // Length prefix: "a" never matches the prefix of "ab".
         assert!(
             !value_prefix(IndexKind::Subject, "ab")

@@ -32,7 +32,8 @@
 //!   [`Trail::with_db`] shares a database the process already opened (sled
 //!   locks the directory: one open per process).
 //! - [`Trail::append`] returns the record's seq. Records are buffered and
-//!   written to the tree every [`chain::BATCH_RECORDS`]; they are durable
+//!   written to the tree as one unit every [`chain::BATCH_RECORDS`]
+//!   (packed into blocks, indexed by posting lists; see [`index`]); they are durable
 //!   once [`Trail::flush`] (which fsyncs; call it from a blocking task, on
 //!   a timer and at shutdown) has returned a seq at least as high.
 //! - After a restart (or `kill -9`), appends continue the chain from the
@@ -239,8 +240,8 @@ pub struct TrailStats {
     pub pruned_records: u64,
     /// Bytes deleted by retention so far.
     pub pruned_bytes: u64,
-    /// Bytes of the retained records (keys, values, index keys): what
-    /// `max_bytes` retention compares.
+    /// Bytes of the retained units (blocks, posting lists, unit keys, with
+    /// their keys): what `max_bytes` retention compares.
     pub logical_bytes: u64,
     /// Bytes sled uses on disk (the whole database; space freed by
     /// retention is reclaimed by sled over time).
@@ -338,14 +339,26 @@ impl Trail {
         let tree = self.tree();
         let read = |source| TrailError::ReadTrail { source };
         let mut records = 0u64;
-        for kv in tree.scan_prefix([index::RECORD_PREFIX]) {
-            kv.map_err(read)?;
-            records += 1;
+        for kv in tree.scan_prefix([index::UNIT_PREFIX]) {
+            let (_, v) = kv.map_err(read)?;
+            let unit: index::Unit = store::decode(&v).map_err(|source| TrailError::DecodeMeta {
+                name: "unit",
+                source,
+            })?;
+            records += unit.last_seq.saturating_sub(unit.first_seq) + 1;
         }
-        let bound = |kv: Option<Result<(sled::IVec, sled::IVec), sled::Error>>| {
+        let bound = |kv: Option<Result<(sled::IVec, sled::IVec), sled::Error>>, last: bool| {
             kv.transpose().map_err(read)?.map_or(Ok(None), |(k, v)| {
-                let seq = index::key_seq(&k).unwrap_or(0);
-                let d = record::decode_value(seq, &v)?;
+                let first = index::key_seq(index::BLOCK_PREFIX, &k).unwrap_or(0);
+                let body = record::block_body(first, &v)?;
+                let n = record::lines(body).count();
+                let (seq, line) = if last {
+                    let at = first.saturating_add(u64::try_from(n).unwrap_or(1).saturating_sub(1));
+                    (at, record::lines(body).last().unwrap_or_default())
+                } else {
+                    (first, record::lines(body).next().unwrap_or_default())
+                };
+                let d = record::decode_line(seq, line)?;
                 Ok::<_, TrailError>(Some(Bound {
                     seq: d.record.seq,
                     time: d.record.time,
@@ -353,15 +366,15 @@ impl Trail {
                 }))
             })
         };
-        let first = bound(tree.scan_prefix([index::RECORD_PREFIX]).next())?;
-        let last = bound(tree.scan_prefix([index::RECORD_PREFIX]).next_back())?;
+        let first = bound(tree.scan_prefix([index::BLOCK_PREFIX]).next(), false)?;
+        let last = bound(tree.scan_prefix([index::BLOCK_PREFIX]).next_back(), true)?;
         let mut findings = BTreeMap::new();
         for kind in FindingKind::ALL {
             let prefix = index::value_prefix(index::IndexKind::Finding, kind.as_str());
             let mut n = 0u64;
             for kv in tree.scan_prefix(prefix) {
-                kv.map_err(read)?;
-                n += 1;
+                let (_, v) = kv.map_err(read)?;
+                n += index::posting_seqs(&v).count() as u64;
             }
             if n > 0 {
                 findings.insert(kind.as_str().to_owned(), n);

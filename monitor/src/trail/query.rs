@@ -1,10 +1,11 @@
 //! Queries: filters on subject, pod, namespace, JTI, finding kind and time.
 //!
 //! A query picks the most selective index among the filters it has (it
-//! counts, up to [`PROBE`] keys, how many entries each candidate index holds
-//! for its value and takes the smallest), reads the seqs from it, and then
+//! counts, up to [`PROBE`] seqs, how many records each candidate index
+//! holds for its value and takes the smallest; a time range counts the
+//! records of the units it overlaps), reads the seqs from it, and then
 //! checks every filter on each record, so the result never depends on which
-//! index was used. Without any filter it scans the records in order.
+//! index was used. Without any filter it scans the blocks in order.
 //! Results come in ascending seq order.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +14,7 @@ use super::index::{self, IndexKind};
 use super::record::{self, Record};
 use super::{Trail, TrailError};
 use crate::correlate::{FindingKind, TrailEntry};
+use crate::store;
 
 /// How many index keys are counted per candidate when choosing an index.
 pub const PROBE: usize = 4096;
@@ -135,15 +137,74 @@ fn pod_matches(e: &TrailEntry, kind: IndexKind, value: &str) -> bool {
 enum Source {
     /// Seqs read from one index, ascending.
     Seqs(std::vec::IntoIter<u64>),
-    /// Every record, in order.
+    /// Every block, in order.
     Scan(Box<sled::Iter>),
 }
 
-/// Records matching a query, ascending by seq, with their stored bytes.
+/// A block being read: its first seq, value, and where each line is.
+struct OpenBlock {
+    first: u64,
+    value: sled::IVec,
+    lines: Vec<std::ops::Range<usize>>,
+    /// Next line to read when scanning.
+    next: usize,
+}
+
+impl OpenBlock {
+    fn new(first: u64, value: sled::IVec) -> Result<Self, TrailError> {
+        let body_len = record::block_body(first, &value)?.len();
+        let mut lines = Vec::new();
+        let mut start = 1;
+        for (i, b) in value[1..].iter().enumerate() {
+            if *b == b'\n' {
+                lines.push(start..1 + i);
+                start = 2 + i;
+            }
+        }
+        lines.push(start..1 + body_len);
+        Ok(Self {
+            first,
+            value,
+            lines,
+            next: 0,
+        })
+    }
+
+    /// Line `i` and its seq.
+    fn line(&self, i: usize) -> Option<(u64, &[u8])> {
+        let r = self.lines.get(i)?.clone();
+        let seq = self.first.saturating_add(u64::try_from(i).ok()?);
+        Some((seq, self.value.get(r)?))
+    }
+
+    /// The line of `seq`, if this block holds it.
+    fn find(&self, seq: u64) -> Option<&[u8]> {
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
+        self.line(i).map(|(_, l)| l)
+    }
+}
+
+/// Finds the block that holds `seq`: the last block starting at or before it.
+pub(crate) fn block_of(
+    tree: &sled::Tree,
+    seq: u64,
+) -> Result<Option<(u64, sled::IVec)>, TrailError> {
+    let lo = index::seq_key(index::BLOCK_PREFIX, 0);
+    let hi = index::seq_key(index::BLOCK_PREFIX, seq);
+    let found = tree
+        .range(lo..=hi)
+        .next_back()
+        .transpose()
+        .map_err(|source| TrailError::ReadTrail { source })?;
+    Ok(found.and_then(|(k, v)| Some((index::key_seq(index::BLOCK_PREFIX, &k)?, v))))
+}
+
+/// Records matching a query, ascending by seq, with their stored lines.
 pub struct QueryIter {
     tree: sled::Tree,
     query: Query,
     source: Source,
+    block: Option<OpenBlock>,
     left: usize,
 }
 
@@ -157,34 +218,66 @@ impl std::fmt::Debug for QueryIter {
 }
 
 impl QueryIter {
-    /// The next matching record and its stored value (version byte + line).
+    /// The next candidate: its seq and line.
+    fn next_candidate(&mut self) -> Option<Result<(u64, Vec<u8>), TrailError>> {
+        loop {
+            match &mut self.source {
+                Source::Seqs(seqs) => {
+                    let seq = seqs.next()?;
+                    if let Some(line) = self.block.as_ref().and_then(|b| b.find(seq)) {
+                        return Some(Ok((seq, line.to_vec())));
+                    }
+                    match block_of(&self.tree, seq) {
+                        Ok(Some((first, value))) => match OpenBlock::new(first, value) {
+                            Ok(b) => self.block = Some(b),
+                            Err(e) => return Some(Err(e)),
+                        },
+                        // Pruned since the index was read.
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(e)),
+                    }
+                    if let Some(line) = self.block.as_ref().and_then(|b| b.find(seq)) {
+                        return Some(Ok((seq, line.to_vec())));
+                    }
+                }
+                Source::Scan(iter) => {
+                    if let Some(b) = &mut self.block
+                        && let Some((seq, line)) = b.line(b.next).map(|(s, l)| (s, l.to_vec()))
+                    {
+                        b.next += 1;
+                        return Some(Ok((seq, line)));
+                    }
+                    let (k, v) = match iter.next()? {
+                        Ok(kv) => kv,
+                        Err(source) => return Some(Err(TrailError::ReadTrail { source })),
+                    };
+                    let first = index::key_seq(index::BLOCK_PREFIX, &k).unwrap_or(0);
+                    match OpenBlock::new(first, v) {
+                        Ok(b) => self.block = Some(b),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next matching record and its stored line.
     ///
     /// # Errors
     /// Reading the tree fails, or a record does not decode.
-    pub fn next_raw(&mut self) -> Option<Result<(Record, sled::IVec), TrailError>> {
+    pub fn next_raw(&mut self) -> Option<Result<(Record, Vec<u8>), TrailError>> {
         while self.left > 0 {
-            let (seq, value) = match &mut self.source {
-                Source::Seqs(seqs) => {
-                    let seq = seqs.next()?;
-                    match self.tree.get(index::record_key(seq)) {
-                        Ok(Some(v)) => (seq, v),
-                        // Pruned since the index was read.
-                        Ok(None) => continue,
-                        Err(source) => return Some(Err(TrailError::ReadTrail { source })),
-                    }
-                }
-                Source::Scan(iter) => match iter.next()? {
-                    Ok((k, v)) => (index::key_seq(&k).unwrap_or(0), v),
-                    Err(source) => return Some(Err(TrailError::ReadTrail { source })),
-                },
+            let (seq, line) = match self.next_candidate()? {
+                Ok(c) => c,
+                Err(e) => return Some(Err(e)),
             };
-            let record = match record::decode_value(seq, &value) {
+            let record = match record::decode_line(seq, &line) {
                 Ok(d) => d.record,
                 Err(e) => return Some(Err(e)),
             };
             if self.query.matches(&record) {
                 self.left -= 1;
-                return Some(Ok((record, value)));
+                return Some(Ok((record, line)));
             }
         }
         None
@@ -199,19 +292,44 @@ impl Iterator for QueryIter {
     }
 }
 
-/// A candidate index: a prefix scan, or the time range.
-enum Candidate {
-    Prefix(Vec<u8>),
-    Time([u8; 18], [u8; 18]),
-}
-
-impl Candidate {
-    fn iter(&self, tree: &sled::Tree) -> sled::Iter {
-        match self {
-            Self::Prefix(p) => tree.scan_prefix(p),
-            Self::Time(lo, hi) => tree.range(*lo..=*hi),
+/// Reads the candidate seqs of one index, or counts them up to `cap`.
+fn candidate_seqs(tree: &sled::Tree, c: &Candidate, cap: usize) -> Result<Vec<u64>, TrailError> {
+    let read = |source| TrailError::ReadTrail { source };
+    let mut out = Vec::new();
+    match c {
+        Candidate::Prefix(p) => {
+            for kv in tree.scan_prefix(p) {
+                let (_, v) = kv.map_err(read)?;
+                out.extend(index::posting_seqs(&v));
+                if out.len() >= cap {
+                    break;
+                }
+            }
+        }
+        Candidate::Time(since, until) => {
+            for kv in tree.scan_prefix([index::UNIT_PREFIX]) {
+                let (_, v) = kv.map_err(read)?;
+                let unit: index::Unit =
+                    store::decode(&v).map_err(|source| TrailError::DecodeMeta {
+                        name: "unit",
+                        source,
+                    })?;
+                if unit.max_time >= *since && unit.min_time <= *until {
+                    out.extend(unit.first_seq..=unit.last_seq);
+                    if out.len() >= cap {
+                        break;
+                    }
+                }
+            }
         }
     }
+    Ok(out)
+}
+
+/// A candidate index: a posting-list prefix, or the time range (ns).
+enum Candidate {
+    Prefix(Vec<u8>),
+    Time(u64, u64),
 }
 
 impl Trail {
@@ -220,14 +338,14 @@ impl Trail {
     /// # Errors
     /// Reading the tree fails, or the record does not decode.
     pub fn get(&self, seq: u64) -> Result<Option<Record>, TrailError> {
-        let Some(value) = self
-            .tree()
-            .get(index::record_key(seq))
-            .map_err(|source| TrailError::ReadTrail { source })?
-        else {
+        let Some((first, value)) = block_of(self.tree(), seq)? else {
             return Ok(None);
         };
-        record::decode_value(seq, &value).map(|d| Some(d.record))
+        let block = OpenBlock::new(first, value)?;
+        block
+            .find(seq)
+            .map(|line| record::decode_line(seq, line).map(|d| d.record))
+            .transpose()
     }
 
     /// Records matching `q`, ascending by seq.
@@ -264,32 +382,22 @@ impl Trail {
             )));
         }
         if q.since.is_some() || q.until.is_some() {
-            let lo = index::time_key(q.since.map_or(0, nanos), 0);
-            let hi = index::time_key(q.until.map_or(u64::MAX, nanos), u64::MAX);
-            candidates.push(Candidate::Time(lo, hi));
+            candidates.push(Candidate::Time(
+                q.since.map_or(0, nanos),
+                q.until.map_or(u64::MAX, nanos),
+            ));
         }
-        let read = |source| TrailError::ReadTrail { source };
         let mut best: Option<(usize, &Candidate)> = None;
         for c in &candidates {
-            let mut n = 0;
-            for kv in c.iter(&tree).keys().take(PROBE) {
-                kv.map_err(read)?;
-                n += 1;
-            }
+            let n = candidate_seqs(&tree, c, PROBE)?.len();
             if best.is_none_or(|(m, _)| n < m) {
                 best = Some((n, c));
             }
         }
         let source = match best {
-            None => Source::Scan(Box::new(tree.scan_prefix([index::RECORD_PREFIX]))),
+            None => Source::Scan(Box::new(tree.scan_prefix([index::BLOCK_PREFIX]))),
             Some((_, c)) => {
-                let mut seqs = Vec::new();
-                for k in c.iter(&tree).keys() {
-                    let k = k.map_err(read)?;
-                    if let Some(seq) = index::index_key_seq(&k) {
-                        seqs.push(seq);
-                    }
-                }
+                let mut seqs = candidate_seqs(&tree, c, usize::MAX)?;
                 seqs.sort_unstable();
                 seqs.dedup();
                 Source::Seqs(seqs.into_iter())
@@ -299,6 +407,7 @@ impl Trail {
             tree,
             query: q.clone(),
             source,
+            block: None,
             left,
         })
     }

@@ -91,9 +91,9 @@ fn line_head(seq: u64, time: &str, time_unix_nanos: u64, prev_hash: &str, hash: 
     )
 }
 
-/// The stored value: version byte, then the record line.
+/// The record line (what is stored in a block and exported).
 #[must_use]
-pub(crate) fn encode_value(
+pub(crate) fn encode_line(
     seq: u64,
     time: &str,
     time_unix_nanos: u64,
@@ -102,8 +102,7 @@ pub(crate) fn encode_value(
     entry_json: &[u8],
 ) -> Vec<u8> {
     let head = line_head(seq, time, time_unix_nanos, prev_hash, hash);
-    let mut out = Vec::with_capacity(1 + head.len() + entry_json.len() + 1);
-    out.push(ENCODING_VERSION);
+    let mut out = Vec::with_capacity(head.len() + entry_json.len() + 1);
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(entry_json);
     out.push(b'}');
@@ -134,31 +133,50 @@ impl Decoded<'_> {
     }
 }
 
-/// Decodes a stored value (version byte + line). `seq` is the record's key,
-/// used only to name it in errors.
+/// The body of a stored block (version byte, then record lines joined by
+/// `\n`): the lines. `first_seq` is the block's key, used only to name it
+/// in errors. Split it with [`lines`].
 ///
 /// # Errors
-/// [`TrailError::DecodeRecord`] for an unknown version byte or bad JSON,
-/// [`TrailError::CheckRecordForm`] when the JSON is not the canonical
-/// line this build writes.
-pub fn decode_value(seq: u64, value: &[u8]) -> Result<Decoded<'_>, TrailError> {
+/// [`TrailError::DecodeRecord`] for an unknown version byte.
+pub fn block_body(first_seq: u64, value: &[u8]) -> Result<&[u8], TrailError> {
     match value.split_first() {
-        Some((&ENCODING_VERSION, line)) => decode_line(seq, line),
+        Some((&ENCODING_VERSION, body)) => Ok(body),
         Some((&found, _)) => Err(TrailError::DecodeRecord {
-            seq,
+            seq: first_seq,
             source: StoreError::DecodeVersion { found },
         }),
         None => Err(TrailError::DecodeRecord {
-            seq,
+            seq: first_seq,
             source: StoreError::DecodeVersion { found: 0 },
         }),
     }
 }
 
-/// Decodes one record line (an exported line, without its newline).
+/// The lines of a block body.
+pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|&b| b == b'\n')
+}
+
+/// Decodes every record of a stored block (what the fuzz target drives).
 ///
 /// # Errors
-/// As [`decode_value`].
+/// As [`block_body`] and [`decode_line`]; the error names the seq.
+pub fn decode_block(first_seq: u64, value: &[u8]) -> Result<Vec<Record>, TrailError> {
+    let mut out = Vec::new();
+    for (i, line) in lines(block_body(first_seq, value)?).enumerate() {
+        let seq = first_seq.saturating_add(u64::try_from(i).unwrap_or(u64::MAX));
+        out.push(decode_line(seq, line)?.record);
+    }
+    Ok(out)
+}
+
+/// Decodes one record line (stored in a block, or exported; without its
+/// newline). `seq` names the record in errors.
+///
+/// # Errors
+/// [`TrailError::DecodeRecord`] for bad JSON, [`TrailError::CheckRecordForm`]
+/// when the JSON is not the canonical line this build writes.
 pub fn decode_line(seq: u64, line: &[u8]) -> Result<Decoded<'_>, TrailError> {
     let record: Record =
         serde_json::from_slice(line).map_err(|source| TrailError::DecodeRecord {
@@ -196,7 +214,7 @@ mod tests {
             schema: ENTRY_SCHEMA_VERSION,
             kind: EntryKind::Agent,
             time: "2026-01-01T00:00:00Z".into(),
-            node: "n\u{1}\"é".into(),
+            node: "n\u{1}\"é\n".into(),
             reader: None,
             token: None,
             rbac: None,
@@ -209,59 +227,64 @@ mod tests {
     #[test]
     fn encode_decode_round_trip_and_hash() {
         let json = serde_json::to_vec(&entry()).unwrap();
+        assert!(
+            !json.contains(&b'\n'),
+            "JSON escapes newlines: lines stay lines"
+        );
         let time = "2026-01-01T00:00:00.000000001Z";
-        let hash = compute_hash(7, 1_767_225_600_000_000_001, time, GENESIS_HASH, &json);
+        let nanos = 1_767_225_600_000_000_001;
+        let hash = compute_hash(7, nanos, time, GENESIS_HASH, &json);
         assert_eq!(
             hash,
             hex::encode(Sha256::digest(hash_input(
                 7,
-                1_767_225_600_000_000_001,
+                nanos,
                 time,
                 GENESIS_HASH,
                 &json
             )))
         );
-        let value = encode_value(
-            7,
-            time,
-            1_767_225_600_000_000_001,
-            GENESIS_HASH,
-            &hash,
-            &json,
-        );
-        let d = decode_value(7, &value).unwrap();
+        let line = encode_line(7, time, nanos, GENESIS_HASH, &hash, &json);
+        let d = decode_line(7, &line).unwrap();
         assert_eq!(d.entry_json, json.as_slice());
         assert_eq!(d.record.entry, entry());
         assert_eq!(d.record.seq, 7);
         assert_eq!(d.recompute_hash(), hash);
-        // The line is valid JSON on its own, as exported.
-        let v: serde_json::Value = serde_json::from_slice(&value[1..]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["hash"], hash.as_str());
+        let mut block = vec![ENCODING_VERSION];
+        block.extend_from_slice(&line);
+        block.push(b'\n');
+        block.extend_from_slice(&encode_line(8, time, nanos, &hash, "h", &json));
+        let records = decode_block(7, &block).unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [7, 8]);
     }
 
     #[test]
     fn non_canonical_and_bad_values_are_errors_naming_the_seq() {
         let json = serde_json::to_vec(&entry()).unwrap();
-        let value = encode_value(3, "t", 1, GENESIS_HASH, "h", &json);
-        let line = std::str::from_utf8(&value[1..]).unwrap();
-        let spaced = format!("\u{1}{}", line.replacen("\"seq\":3", "\"seq\": 3", 1));
-        let err = decode_value(3, spaced.as_bytes()).unwrap_err();
+        let line = String::from_utf8(encode_line(3, "t", 1, GENESIS_HASH, "h", &json)).unwrap();
+        let spaced = line.replacen("\"seq\":3", "\"seq\": 3", 1);
+        let err = decode_line(3, spaced.as_bytes()).unwrap_err();
         assert!(
             matches!(err, TrailError::CheckRecordForm { seq: 3, .. }),
             "{err}"
         );
-        let err = decode_value(4, b"\x02{}").unwrap_err();
+        let err = decode_block(4, b"\x02{}").unwrap_err();
         assert!(
             matches!(err, TrailError::DecodeRecord { seq: 4, .. }),
             "{err}"
         );
-        let err = decode_value(5, b"").unwrap_err();
+        let err = decode_block(5, b"").unwrap_err();
         assert!(
             matches!(err, TrailError::DecodeRecord { seq: 5, .. }),
             "{err}"
         );
-        let err = decode_value(6, b"\x01{\"seq\":").unwrap_err();
-        assert!(err.to_string().contains("record 6"), "{err}");
+        let mut block = b"\x01".to_vec();
+        block.extend_from_slice(line.as_bytes());
+        block.extend_from_slice(b"\n{\"seq\":");
+        let err = decode_block(3, &block).unwrap_err();
+        assert!(err.to_string().contains("record 4"), "{err}");
         let future = line.replacen("\"trail_schema\":1", "\"trail_schema\":2", 1);
         let err = decode_line(3, future.as_bytes()).unwrap_err();
         assert!(

@@ -1,16 +1,17 @@
 //! Retention: deleting the oldest records, by age and by size.
 //!
-//! Records are only ever deleted from the front, so what remains is still
-//! one unbroken chain. Each pass deletes records (and their index keys) in
-//! atomic batches of at most [`PASS_BATCH`] records; the same batch moves
-//! the anchor (`m anchor`: seq and hash of the last deleted record, and the
+//! Records are only ever deleted from the front, and a whole unit (what one
+//! write batch stored: up to [`super::chain::BATCH_RECORDS`] records) at a
+//! time, so what remains is still one unbroken chain. Each unit goes in one
+//! atomic batch (blocks, posting lists, unit key) that also moves the
+//! anchor (`m anchor`: seq and hash of the last deleted record, and the
 //! running totals of records and bytes deleted), from which `verify` starts.
 //!
-//! - By age: records appended before `now - max_age` go. The walk stops at
-//!   the first newer record, so a record is never deleted while an older
-//!   one (by seq) is kept, even if the wall clock stepped back.
-//! - By size: while the retained records take more than `max_bytes`
-//!   (keys + values + index keys, as `stats` reports `logical_bytes`), the
+//! - By age: units whose newest record was appended before `now - max_age`
+//!   go. The walk stops at the first unit with a newer record, so a record
+//!   is never deleted while an older one (by seq) is kept.
+//! - By size: while the retained units take more than `max_bytes` (blocks,
+//!   posting lists and unit keys, as `stats` reports `logical_bytes`), the
 //!   oldest go. sled gives the space back to the file system over time, not
 //!   at once.
 
@@ -18,14 +19,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::chain::Anchor;
+use super::chain::{self, Anchor};
 use super::index::{self, ANCHOR_KEY};
 use super::record;
 use super::{Trail, TrailError};
 use crate::store;
-
-/// Records deleted per atomic batch.
-pub const PASS_BATCH: usize = 4096;
 
 /// What a retention pass did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -112,49 +110,57 @@ impl Trail {
             anchor: start,
         };
         let read = |source| TrailError::ReadTrail { source };
-        'passes: loop {
+        loop {
+            let Some(kv) = tree.scan_prefix([index::UNIT_PREFIX]).next() else {
+                break;
+            };
+            let (unit_key, v) = kv.map_err(read)?;
+            let unit: index::Unit = store::decode(&v).map_err(|source| TrailError::DecodeMeta {
+                name: "unit",
+                source,
+            })?;
+            let too_old = cutoff.is_some_and(|c| unit.max_time < c);
+            let too_big = max_bytes.is_some_and(|m| live > m);
+            if !(too_old || too_big) {
+                break;
+            }
             let mut batch = sled::Batch::default();
-            let mut in_batch = 0;
-            for kv in tree.scan_prefix([index::RECORD_PREFIX]) {
+            let mut postings = std::collections::BTreeSet::new();
+            let mut last: Option<(u64, String)> = None;
+            let lo = index::seq_key(index::BLOCK_PREFIX, unit.first_seq);
+            let hi = index::seq_key(index::BLOCK_PREFIX, unit.last_seq);
+            for kv in tree.range(lo..=hi) {
                 let (k, v) = kv.map_err(read)?;
-                let seq = index::key_seq(&k).unwrap_or(0);
-                let d = record::decode_value(seq, &v)?;
-                let r = &d.record;
-                let too_old = cutoff.is_some_and(|c| r.time_unix_nanos < c);
-                let too_big = max_bytes.is_some_and(|m| live > m);
-                if !(too_old || too_big) {
-                    break;
+                let first = index::key_seq(index::BLOCK_PREFIX, &k).unwrap_or(0);
+                for (i, line) in record::lines(record::block_body(first, &v)?).enumerate() {
+                    let seq = first.saturating_add(i as u64);
+                    let d = record::decode_line(seq, line)?;
+                    index::for_each_value(&d.record.entry, |kind, value| {
+                        let mut key = index::value_prefix(kind, value);
+                        key.extend_from_slice(&unit.first_seq.to_be_bytes());
+                        postings.insert(key);
+                    });
+                    last = Some((d.record.seq, d.record.hash));
                 }
-                let keys = index::entry_keys(&r.entry, r.seq, r.time_unix_nanos);
-                let bytes = index::footprint(v.len(), &keys);
                 batch.remove(k);
-                for key in keys {
-                    batch.remove(key);
-                }
-                anchor.seq = r.seq;
-                anchor.hash.clone_from(&r.hash);
-                anchor.pruned_records += 1;
-                anchor.pruned_bytes = anchor.pruned_bytes.saturating_add(bytes);
-                live = live.saturating_sub(bytes);
-                report.pruned_records += 1;
-                report.pruned_bytes = report.pruned_bytes.saturating_add(bytes);
-                in_batch += 1;
-                if in_batch == PASS_BATCH {
-                    break;
-                }
             }
-            if in_batch == 0 {
-                break 'passes;
+            for key in postings {
+                batch.remove(key);
             }
-            let encoded =
-                store::encode(&anchor).map_err(|source| TrailError::EncodeMeta { source })?;
-            batch.insert(ANCHOR_KEY, encoded);
+            batch.remove(unit_key);
+            let (seq, hash) = last.unwrap_or((unit.last_seq, anchor.hash.clone()));
+            anchor.seq = seq;
+            anchor.hash = hash;
+            let records = unit.last_seq.saturating_sub(unit.first_seq) + 1;
+            anchor.pruned_records += records;
+            anchor.pruned_bytes = anchor.pruned_bytes.saturating_add(unit.bytes);
+            live = live.saturating_sub(unit.bytes);
+            report.pruned_records += records;
+            report.pruned_bytes = report.pruned_bytes.saturating_add(unit.bytes);
+            batch.insert(ANCHOR_KEY, chain::encode_meta(&anchor)?);
             tree.apply_batch(batch)
                 .map_err(|source| TrailError::WriteTrail { source })?;
             report.anchor = Some(anchor.clone());
-            if in_batch < PASS_BATCH {
-                break 'passes;
-            }
         }
         if report.pruned_records > 0 {
             tracing::info!(

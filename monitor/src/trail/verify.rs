@@ -1,5 +1,5 @@
-//! Walking the chain: every record must decode, sit under its own seq,
-//! follow its predecessor with no gap, name the predecessor's hash as
+//! Walking the chain: every record must decode, sit in its own place (its
+//! block's key plus its line number), follow its predecessor with no gap, name the predecessor's hash as
 //! `prev_hash`, and hash to its `hash`. The walk starts at the retention
 //! anchor (or the genesis hash) and ends at the head written with the last
 //! batch, so records deleted from the middle, the front or the tail are
@@ -106,31 +106,37 @@ struct Walker {
 }
 
 impl Walker {
+    /// Checks one record. `place` is the seq its position in the store
+    /// stands for (None in a file); `later` lists the seqs of the records
+    /// after it in the same block, to tell a reordering from a gap.
     fn step(
         &mut self,
-        key_seq: Option<u64>,
+        place: Option<u64>,
         d: Result<Decoded<'_>, TrailError>,
+        later: &dyn Fn() -> Vec<u64>,
     ) -> Result<(), Mismatch> {
-        let at = key_seq.unwrap_or_else(|| self.expect.as_ref().map_or(0, |e| e.0));
+        let at = place.unwrap_or_else(|| self.expect.as_ref().map_or(0, |e| e.0));
         let d = d.map_err(|e| Mismatch {
             seq: at,
             problem: Problem::Undecodable,
             detail: error_text(&e),
         })?;
         let r = &d.record;
-        if let Some(k) = key_seq
-            && k != r.seq
-        {
-            return Err(Mismatch {
-                seq: k,
-                problem: Problem::Misplaced,
-                detail: format!("stored as record {k} but says it is record {}", r.seq),
-            });
-        }
         if let Some((seq, prev)) = &self.expect {
-            if r.seq > *seq {
+            let seq = *seq;
+            if r.seq > seq && later().contains(&seq) {
                 return Err(Mismatch {
-                    seq: *seq,
+                    seq,
+                    problem: Problem::Misplaced,
+                    detail: format!(
+                        "record {} is stored where record {seq} belongs, and record {seq} after it: reordered",
+                        r.seq
+                    ),
+                });
+            }
+            if r.seq > seq {
+                return Err(Mismatch {
+                    seq,
                     problem: Problem::Missing,
                     detail: if r.seq == seq + 1 {
                         format!(
@@ -146,7 +152,7 @@ impl Walker {
                     },
                 });
             }
-            if r.seq < *seq {
+            if r.seq < seq {
                 return Err(Mismatch {
                     seq: r.seq,
                     problem: Problem::Misplaced,
@@ -163,6 +169,15 @@ impl Walker {
                     ),
                 });
             }
+        }
+        if let Some(k) = place
+            && k != r.seq
+        {
+            return Err(Mismatch {
+                seq: r.seq,
+                problem: Problem::Misplaced,
+                detail: format!("record {} is stored in the place of record {k}", r.seq),
+            });
         }
         let computed = d.recompute_hash();
         if computed != r.hash {
@@ -215,18 +230,41 @@ impl Trail {
             checked: 0,
             first_seq: None,
         };
-        for kv in tree.scan_prefix([index::RECORD_PREFIX]) {
+        for kv in tree.scan_prefix([index::BLOCK_PREFIX]) {
             let (k, v) = kv.map_err(|source| TrailError::ReadTrail { source })?;
-            let Some(seq) = index::key_seq(&k) else {
+            let expected = w.expect.as_ref().map_or(0, |e| e.0);
+            let Some(first) = index::key_seq(index::BLOCK_PREFIX, &k) else {
                 let failure = Mismatch {
-                    seq: w.expect.as_ref().map_or(0, |e| e.0),
+                    seq: expected,
                     problem: Problem::Undecodable,
-                    detail: format!("a record key of {} bytes instead of 9", k.len()),
+                    detail: format!("a block key of {} bytes instead of 9", k.len()),
                 };
                 return Ok(w.report(anchor, Some(failure)));
             };
-            if let Err(failure) = w.step(Some(seq), record::decode_value(seq, &v)) {
-                return Ok(w.report(anchor, Some(failure)));
+            let body = match record::block_body(first, &v) {
+                Ok(b) => b,
+                Err(e) => {
+                    let failure = Mismatch {
+                        seq: first,
+                        problem: Problem::Undecodable,
+                        detail: error_text(&e),
+                    };
+                    return Ok(w.report(anchor, Some(failure)));
+                }
+            };
+            let lines: Vec<&[u8]> = record::lines(body).collect();
+            for (i, line) in lines.iter().enumerate() {
+                let place = first.saturating_add(i as u64);
+                let later = || {
+                    lines[i + 1..]
+                        .iter()
+                        .filter_map(|l| record::decode_line(0, l).ok().map(|d| d.record.seq))
+                        .collect()
+                };
+                if let Err(failure) = w.step(Some(place), record::decode_line(place, line), &later)
+                {
+                    return Ok(w.report(anchor, Some(failure)));
+                }
             }
         }
         // The tail: every record up to the head must be there.
@@ -284,7 +322,7 @@ pub fn verify_lines<R: BufRead>(mut input: R) -> Result<VerifyReport, TrailError
             continue;
         }
         let at = w.expect.as_ref().map_or(0, |e| e.0);
-        if let Err(failure) = w.step(None, record::decode_line(at, text)) {
+        if let Err(failure) = w.step(None, record::decode_line(at, text), &Vec::new) {
             return Ok(w.report(None, Some(failure)));
         }
     }

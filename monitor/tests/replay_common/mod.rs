@@ -220,7 +220,7 @@ pub fn audit_event(
     let sa_ns = user.split(':').nth(2).unwrap_or("shop");
     let mut e = json!({
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
-        "auditID": format!("{:08x}-0000-4000-8000-{:012x}", at, code as i64 * 1000 + at % 1000),
+        "auditID": format!("{:08x}-0000-4000-8000-{:012x}", at, i64::from(code) * 1000 + at % 1000),
         "stage": stage, "requestURI": uri, "verb": verb,
         "user": {"username": user, "uid": "e56b64e1-4415-4ee8-9cdf-78026924a7e5",
                  "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{sa_ns}"), "system:authenticated"],
@@ -286,7 +286,7 @@ pub fn incident() -> Incident {
     assert_eq!(worker.jti, None);
 
     let web_reader = reader("python3", 4242, "web-0", WEB_POD_UID);
-    let entries = vec![
+    let entries = [
         entry(
             EntryKind::TokenRead,
             0,

@@ -153,9 +153,52 @@ pub fn raw_tree(db: &sled::Db) -> sled::Tree {
     store::tree(db, store::trees::TRAIL).unwrap()
 }
 
-/// The key of record `seq` in the trail tree.
-pub fn record_key(seq: u64) -> Vec<u8> {
-    let mut k = vec![b'r'];
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+/// The key and value of the block holding record `seq` (the last block
+/// starting at or before it).
+pub fn block_of(tree: &sled::Tree, seq: u64) -> (Vec<u8>, Vec<u8>) {
+    let key = |s: u64| {
+        let mut k = vec![b'b'];
+        k.extend_from_slice(&s.to_be_bytes());
+        k
+    };
+    let (k, v) = tree
+        .range(key(0)..=key(seq))
+        .next_back()
+        .expect("a block holds the record")
+        .unwrap();
+    (k.to_vec(), v.to_vec())
+}
+
+/// Rewrites the lines of the block holding record `seq` directly in the
+/// tree: `edit` gets the lines (with the block's first seq) and returns the
+/// new ones.
+pub fn edit_block(db: &sled::Db, seq: u64, edit: impl FnOnce(u64, Vec<String>) -> Vec<String>) {
+    let tree = raw_tree(db);
+    let (k, v) = block_of(&tree, seq);
+    let first = u64::from_be_bytes(k[1..].try_into().unwrap());
+    let lines: Vec<String> = std::str::from_utf8(&v[1..])
+        .unwrap()
+        .split('\n')
+        .map(str::to_owned)
+        .collect();
+    let mut new = vec![1u8];
+    new.extend_from_slice(edit(first, lines).join("\n").as_bytes());
+    tree.insert(k, new).unwrap();
+}
+
+/// Rewrites the line of record `seq` with `edit`.
+pub fn edit_line(db: &sled::Db, seq: u64, edit: impl FnOnce(&str) -> String) {
+    edit_block(db, seq, |first, mut lines| {
+        let i = usize::try_from(seq - first).unwrap();
+        lines[i] = edit(&lines[i]);
+        lines
+    });
+}
+
+/// Removes the line of record `seq` from its block.
+pub fn remove_line(db: &sled::Db, seq: u64) {
+    edit_block(db, seq, |first, mut lines| {
+        lines.remove(usize::try_from(seq - first).unwrap());
+        lines
+    });
 }
