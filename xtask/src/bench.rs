@@ -296,8 +296,8 @@ fn attach(watcher: &str, setup: &Setup) -> anyhow::Result<Attached> {
             let mut cmd = Command::new("bpftrace");
             // Line-buffered, so "Attaching N probes..." arrives through the pipe.
             cmd.args(["-B", "line", "-e"]).arg(script);
-            // bpftrace says "Attaching N probes..." on stderr.
-            Ok(Attached::Process(start_until(cmd, "Attaching", false)?))
+            // bpftrace says "Attaching N probes..." on stdout once attached.
+            Ok(Attached::Process(start_until(cmd, "Attaching", true)?))
         }
         "auditd" => {
             crate::run(
