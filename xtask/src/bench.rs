@@ -295,7 +295,8 @@ fn attach(watcher: &str, setup: &Setup) -> anyhow::Result<Attached> {
             );
             let mut cmd = Command::new("bpftrace");
             // Line-buffered, so "Attaching N probes..." arrives through the pipe.
-            cmd.args(["-B", "line", "-e"]).arg(script);
+            // str() compares 64 bytes by default; the token path is longer.
+            cmd.env("BPFTRACE_STRLEN", "200").args(["-B", "line", "-e"]).arg(script);
             // bpftrace says "Attaching N probes..." on stdout once attached.
             Ok(Attached::Process(start_until(cmd, "Attaching", true)?))
         }
