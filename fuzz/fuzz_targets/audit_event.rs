@@ -1,0 +1,45 @@
+//! Fuzzes the audit-event parser and the record splitter: any bytes, read
+//! as an audit log (JSON lines, EventList, array; the splitter and the
+//! one-line EventList expansion included), must give events or located
+//! problems, never a panic; every event that parses must yield attributes
+//! (or a reason why not), a recorded decision and a time without panicking,
+//! and be decided against a snapshot.
+#![no_main]
+
+use std::io::Cursor;
+
+use libfuzzer_sys::fuzz_target;
+use tokenwatch::rbac::authorizer::decide;
+use tokenwatch::rbac::{RbacObjects, Snapshot, UserInfo};
+use tokenwatch::replay::attributes::attributes;
+use tokenwatch::replay::event::AuditEvent;
+use tokenwatch::replay::input::{Problems, RecordSource};
+
+fuzz_target!(|data: &[u8]| {
+    let snapshot = Snapshot::build(RbacObjects::default());
+    let mut problems = Problems::default();
+    let mut source = RecordSource::new("fuzz.log", Box::new(Cursor::new(data.to_vec())));
+    let mut records = 0;
+    while source.advance(&mut problems) && records < 10_000 {
+        records += 1;
+        let (_, bytes) = source.record();
+        let Ok(event) = AuditEvent::parse(bytes) else {
+            continue;
+        };
+        if event.kind() == "EventList" {
+            source.expand_list(&mut problems);
+            continue;
+        }
+        let _ = event.recorded();
+        let _ = event.time_nanos();
+        let _ = event.stage().decides();
+        if let Some(user) = event.effective_user() {
+            let _ = (user.jti(), user.pod_uid(), user.pod_name());
+            if let Ok(a) = attributes(&event) {
+                let info = UserInfo::new(user.name(), user.group_names().map(str::to_owned).collect());
+                let d = decide(&snapshot, &a.as_attributes(), &info);
+                let _ = d.reason().to_string();
+            }
+        }
+    }
+});
