@@ -175,7 +175,9 @@ mod tempfile_dir {
 
     impl TempDir {
         pub fn new() -> std::io::Result<Self> {
-            let dir = std::env::temp_dir().join(format!("tokenwatch-bench-{}", std::process::id()));
+            // Short: bpftrace 0.17 refuses string literals over 64 bytes,
+            // and its filter must hold the whole token path.
+            let dir = std::env::temp_dir().join(format!("twb-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             Ok(Self(dir))
         }
@@ -296,8 +298,8 @@ fn attach(watcher: &str, setup: &Setup) -> anyhow::Result<Attached> {
             let mut cmd = Command::new("bpftrace");
             // Line-buffered, so "Attaching N probes..." arrives through the pipe.
             cmd.args(["-B", "line", "-e"]).arg(script);
-            // bpftrace says "Attaching N probes..." on stderr.
-            Ok(Attached::Process(start_until(cmd, "Attaching", false)?))
+            // bpftrace says "Attaching N probes..." on stdout once attached.
+            Ok(Attached::Process(start_until(cmd, "Attaching", true)?))
         }
         "auditd" => {
             crate::run(
@@ -397,9 +399,7 @@ fn sensor(pairs: usize, iterations: u64, watchers: &[String]) -> anyhow::Result<
     }
     let binary = crate::build(true)?;
     let dir = tempfile_dir::TempDir::new()?;
-    let volume = dir
-        .path()
-        .join("pods/0a1b/volumes/kubernetes.io~projected/kube-api-access-b3nch");
+    let volume = dir.path().join("p/volumes/kubernetes.io~projected/v");
     std::fs::create_dir_all(&volume)?;
     let token = volume.join("token");
     std::fs::write(&token, b"header.payload.signature")?;
