@@ -506,12 +506,12 @@ impl Correlator {
                 reason: format!(
                     "{} in pod {} read the token of {} bound to pod {}",
                     reader.exe.as_deref().unwrap_or(&reader.comm),
-                    describe_pod(pod),
+                    pod.key(),
                     token.subject.as_deref().unwrap_or("an unknown subject"),
                     token
                         .bound_pod
                         .as_ref()
-                        .map_or_else(|| owner.clone(), describe_pod),
+                        .map_or_else(|| owner.clone(), PodRef::key),
                 ),
             }),
             (Some(pod), _) => {
@@ -530,7 +530,7 @@ impl Correlator {
                         severity: Severity::Medium,
                         reason: format!(
                             "{exe} read pod {}'s own token; {}",
-                            describe_pod(pod),
+                            pod.key(),
                             if after_learning {
                                 "the workload was not seen to read it with this program while it was learned"
                             } else {
@@ -706,7 +706,7 @@ impl Correlator {
                             "{} {} connected to the API server at {}:{} without reading a token first: a copied or minted credential?",
                             reader.pod.as_ref().map_or_else(
                                 || "host process".to_owned(),
-                                |p| format!("in pod {}", describe_pod(p))
+                                |p| format!("in pod {}", p.key())
                             ),
                             reader.exe.as_deref().unwrap_or(&reader.comm),
                             connection.daddr,
@@ -763,12 +763,5 @@ fn severity_rank(name: &str) -> u8 {
         "medium" => 2,
         "low" => 1,
         _ => 0,
-    }
-}
-
-fn describe_pod(pod: &PodRef) -> String {
-    match (&pod.namespace, &pod.name) {
-        (Some(ns), Some(name)) => format!("{ns}/{name}"),
-        _ => pod.uid.clone(),
     }
 }

@@ -154,6 +154,17 @@ pub struct PodRef {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+impl PodRef {
+    /// `namespace/name`, or the UID when the name is unknown.
+    #[must_use]
+    pub fn key(&self) -> String {
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(name)) => format!("{ns}/{name}"),
+            _ => self.uid.clone(),
+        }
+    }
+}
+
 /// The process behind an observation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reader {
@@ -332,11 +343,7 @@ impl TrailEntry {
     /// The reader's pod as `namespace/name` (or the UID when the name is unknown).
     #[must_use]
     pub fn pod_key(&self) -> Option<String> {
-        let pod = self.reader.as_ref()?.pod.as_ref()?;
-        Some(match (&pod.namespace, &pod.name) {
-            (Some(ns), Some(name)) => format!("{ns}/{name}"),
-            _ => pod.uid.clone(),
-        })
+        Some(self.reader.as_ref()?.pod.as_ref()?.key())
     }
 
     /// Namespaces the entry concerns: the reader pod's and the token's.
