@@ -5,6 +5,10 @@
 
 mod identity_common;
 
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use identity_common::*;
 use jsonwebtoken::Algorithm;
 use secrecy::SecretString;
@@ -13,6 +17,15 @@ use tokenwatch::identity::{
 };
 
 const EKS_IAT: i64 = 1_763_969_878;
+
+/// The token with one bit of its signature flipped.
+fn tamper_signature(token: &str) -> String {
+    let (signed, signature) = token.rsplit_once('.').expect("signature");
+    let mut bytes = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(bytes))
+}
 
 fn eks_token() -> SecretString {
     let text = std::fs::read_to_string(fixture("portswigger-tim-nats-k8s-oidc-callout/token.jwt"))
@@ -245,6 +258,7 @@ fn bound_tokens_with_generated_keys_in_every_family() {
         (Algorithm::RS384, &rsa),
         (Algorithm::RS512, &rsa),
         (Algorithm::PS256, &rsa),
+        (Algorithm::PS384, &rsa),
         (Algorithm::PS512, &rsa),
         (Algorithm::ES256, &ec256),
         (Algorithm::ES384, &ec384),
@@ -269,6 +283,15 @@ fn bound_tokens_with_generated_keys_in_every_family() {
                 identity.signature
             );
         }
+        // The right key, a signature with one bit flipped.
+        let token = sign(alg, &pair.encoding_key(alg), kid.as_deref(), &claims);
+        let identity =
+            Identity::from_token(&secret(&tamper_signature(&token)), &keys).expect("parses");
+        assert_eq!(
+            identity.signature,
+            SignatureCheck::InvalidSignature { tried: 1 },
+            "{alg:?} tampered"
+        );
         // Wrong key of the same family.
         let wrong = match alg {
             Algorithm::ES256 => &wrong256,
@@ -331,6 +354,11 @@ fn es512_is_verified_with_p521() {
     let token = raw_token(header, &claims, &signature.to_bytes());
     let identity = Identity::from_token(&secret(&token), &keys).expect("parses");
     assert!(identity.signature.is_verified(), "{:?}", identity.signature);
+    let identity = Identity::from_token(&secret(&tamper_signature(&token)), &keys).expect("parses");
+    assert_eq!(
+        identity.signature,
+        SignatureCheck::InvalidSignature { tried: 1 }
+    );
     let mut other = KeySet::new();
     other
         .add_pem_file(&k8s_key("ecdsa-p256-public.pem"))
@@ -340,6 +368,68 @@ fn es512_is_verified_with_p521() {
         identity.signature,
         SignatureCheck::InvalidSignature { tried: 1 }
     );
+}
+
+#[test]
+fn rsa_keys_under_2048_bits_verify_on_the_pure_rust_path() {
+    // ring refuses them; the API server's Go crypto verifies with them.
+    let claims = bound_claims(1_800_000_000, 3607);
+    let pair = rsa_pair(1024);
+    let mut keys = KeySet::new();
+    keys.add_pem(pair.public_pem.as_bytes(), Path::new("rsa-1024.pem"))
+        .expect("pem");
+    // No PS512: its padding needs a modulus of at least 1,040 bits.
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+    ] {
+        let token = sign(alg, &pair.encoding_key(alg), None, &claims);
+        let identity = Identity::from_token(&secret(&token), &keys).expect("parses");
+        assert!(
+            identity.signature.is_verified(),
+            "{alg:?}: {:?}",
+            identity.signature
+        );
+        let identity =
+            Identity::from_token(&secret(&tamper_signature(&token)), &keys).expect("parses");
+        assert_eq!(
+            identity.signature,
+            SignatureCheck::InvalidSignature { tried: 1 },
+            "{alg:?} tampered"
+        );
+    }
+}
+
+#[test]
+fn jwks_modulus_with_a_leading_zero_verifies() {
+    use rsa::pkcs8::DecodePublicKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    let pair = rsa_pair(2048);
+    let public = rsa::RsaPublicKey::from_public_key_pem(&pair.public_pem).expect("spki");
+    let n: Vec<u8> = std::iter::once(0).chain(public.n().to_bytes_be()).collect();
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "RSA", "kid": "padded", "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(n),
+        "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+    }]});
+    let mut keys = KeySet::new();
+    let added = keys
+        .add_jwks(jwks.to_string().as_bytes(), "padded.json")
+        .expect("jwks");
+    assert_eq!(added, 1);
+    let claims = bound_claims(1_800_000_000, 3607);
+    for alg in [Algorithm::RS256, Algorithm::PS256] {
+        let token = sign(alg, &pair.encoding_key(alg), Some("padded"), &claims);
+        let identity = Identity::from_token(&secret(&token), &keys).expect("parses");
+        assert!(
+            identity.signature.is_verified(),
+            "{alg:?}: {:?}",
+            identity.signature
+        );
+    }
 }
 
 #[test]

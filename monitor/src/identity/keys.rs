@@ -14,14 +14,22 @@
 //!
 //! RSA, P-256, P-384 and P-521 keys are supported: every key type the API
 //! server signs with.
+//!
+//! Each key's verification material is built here, once, at load time
+//! ([`Material`]): RSA keys `ring` takes (2048 bits and more) and P-256/P-384
+//! are verified with `ring`; smaller RSA keys with `jsonwebtoken`'s pure-Rust
+//! backend; P-521, which `ring` lacks, with the `p521` crate.
 
 use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
+use jsonwebtoken::{DecodingKey, DecodingKeyKind};
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, RsaPublicKeyComponents, UnparsedPublicKey,
+};
 use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _};
 use rsa::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePublicKey as _};
 use rsa::traits::PublicKeyParts as _;
@@ -34,6 +42,10 @@ use super::{Error, KeyDecodeError};
 const MAX_HTTP_BODY: u64 = 1 << 20;
 /// Timeout of each discovery request.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// RSA modulus sizes `ring` verifies with, in bits (`RSA_*_2048_8192_*`).
+const RING_RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+/// Largest RSA public exponent `ring` takes: 2^33 - 1.
+const RING_RSA_MAX_EXPONENT: u64 = (1 << 33) - 1;
 
 /// The key's type, which decides the algorithms it can verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +76,22 @@ impl KeyType {
     }
 }
 
-/// Verification material: `jsonwebtoken`'s for what it supports, `p521`'s
-/// for ES512.
+/// Verification material, built once when the key is loaded.
 #[derive(Clone)]
 pub(crate) enum Material {
-    /// RSA or P-256/P-384, verified by `jsonwebtoken`.
-    Jwt(DecodingKey),
-    /// P-521.
+    /// An RSA key `ring` takes: a modulus of 2048 to 8192 bits, odd, and an
+    /// odd exponent from 3 to 2^33 - 1, both without leading zeros. The
+    /// token's `alg` picks the padding and hash at verification time.
+    Rsa(RsaPublicKeyComponents<Box<[u8]>>),
+    /// An RSA key `ring` refuses, in practice one under 2048 bits. The API
+    /// server's Go crypto verifies with such keys (from 1,024 bits since Go
+    /// 1.24, any size before), so they keep `jsonwebtoken`'s pure-Rust
+    /// backend.
+    RsaLegacy(DecodingKey),
+    /// P-256 (ES256) or P-384 (ES384): the uncompressed SEC1 point, with
+    /// `ring`'s algorithm for JWS's fixed-width `r || s` signatures.
+    Ec(UnparsedPublicKey<Box<[u8]>>),
+    /// P-521 (ES512), which `ring` does not implement.
     P521(Box<p521::ecdsa::VerifyingKey>),
 }
 
@@ -391,32 +412,71 @@ fn from_spki(der: &[u8]) -> Result<Decoded, KeyDecodeError> {
 
 fn rsa_public(key: &rsa::RsaPublicKey) -> Result<Decoded, KeyDecodeError> {
     let spki = key.to_public_key_der()?.into_vec();
-    let material = Material::Jwt(DecodingKey::from_rsa_raw_components(
-        &key.n().to_bytes_be(),
-        &key.e().to_bytes_be(),
-    ));
+    let material = rsa_material(&key.n().to_bytes_be(), &key.e().to_bytes_be());
     Ok((KeyType::Rsa, spki, material))
 }
 
+/// RSA material from big-endian `n` and `e`: `ring`'s when it takes the key,
+/// the pure-Rust backend's otherwise.
+fn rsa_material(n: &[u8], e: &[u8]) -> Material {
+    let (n, e) = (strip_leading_zeros(n), strip_leading_zeros(e));
+    if ring_takes_rsa(n, e) {
+        Material::Rsa(RsaPublicKeyComponents {
+            n: n.into(),
+            e: e.into(),
+        })
+    } else {
+        Material::RsaLegacy(DecodingKey::from_rsa_raw_components(n, e))
+    }
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
+/// Whether `ring`'s RSA verification takes the key (the checks of its
+/// `rsa::PublicKey::from_modulus_and_exponent`, with the modulus size
+/// counted in exact bits). `n` and `e` have no leading zeros.
+fn ring_takes_rsa(n: &[u8], e: &[u8]) -> bool {
+    let (Some(&n_first), Some(&n_last)) = (n.first(), n.last()) else {
+        return false;
+    };
+    let n_bits = n.len() * 8 - n_first.leading_zeros() as usize;
+    let exponent = (e.len() <= 5).then(|| {
+        e.iter()
+            .fold(0_u64, |value, &byte| value << 8 | u64::from(byte))
+    });
+    RING_RSA_BITS.contains(&n_bits)
+        && n_last & 1 == 1
+        && exponent.is_some_and(|e| (3..=RING_RSA_MAX_EXPONENT).contains(&e) && e & 1 == 1)
+}
+
 fn p256_public(key: &p256::PublicKey) -> Result<Decoded, KeyDecodeError> {
-    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
     let spki = key.to_public_key_der()?.into_vec();
+    Ok((KeyType::P256, spki, p256_material(key)))
+}
+
+fn p256_material(key: &p256::PublicKey) -> Material {
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
     let point = key.to_encoded_point(false);
-    Ok((
-        KeyType::P256,
-        spki,
-        Material::Jwt(DecodingKey::from_ec_der(point.as_bytes())),
+    Material::Ec(UnparsedPublicKey::new(
+        &ECDSA_P256_SHA256_FIXED,
+        point.as_bytes().into(),
     ))
 }
 
 fn p384_public(key: &p384::PublicKey) -> Result<Decoded, KeyDecodeError> {
-    use p384::elliptic_curve::sec1::ToEncodedPoint as _;
     let spki = key.to_public_key_der()?.into_vec();
+    Ok((KeyType::P384, spki, p384_material(key)))
+}
+
+fn p384_material(key: &p384::PublicKey) -> Material {
+    use p384::elliptic_curve::sec1::ToEncodedPoint as _;
     let point = key.to_encoded_point(false);
-    Ok((
-        KeyType::P384,
-        spki,
-        Material::Jwt(DecodingKey::from_ec_der(point.as_bytes())),
+    Material::Ec(UnparsedPublicKey::new(
+        &ECDSA_P384_SHA384_FIXED,
+        point.as_bytes().into(),
     ))
 }
 
@@ -460,18 +520,18 @@ fn decode_jwk(value: serde_json::Value) -> Result<(KeyType, Material), KeyDecode
         _ => return Err(KeyDecodeError::Unsupported("key type".to_owned())),
     };
     let key = DecodingKey::from_jwk(&jwk)?;
-    // Reject EC points that are not on the curve now, not at verify time.
-    if let (KeyType::P256 | KeyType::P384, Ok(bytes)) = (key_type, key.try_get_as_bytes()) {
-        let ok = if key_type == KeyType::P256 {
-            p256::PublicKey::from_sec1_bytes(bytes).is_ok()
-        } else {
-            p384::PublicKey::from_sec1_bytes(bytes).is_ok()
-        };
-        if !ok {
-            return Err(KeyDecodeError::Curve);
-        }
-    }
-    Ok((key_type, Material::Jwt(key)))
+    // EC points that are not on the curve are refused now, not at verify time.
+    let material = match (key_type, key.kind()) {
+        (KeyType::Rsa, DecodingKeyKind::RsaModulusExponent { n, e }) => rsa_material(n, e),
+        (KeyType::P256, DecodingKeyKind::SecretOrDer(point)) => p256_material(
+            &p256::PublicKey::from_sec1_bytes(point).map_err(|_| KeyDecodeError::Curve)?,
+        ),
+        (KeyType::P384, DecodingKeyKind::SecretOrDer(point)) => p384_material(
+            &p384::PublicKey::from_sec1_bytes(point).map_err(|_| KeyDecodeError::Curve)?,
+        ),
+        _ => return Err(KeyDecodeError::Unsupported("key encoding".to_owned())),
+    };
+    Ok((key_type, material))
 }
 
 #[cfg(test)]
@@ -538,6 +598,66 @@ mod tests {
             "/../../shared/fixtures/tokens/kubernetes-kops-oidc-discovery/jwks.json"
         );
         assert_eq!(set.add_jwks_file(Path::new(kops)).expect("kops jwks"), 2);
+    }
+
+    #[test]
+    fn material_is_built_once_for_the_verifier() {
+        assert!(matches!(
+            load("rsa-public.pem").keys()[0].material,
+            Material::Rsa(_)
+        ));
+        assert!(matches!(
+            load("ecdsa-p256-public.pem").keys()[0].material,
+            Material::Ec(_)
+        ));
+        // A JWK may carry a leading zero; ring wants none.
+        let n: Vec<u8> = std::iter::once(0).chain([0xC3; 256]).collect();
+        match rsa_material(&n, &[0, 1, 0, 1]) {
+            Material::Rsa(components) => {
+                assert_eq!(components.n.len(), 256);
+                assert_eq!(&*components.e, &[1, 0, 1]);
+            }
+            _ => panic!("a 2048-bit key goes to ring"),
+        }
+        // 1024 bits: ring refuses it, the pure-Rust backend takes it.
+        assert!(matches!(
+            rsa_material(&n[..129], &[1, 0, 1]),
+            Material::RsaLegacy(_)
+        ));
+        let mut set = KeySet::new();
+        let jwks = Path::new(KEYS).join("jwks.json");
+        set.add_jwks_file(&jwks).expect("k8s jwks");
+        for key in set.keys() {
+            let ring = matches!(key.material, Material::Rsa(_) | Material::Ec(_));
+            assert!(ring, "{:?}", key.kid);
+        }
+    }
+
+    #[test]
+    fn ring_rsa_limits() {
+        let n2048 = [0xC3; 256];
+        let e65537 = [1, 0, 1];
+        assert!(ring_takes_rsa(&n2048, &e65537));
+        let n2047: Vec<u8> = std::iter::once(0x43).chain([0xC3; 255]).collect();
+        assert!(!ring_takes_rsa(&n2047, &e65537));
+        let even: Vec<u8> = [0xC3; 255].into_iter().chain([0xC2]).collect();
+        assert!(!ring_takes_rsa(&even, &e65537));
+        assert!(ring_takes_rsa(&[0xC3; 1024], &e65537));
+        let n8193: Vec<u8> = std::iter::once(1).chain([0xC3; 1024]).collect();
+        assert!(!ring_takes_rsa(&n8193, &e65537));
+        assert!(!ring_takes_rsa(&[], &e65537));
+        for (e, takes) in [
+            (&[3][..], true),
+            (&[1], false),
+            (&[2], false),
+            (&[1, 0, 0, 0, 0], false),
+            (&[1, 0xFF, 0xFF, 0xFF, 0xFF], true),
+            (&[2, 0, 0, 0, 1], false),
+            (&[1, 0, 0, 0, 0, 1], false),
+            (&[], false),
+        ] {
+            assert_eq!(ring_takes_rsa(&n2048, e), takes, "e = {e:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! without one against every key. Only the algorithms the API server
 //! accepts for ServiceAccount tokens count: RS256/384/512, PS256/384/512,
 //! ES256/384/512. HMAC and EdDSA never verify, whatever the keys.
+//!
+//! The cryptography is `ring`'s for RSA keys of 2048 bits and more and for
+//! P-256/P-384, on material built when the keys were loaded (`keys::Material`);
+//! smaller RSA keys and P-521 use pure-Rust crates.
 
+use ring::signature::RsaParameters;
 use serde::Serialize;
 
 use super::jwt::ParsedJwt;
@@ -112,10 +117,16 @@ pub(crate) fn check(parsed: &ParsedJwt<'_>, keys: &KeySet) -> SignatureCheck {
             continue;
         }
         let ok = match &key.material {
-            Material::Jwt(decoding) => parsed.header.algorithm().is_some_and(|algorithm| {
+            Material::Rsa(components) => rsa_parameters(alg).is_some_and(|parameters| {
+                components
+                    .verify(parameters, message, &parsed.signature)
+                    .is_ok()
+            }),
+            Material::RsaLegacy(decoding) => parsed.header.algorithm().is_some_and(|algorithm| {
                 jsonwebtoken::crypto::verify(parsed.signature_b64, message, decoding, algorithm)
                     .unwrap_or(false)
             }),
+            Material::Ec(public) => public.verify(message, &parsed.signature).is_ok(),
             Material::P521(verifying) => {
                 use p521::ecdsa::signature::Verifier as _;
                 p521::ecdsa::Signature::from_slice(&parsed.signature)
@@ -132,4 +143,18 @@ pub(crate) fn check(parsed: &ParsedJwt<'_>, keys: &KeySet) -> SignatureCheck {
     SignatureCheck::InvalidSignature {
         tried: candidates.len(),
     }
+}
+
+/// `ring`'s parameters for an RSA algorithm name; `None` for the others.
+fn rsa_parameters(alg: &str) -> Option<&'static RsaParameters> {
+    use ring::signature as s;
+    Some(match alg {
+        "RS256" => &s::RSA_PKCS1_2048_8192_SHA256,
+        "RS384" => &s::RSA_PKCS1_2048_8192_SHA384,
+        "RS512" => &s::RSA_PKCS1_2048_8192_SHA512,
+        "PS256" => &s::RSA_PSS_2048_8192_SHA256,
+        "PS384" => &s::RSA_PSS_2048_8192_SHA384,
+        "PS512" => &s::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
 }
