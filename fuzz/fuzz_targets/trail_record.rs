@@ -1,4 +1,4 @@
-//! Fuzzes decoding a stored trail block: any bytes, taken as the value of a
+//! Fuzzes decoding a stored trail block (plain or LZ4): any bytes, taken as the value of a
 //! block key, must decode into records or give an error naming a seq, never
 //! panic; a line that decodes must re-hash without panicking, and its
 //! entry's index keys (subject, pod, namespaces, JTI) must be readable.
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(body) = block_body(first_seq, data) {
-        for (i, line) in lines(body).enumerate() {
+        for (i, line) in lines(&body).enumerate() {
             if let Ok(d) = decode_line(first_seq.saturating_add(i as u64), line) {
                 let _ = d.recompute_hash();
             }

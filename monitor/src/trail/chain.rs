@@ -74,7 +74,7 @@ struct PendingUnit {
     max_time: u64,
     /// Closed blocks: first seq and value.
     blocks: Vec<(u64, Vec<u8>)>,
-    /// The open block (empty, or version byte + lines) and its first seq.
+    /// The open block's lines, uncompressed, and its first seq.
     block: Vec<u8>,
     block_first: u64,
     /// Posting lists: value prefix -> seqs (u64 BE each).
@@ -144,8 +144,8 @@ pub(crate) fn load_tail(tree: &sled::Tree) -> Result<ChainPoint, TrailError> {
     if let Some((key, value)) = last {
         let first = index::key_seq(index::BLOCK_PREFIX, &key).unwrap_or(0);
         let body = record::block_body(first, &value)?;
-        let n = record::lines(body).count();
-        let line = record::lines(body).last().unwrap_or_default();
+        let n = record::lines(&body).count();
+        let line = record::lines(&body).last().unwrap_or_default();
         let seq = first.saturating_add(u64::try_from(n).unwrap_or(1).saturating_sub(1));
         let d = record::decode_line(seq, line)?;
         if d.record.seq >= best.seq {
@@ -218,12 +218,12 @@ impl Trail {
         u.min_time = u.min_time.min(nanos);
         u.max_time = u.max_time.max(nanos);
         if !u.block.is_empty() && u.block.len() + 1 + line.len() > index::BLOCK_BYTES {
-            let block = std::mem::take(&mut u.block);
-            u.blocks.push((u.block_first, block));
+            u.blocks
+                .push((u.block_first, record::encode_block(&u.block)));
+            u.block.clear();
         }
         if u.block.is_empty() {
             u.block.reserve(index::BLOCK_BYTES + line.len());
-            u.block.push(store::ENCODING_VERSION);
             u.block_first = seq;
         } else {
             u.block.push(b'\n');
@@ -256,7 +256,8 @@ impl Trail {
         }
         let mut u = std::mem::take(&mut w.unit);
         if !u.block.is_empty() {
-            u.blocks.push((u.block_first, std::mem::take(&mut u.block)));
+            u.blocks
+                .push((u.block_first, record::encode_block(&u.block)));
         }
         let mut batch = sled::Batch::default();
         let mut bytes = 0usize;

@@ -38,7 +38,7 @@ pub(crate) const HEAD_KEY: &[u8] = b"mhead";
 pub(crate) const ANCHOR_KEY: &[u8] = b"manchor";
 /// A block is closed once it holds this many bytes (sled stores values
 /// above 128 KiB as separate files; blocks stay below).
-pub const BLOCK_BYTES: usize = 64 * 1024;
+pub const BLOCK_BYTES: usize = 32 * 1024;
 
 /// One unit: the records one atomic batch wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

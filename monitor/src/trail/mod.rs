@@ -121,6 +121,14 @@ pub enum TrailError {
         #[source]
         source: StoreError,
     },
+    /// A compressed block does not decompress.
+    #[error("block starting at record {seq} cannot be decompressed: {detail}")]
+    DecompressBlock {
+        /// The block's first seq.
+        seq: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// A stored record is JSON but not the canonical line this build writes.
     #[error("record {seq} is not in canonical form: {what}")]
     CheckRecordForm {
@@ -351,12 +359,12 @@ impl Trail {
             kv.transpose().map_err(read)?.map_or(Ok(None), |(k, v)| {
                 let first = index::key_seq(index::BLOCK_PREFIX, &k).unwrap_or(0);
                 let body = record::block_body(first, &v)?;
-                let n = record::lines(body).count();
+                let n = record::lines(&body).count();
                 let (seq, line) = if last {
                     let at = first.saturating_add(u64::try_from(n).unwrap_or(1).saturating_sub(1));
-                    (at, record::lines(body).last().unwrap_or_default())
+                    (at, record::lines(&body).last().unwrap_or_default())
                 } else {
-                    (first, record::lines(body).next().unwrap_or_default())
+                    (first, record::lines(&body).next().unwrap_or_default())
                 };
                 let d = record::decode_line(seq, line)?;
                 Ok::<_, TrailError>(Some(Bound {

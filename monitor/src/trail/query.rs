@@ -141,30 +141,50 @@ enum Source {
     Scan(Box<sled::Iter>),
 }
 
-/// A block being read: its first seq, value, and where each line is.
+/// A block being read: its first seq, its lines, and where each line is.
 struct OpenBlock {
     first: u64,
-    value: sled::IVec,
+    body: BlockBody,
     lines: Vec<std::ops::Range<usize>>,
     /// Next line to read when scanning.
     next: usize,
 }
 
+/// A block's lines: inside the stored value (plain), or decompressed.
+enum BlockBody {
+    Stored(sled::IVec),
+    Decompressed(Vec<u8>),
+}
+
+impl BlockBody {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            // The version byte, then the lines (checked by `block_body`).
+            Self::Stored(value) => value.get(1..).unwrap_or_default(),
+            Self::Decompressed(body) => body,
+        }
+    }
+}
+
 impl OpenBlock {
     fn new(first: u64, value: sled::IVec) -> Result<Self, TrailError> {
-        let body_len = record::block_body(first, &value)?.len();
+        let body = match record::block_body(first, &value)? {
+            std::borrow::Cow::Borrowed(_) => BlockBody::Stored(value),
+            std::borrow::Cow::Owned(lines) => BlockBody::Decompressed(lines),
+        };
+        let bytes = body.bytes();
         let mut lines = Vec::new();
-        let mut start = 1;
-        for (i, b) in value[1..].iter().enumerate() {
+        let mut start = 0;
+        for (i, b) in bytes.iter().enumerate() {
             if *b == b'\n' {
-                lines.push(start..1 + i);
-                start = 2 + i;
+                lines.push(start..i);
+                start = i + 1;
             }
         }
-        lines.push(start..1 + body_len);
+        lines.push(start..bytes.len());
         Ok(Self {
             first,
-            value,
+            body,
             lines,
             next: 0,
         })
@@ -174,7 +194,7 @@ impl OpenBlock {
     fn line(&self, i: usize) -> Option<(u64, &[u8])> {
         let r = self.lines.get(i)?.clone();
         let seq = self.first.saturating_add(u64::try_from(i).ok()?);
-        Some((seq, self.value.get(r)?))
+        Some((seq, self.body.bytes().get(r)?))
     }
 
     /// The line of `seq`, if this block holds it.

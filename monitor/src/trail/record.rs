@@ -8,12 +8,16 @@
 //! {"trail_schema":1,"seq":N,"time":"RFC 3339","time_unix_nanos":N,"prev_hash":"hex","hash":"hex","entry":{...}}
 //! ```
 //!
-//! In the store the line is preceded by the store's version byte
-//! ([`crate::store::ENCODING_VERSION`]). `hash` is the lowercase hex SHA-256
+//! In the store, lines are kept in blocks (see [`block_body`]): a version
+//! byte, then either the lines joined by `\n` (version 1, what earlier
+//! builds wrote) or those bytes compressed with LZ4 (version 2, what
+//! [`encode_block`] writes). `hash` is the lowercase hex SHA-256
 //! of [`hash_input`]: a domain line, then `seq`, `time_unix_nanos`, `time`
 //! and `prev_hash` each on a line, then the exact bytes of the entry's JSON.
 //! Because the entry is hashed as the bytes that are stored and exported,
 //! a verifier never re-serialises JSON: it slices the entry out of the line.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -133,15 +137,37 @@ impl Decoded<'_> {
     }
 }
 
-/// The body of a stored block (version byte, then record lines joined by
-/// `\n`): the lines. `first_seq` is the block's key, used only to name it
-/// in errors. Split it with [`lines`].
+/// Version byte of a block whose lines are stored as they are.
+pub const BLOCK_PLAIN: u8 = ENCODING_VERSION;
+/// Version byte of a block whose lines are LZ4-compressed: the byte, the
+/// length of the lines (u32 little-endian), then one LZ4 block.
+pub const BLOCK_LZ4: u8 = 2;
+/// The largest decompressed block accepted: far above what the writer
+/// makes ([`super::index::BLOCK_BYTES`] plus one record), and small enough
+/// that a corrupted length cannot make a reader allocate gigabytes.
+pub const MAX_BLOCK_BODY: usize = 16 * 1024 * 1024;
+
+/// The stored value of a block of record lines (joined by `\n`).
+#[must_use]
+pub(crate) fn encode_block(lines: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + lz4_flex::block::get_maximum_output_size(lines.len()));
+    out.push(BLOCK_LZ4);
+    out.extend_from_slice(&lz4_flex::compress_prepend_size(lines));
+    out
+}
+
+/// The body of a stored block: its record lines joined by `\n`, borrowed
+/// from a plain block or decompressed from an LZ4 one. `first_seq` is the
+/// block's key, used only to name it in errors. Split it with [`lines`].
 ///
 /// # Errors
-/// [`TrailError::DecodeRecord`] for an unknown version byte.
-pub fn block_body(first_seq: u64, value: &[u8]) -> Result<&[u8], TrailError> {
+/// [`TrailError::DecodeRecord`] for an unknown version byte,
+/// [`TrailError::DecompressBlock`] for a compressed body that does not
+/// decompress to the length it declares (at most [`MAX_BLOCK_BODY`]).
+pub fn block_body(first_seq: u64, value: &[u8]) -> Result<Cow<'_, [u8]>, TrailError> {
     match value.split_first() {
-        Some((&ENCODING_VERSION, body)) => Ok(body),
+        Some((&BLOCK_PLAIN, body)) => Ok(Cow::Borrowed(body)),
+        Some((&BLOCK_LZ4, packed)) => decompress(first_seq, packed).map(Cow::Owned),
         Some((&found, _)) => Err(TrailError::DecodeRecord {
             seq: first_seq,
             source: StoreError::DecodeVersion { found },
@@ -151,6 +177,31 @@ pub fn block_body(first_seq: u64, value: &[u8]) -> Result<&[u8], TrailError> {
             source: StoreError::DecodeVersion { found: 0 },
         }),
     }
+}
+
+fn decompress(first_seq: u64, packed: &[u8]) -> Result<Vec<u8>, TrailError> {
+    let fail = |detail: String| TrailError::DecompressBlock {
+        seq: first_seq,
+        detail,
+    };
+    let (len, compressed) = packed
+        .split_first_chunk::<4>()
+        .ok_or_else(|| fail(format!("{} bytes, too short for its length", packed.len())))?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
+    if len > MAX_BLOCK_BODY {
+        return Err(fail(format!(
+            "declares {len} bytes of records, more than the {MAX_BLOCK_BODY} a block can hold"
+        )));
+    }
+    let mut body = vec![0; len];
+    let written = lz4_flex::block::decompress_into(compressed, &mut body)
+        .map_err(|e| fail(format!("LZ4: {e}")))?;
+    if written != len {
+        return Err(fail(format!(
+            "declares {len} bytes of records but holds {written}"
+        )));
+    }
+    Ok(body)
 }
 
 /// The lines of a block body.
@@ -164,7 +215,7 @@ pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// As [`block_body`] and [`decode_line`]; the error names the seq.
 pub fn decode_block(first_seq: u64, value: &[u8]) -> Result<Vec<Record>, TrailError> {
     let mut out = Vec::new();
-    for (i, line) in lines(block_body(first_seq, value)?).enumerate() {
+    for (i, line) in lines(&block_body(first_seq, value)?).enumerate() {
         let seq = first_seq.saturating_add(u64::try_from(i).unwrap_or(u64::MAX));
         out.push(decode_line(seq, line)?.record);
     }
@@ -261,6 +312,52 @@ mod tests {
     }
 
     #[test]
+    fn compressed_blocks_round_trip_and_corruption_is_named() {
+        let json = serde_json::to_vec(&entry()).unwrap();
+        let mut lines = Vec::new();
+        for seq in 10..40 {
+            if !lines.is_empty() {
+                lines.push(b'\n');
+            }
+            lines.extend_from_slice(&encode_line(seq, "t", 1, GENESIS_HASH, "h", &json));
+        }
+        let block = encode_block(&lines);
+        assert_eq!(block[0], BLOCK_LZ4);
+        assert!(
+            block.len() * 4 < lines.len(),
+            "30 similar records compress well: {} -> {}",
+            lines.len(),
+            block.len()
+        );
+        assert_eq!(&*block_body(10, &block).unwrap(), lines.as_slice());
+        let records = decode_block(10, &block).unwrap();
+        assert_eq!(records.len(), 30);
+        assert_eq!(records[29].seq, 39);
+
+        // A length beyond what a block can hold is refused before allocating.
+        let mut huge = block.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = block_body(10, &huge).unwrap_err();
+        assert!(
+            matches!(err, TrailError::DecompressBlock { seq: 10, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("more than"), "{err}");
+        // A length that does not match the data, truncated data, no length.
+        let mut short = block.clone();
+        let declared = u32::try_from(lines.len() + 1).unwrap();
+        short[1..5].copy_from_slice(&declared.to_le_bytes());
+        for bad in [short, block[..block.len() / 2].to_vec(), vec![BLOCK_LZ4, 1]] {
+            let err = block_body(12, &bad).unwrap_err();
+            assert!(
+                matches!(err, TrailError::DecompressBlock { seq: 12, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("record 12"), "{err}");
+        }
+    }
+
+    #[test]
     fn non_canonical_and_bad_values_are_errors_naming_the_seq() {
         let json = serde_json::to_vec(&entry()).unwrap();
         let line = String::from_utf8(encode_line(3, "t", 1, GENESIS_HASH, "h", &json)).unwrap();
@@ -270,7 +367,7 @@ mod tests {
             matches!(err, TrailError::CheckRecordForm { seq: 3, .. }),
             "{err}"
         );
-        let err = decode_block(4, b"\x02{}").unwrap_err();
+        let err = decode_block(4, b"\x03{}").unwrap_err();
         assert!(
             matches!(err, TrailError::DecodeRecord { seq: 4, .. }),
             "{err}"

@@ -132,7 +132,7 @@ impl Trail {
             for kv in tree.range(lo..=hi) {
                 let (k, v) = kv.map_err(read)?;
                 let first = index::key_seq(index::BLOCK_PREFIX, &k).unwrap_or(0);
-                for (i, line) in record::lines(record::block_body(first, &v)?).enumerate() {
+                for (i, line) in record::lines(&record::block_body(first, &v)?).enumerate() {
                     let seq = first.saturating_add(i as u64);
                     let d = record::decode_line(seq, line)?;
                     index::for_each_value(&d.record.entry, |kind, value| {

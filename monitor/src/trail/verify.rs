@@ -252,7 +252,7 @@ impl Trail {
                     return Ok(w.report(anchor, Some(failure)));
                 }
             };
-            let lines: Vec<&[u8]> = record::lines(body).collect();
+            let lines: Vec<&[u8]> = record::lines(&body).collect();
             for (i, line) in lines.iter().enumerate() {
                 let place = first.saturating_add(i as u64);
                 let later = || {

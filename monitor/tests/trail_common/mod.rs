@@ -171,12 +171,14 @@ pub fn block_of(tree: &sled::Tree, seq: u64) -> (Vec<u8>, Vec<u8>) {
 
 /// Rewrites the lines of the block holding record `seq` directly in the
 /// tree: `edit` gets the lines (with the block's first seq) and returns the
-/// new ones.
+/// new ones, which are written back as a plain (uncompressed) block, the
+/// form earlier builds wrote and readers still accept.
 pub fn edit_block(db: &sled::Db, seq: u64, edit: impl FnOnce(u64, Vec<String>) -> Vec<String>) {
     let tree = raw_tree(db);
     let (k, v) = block_of(&tree, seq);
     let first = u64::from_be_bytes(k[1..].try_into().unwrap());
-    let lines: Vec<String> = std::str::from_utf8(&v[1..])
+    let body = tokenwatch::trail::record::block_body(first, &v).unwrap();
+    let lines: Vec<String> = std::str::from_utf8(&body)
         .unwrap()
         .split('\n')
         .map(str::to_owned)
