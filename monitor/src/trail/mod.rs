@@ -32,7 +32,7 @@
 //!   [`Trail::with_db`] shares a database the process already opened (sled
 //!   locks the directory: one open per process).
 //! - [`Trail::append`] returns the record's seq. Records are buffered and
-//!   written to the tree as one unit every [`chain::BATCH_RECORDS`]
+//!   written to the tree by the trail's applier thread as one unit every [`chain::BATCH_RECORDS`]
 //!   (packed into blocks, indexed by posting lists; see [`index`]); they are durable
 //!   once [`Trail::flush`] (which fsyncs; call it from a blocking task, on
 //!   a timer and at shutdown) has returned a seq at least as high.
@@ -60,7 +60,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
-pub use self::chain::{Anchor, BATCH_RECORDS, ChainPoint};
+pub use self::chain::{Anchor, BATCH_RECORDS, ChainPoint, QUEUE_UNITS};
 pub use self::query::{Query, parse_time};
 pub use self::record::{GENESIS_HASH, Record, TRAIL_SCHEMA_VERSION};
 pub use self::retention::{RetentionReport, parse_size};
@@ -121,6 +121,16 @@ pub enum TrailError {
         #[source]
         source: StoreError,
     },
+    /// The applier thread could not be started.
+    #[error("cannot start the trail's writer thread")]
+    StartWriter {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The applier thread has stopped (it panicked): nothing more can be written.
+    #[error("the trail's writer thread has stopped")]
+    StoppedWriter,
     /// A compressed block does not decompress.
     #[error("block starting at record {seq} cannot be decompressed: {detail}")]
     DecompressBlock {
@@ -219,10 +229,29 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     writer: Mutex<chain::Writer>,
+    /// What the applier thread has written.
+    applied: Arc<Mutex<chain::Applied>>,
+    /// The applier thread, joined on drop so that the database is closed
+    /// (and its lock released) when the last handle goes.
+    applier: Option<std::thread::JoinHandle<()>>,
     /// Highest seq known durable.
     durable: AtomicU64,
     /// Serialises retention with verify and other retention passes.
     maintenance: Mutex<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Sealed units are written first (they are not durable: only a
+        // flush makes records durable, as the docs say).
+        self.writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stop();
+        if let Some(thread) = self.applier.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Trail {
@@ -301,11 +330,18 @@ impl Trail {
         let tree = store::tree(&db, trees::TRAIL)?;
         let tail = chain::load_tail(&tree)?;
         let durable = AtomicU64::new(tail.seq);
+        let chain::Started {
+            writer,
+            applied,
+            thread,
+        } = chain::Writer::start(tail, tree.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 tree,
-                writer: Mutex::new(chain::Writer::after(tail)),
+                writer: Mutex::new(writer),
+                applied,
+                applier: Some(thread),
                 durable,
                 maintenance: Mutex::new(()),
             }),
@@ -343,7 +379,7 @@ impl Trail {
     /// Reading the tree fails, or its first or last record does not decode.
     pub fn stats(&self) -> Result<TrailStats, TrailError> {
         let anchor = self.anchor()?.unwrap_or_default();
-        let applied_bytes = self.writer().applied().appended_bytes;
+        let applied_bytes = self.applied().point().appended_bytes;
         let tree = self.tree();
         let read = |source| TrailError::ReadTrail { source };
         let mut records = 0u64;

@@ -72,6 +72,32 @@ fn hash_head(seq: u64, time_unix_nanos: u64, time: &str, prev_hash: &str) -> Str
     format!("{HASH_DOMAIN}\n{seq}\n{time_unix_nanos}\n{time}\n{prev_hash}\n")
 }
 
+/// A number's decimal digits, without allocating.
+struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn new(mut n: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Self { digits, start }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
 /// The record hash, lowercase hex.
 #[must_use]
 pub fn compute_hash(
@@ -81,21 +107,112 @@ pub fn compute_hash(
     prev_hash: &str,
     entry_json: &[u8],
 ) -> String {
+    // The bytes of `hash_input`, fed piece by piece.
     let mut h = Sha256::new();
-    h.update(hash_head(seq, time_unix_nanos, time, prev_hash).as_bytes());
-    h.update(entry_json);
+    for piece in [
+        HASH_DOMAIN.as_bytes(),
+        b"\n",
+        Decimal::new(seq).bytes(),
+        b"\n",
+        Decimal::new(time_unix_nanos).bytes(),
+        b"\n",
+        time.as_bytes(),
+        b"\n",
+        prev_hash.as_bytes(),
+        b"\n",
+        entry_json,
+    ] {
+        h.update(piece);
+    }
     hex::encode(h.finalize())
 }
 
 /// The record line up to and including `"entry":`.
 fn line_head(seq: u64, time: &str, time_unix_nanos: u64, prev_hash: &str, hash: &str) -> String {
+    let mut out = Vec::new();
+    write_line_head(&mut out, seq, time, time_unix_nanos, prev_hash, hash);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+const _: () = assert!(
+    TRAIL_SCHEMA_VERSION == 1,
+    "the line head below spells out trail_schema 1"
+);
+
+/// The pieces of a record line before the entry's JSON.
+fn line_head_pieces<'a>(
+    seq: &'a Decimal,
+    time: &'a str,
+    time_unix_nanos: &'a Decimal,
+    prev_hash: &'a str,
+    hash: &'a str,
+) -> [&'a [u8]; 11] {
     // `time` is humantime's RFC 3339 and the hashes are hex: nothing to escape.
-    format!(
-        "{{\"trail_schema\":{TRAIL_SCHEMA_VERSION},\"seq\":{seq},\"time\":\"{time}\",\"time_unix_nanos\":{time_unix_nanos},\"prev_hash\":\"{prev_hash}\",\"hash\":\"{hash}\",\"entry\":"
-    )
+    [
+        b"{\"trail_schema\":1,\"seq\":",
+        seq.bytes(),
+        b",\"time\":\"",
+        time.as_bytes(),
+        b"\",\"time_unix_nanos\":",
+        time_unix_nanos.bytes(),
+        b",\"prev_hash\":\"",
+        prev_hash.as_bytes(),
+        b"\",\"hash\":\"",
+        hash.as_bytes(),
+        b"\",\"entry\":",
+    ]
+}
+
+fn write_line_head(
+    out: &mut Vec<u8>,
+    seq: u64,
+    time: &str,
+    time_unix_nanos: u64,
+    prev_hash: &str,
+    hash: &str,
+) {
+    let (seq, nanos) = (Decimal::new(seq), Decimal::new(time_unix_nanos));
+    for piece in line_head_pieces(&seq, time, &nanos, prev_hash, hash) {
+        out.extend_from_slice(piece);
+    }
+}
+
+/// The length of the record line [`write_line`] writes.
+#[must_use]
+pub(crate) fn line_len(
+    seq: u64,
+    time: &str,
+    time_unix_nanos: u64,
+    prev_hash: &str,
+    hash: &str,
+    entry_json: &[u8],
+) -> usize {
+    let (seq, nanos) = (Decimal::new(seq), Decimal::new(time_unix_nanos));
+    line_head_pieces(&seq, time, &nanos, prev_hash, hash)
+        .iter()
+        .map(|p| p.len())
+        .sum::<usize>()
+        + entry_json.len()
+        + 1
+}
+
+/// Appends the record line (what is stored in a block and exported) to `out`.
+pub(crate) fn write_line(
+    out: &mut Vec<u8>,
+    seq: u64,
+    time: &str,
+    time_unix_nanos: u64,
+    prev_hash: &str,
+    hash: &str,
+    entry_json: &[u8],
+) {
+    write_line_head(out, seq, time, time_unix_nanos, prev_hash, hash);
+    out.extend_from_slice(entry_json);
+    out.push(b'}');
 }
 
 /// The record line (what is stored in a block and exported).
+#[cfg(test)]
 #[must_use]
 pub(crate) fn encode_line(
     seq: u64,
@@ -105,11 +222,23 @@ pub(crate) fn encode_line(
     hash: &str,
     entry_json: &[u8],
 ) -> Vec<u8> {
-    let head = line_head(seq, time, time_unix_nanos, prev_hash, hash);
-    let mut out = Vec::with_capacity(head.len() + entry_json.len() + 1);
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(entry_json);
-    out.push(b'}');
+    let mut out = Vec::with_capacity(line_len(
+        seq,
+        time,
+        time_unix_nanos,
+        prev_hash,
+        hash,
+        entry_json,
+    ));
+    write_line(
+        &mut out,
+        seq,
+        time,
+        time_unix_nanos,
+        prev_hash,
+        hash,
+        entry_json,
+    );
     out
 }
 
@@ -296,6 +425,13 @@ mod tests {
             )))
         );
         let line = encode_line(7, time, nanos, GENESIS_HASH, &hash, &json);
+        assert_eq!(
+            line.len(),
+            line_len(7, time, nanos, GENESIS_HASH, &hash, &json)
+        );
+        for n in [0, 9, 10, 1_234_567_890, u64::MAX] {
+            assert_eq!(Decimal::new(n).bytes(), n.to_string().as_bytes());
+        }
         let d = decode_line(7, &line).unwrap();
         assert_eq!(d.entry_json, json.as_slice());
         assert_eq!(d.record.entry, entry());

@@ -102,7 +102,7 @@ impl Trail {
         let tree = self.tree();
         let start = self.anchor()?;
         let mut anchor = start.clone().unwrap_or_default();
-        let appended = self.writer().applied().appended_bytes;
+        let appended = self.applied().point().appended_bytes;
         let mut live = appended.saturating_sub(anchor.pruned_bytes);
         let mut report = RetentionReport {
             pruned_records: 0,
