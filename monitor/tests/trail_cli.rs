@@ -354,3 +354,29 @@ fn documented_python_verifier_works() {
         stderr(&o)
     );
 }
+
+/// `trail export | head -1`: the reader goes away early; the export stops
+/// quietly with exit 0, like a tool killed by SIGPIPE.
+#[test]
+fn export_into_a_closed_pipe_is_quiet() {
+    use std::io::BufRead as _;
+    let dir = filled(3000);
+    let mut child = bin()
+        .args(["trail", "export", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("{\"trail_schema\":1,\"seq\":1,"),
+        "{first}"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}

@@ -238,15 +238,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .trim()
         .parse()
         .context("generator output")?;
-    // Let the agent drain what is queued.
+    // Let the agent drain what is queued: until it has seen every read, or
+    // has seen nothing more for a second (the rest were dropped), or 30 s.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = -1.0;
+    let mut still = 0;
     loop {
         let now = agent.metric("tokenwatch_events_total{kind=\"token_read\"}");
-        if now >= reads as f64
-            || (now == last && Instant::now() > deadline)
-            || Instant::now() > deadline
-        {
+        still = if now == last { still + 1 } else { 0 };
+        if now >= reads as f64 || still >= 2 || Instant::now() > deadline {
             break;
         }
         last = now;

@@ -114,10 +114,30 @@ fn init_logging(format: LogFormat, filter: &str) {
 }
 
 /// Prints an error with its whole `source()` chain on one line, prefixed
-/// with `tokenwatch:`, and returns exit code 2.
+/// with `tokenwatch:`, and returns exit code 2. Output cut short by its
+/// reader (`tokenwatch trail export | head`: a broken pipe) is not an
+/// error: nothing is printed and the exit code is 0, as for tools killed
+/// by SIGPIPE.
 pub fn fail(err: &(dyn std::error::Error + 'static)) -> ExitCode {
+    if is_broken_pipe(err) {
+        return ExitCode::SUCCESS;
+    }
     eprintln!("tokenwatch: {}", error_chain(err));
     ExitCode::from(2)
+}
+
+/// Whether the error, or one of its sources, is writing to a closed pipe.
+fn is_broken_pipe(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Joins an error and its sources with `: `.
