@@ -39,6 +39,10 @@ pub mod trees {
     /// index kind + value for indexes, `m` + name for metadata; the layout
     /// is documented in `trail::index`.
     pub const TRAIL: &str = "trail/v1";
+    /// The agent's learned baseline (`correlate::baseline`). Key: namespace,
+    /// a NUL byte, workload. Value: an encoded
+    /// `correlate::baseline::StoredWorkload`.
+    pub const BASELINE: &str = "baseline/v1";
 }
 
 /// Errors of the store.

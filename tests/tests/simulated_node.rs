@@ -208,6 +208,39 @@ fn the_agent_on_a_simulated_node() {
     run(&vol_a, &cg_a, &app);
     wait_reads(&agent, 7.0);
     assert_eq!(metric(&agent, "tokenwatch_kernel_drops_total"), 0.0);
+
+    // While the agent runs (and holds the store), `trail query` asks it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let live_hits = loop {
+        let out = std::process::Command::new(&bin)
+            .args([
+                "trail",
+                "query",
+                "--finding",
+                "host-reader",
+                "-o",
+                "json",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .output()
+            .expect("trail query runs");
+        assert!(
+            out.status.success(),
+            "trail query while the agent runs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hits: Vec<Value> = serde_json::from_slice(&out.stdout).expect("a JSON array");
+        // Records show once the agent has flushed them (every second).
+        if !hits.is_empty() || std::time::Instant::now() > deadline {
+            break hits;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        !live_hits.is_empty(),
+        "the running agent answered no host-reader record"
+    );
     agent.stop();
 
     let trail = sim::export_trail(&bin, &data);

@@ -8,6 +8,7 @@
 //! RBAC files (polled) ──► snapshot ──► Correlator
 //! API server (kubesync reflectors) ──► stored snapshot + pod metadata ──► Correlator, enrich
 //! timers ──► trail flush (durable seq), retention, cgroup cache cleanup
+//! <data dir>/agent.sock ──► `tokenwatch trail query|export|stats|verify` while running
 //! SIGTERM / SIGINT ──► detach, record what is pending, flush the trail, exit 0
 //! ```
 
@@ -29,7 +30,8 @@ use self::metrics::Metrics;
 use crate::{
     correlate::{
         CorrelateConfig, Correlator, ENTRY_SCHEMA_VERSION, Enriched, EntryKind, PodRef,
-        RbacContext, TrailEntry, baseline::BaselineConfig,
+        RbacContext, TrailEntry,
+        baseline::{self, BaselineConfig},
     },
     identity::{Identity, IdentityCache, KeySet},
     kubesync,
@@ -429,6 +431,45 @@ async fn maintain_trail(
     }
 }
 
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Brings back what earlier runs learned.
+fn restore_baseline(correlator: &mut Correlator, db: &sled::Db) {
+    match baseline::load(db) {
+        Ok(stored) if !stored.is_empty() => {
+            let n = stored.len();
+            correlator.baseline_mut().restore(
+                stored,
+                crate::sensor::event::monotonic_now_ns(),
+                unix_now_ns(),
+            );
+            tracing::info!(workloads = n, "restored the learned baseline");
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(error = %crate::cli::error_chain(&err), "cannot load the learned baseline; learning anew");
+        }
+    }
+}
+
+/// Stores what the baseline learned since the last call (durable with the
+/// trail's next flush: one database).
+fn store_baseline(correlator: &mut Correlator, db: &sled::Db) {
+    let changed = correlator
+        .baseline_mut()
+        .take_changed(crate::sensor::event::monotonic_now_ns(), unix_now_ns());
+    if changed.is_empty() {
+        return;
+    }
+    if let Err(err) = baseline::save(db, &changed) {
+        tracing::warn!(error = %crate::cli::error_chain(&err), workloads = changed.len(), "cannot store the learned baseline");
+    }
+}
+
 /// Loads keys for signature verification.
 fn load_keys(config: &AgentConfig) -> Result<KeySet, AgentError> {
     let mut keys = KeySet::new();
@@ -492,9 +533,22 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         needs_snapshot: !config.rbac.is_empty(),
     });
     let http_task = tokio::spawn(http::serve(listener, Arc::clone(&metrics), readiness));
+    // The trail commands ask the running agent on a socket in the data dir.
+    let trail_socket = crate::trail::live::socket_path(&config.data_dir);
+    let live_task = match crate::trail::live::bind(&config.data_dir) {
+        Ok(socket) => Some(tokio::spawn(crate::trail::live::serve(
+            socket,
+            outputs.trail.clone(),
+        ))),
+        Err(err) => {
+            tracing::warn!(socket = %trail_socket.display(), error = %err, "`tokenwatch trail` commands cannot ask this agent while it runs");
+            None
+        }
+    };
 
     // RBAC.
     let mut correlator = Correlator::new(correlate_config(&config));
+    restore_baseline(&mut correlator, outputs.trail.db());
     let mut stamp = rbac_stamp(&config.rbac);
     if !config.rbac.is_empty() {
         let rbac = load_rbac(&config.rbac)?;
@@ -627,6 +681,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             }
             _ = drops_tick.tick() => {
                 metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
+                store_baseline(&mut correlator, outputs.trail.db());
             }
             changed = live.handles.rbac.changed(), if live.rbac_open => {
                 if changed.is_err() { live.rbac_open = false; continue; }
@@ -674,11 +729,16 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         outputs.record(entry);
     }
     outputs.record(agent_entry(&node, "agent stopped".to_owned()));
+    store_baseline(&mut correlator, outputs.trail.db());
     outputs.flush().await;
     if let Some(watch) = &enricher.watch {
         watch.abort();
     }
     http_task.abort();
+    if let Some(task) = live_task {
+        task.abort();
+        let _ = std::fs::remove_file(&trail_socket);
+    }
     let Outputs { sinks, .. } = outputs;
     let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
     tracing::info!("agent stopped");

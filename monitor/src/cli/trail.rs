@@ -1,19 +1,25 @@
 //! `tokenwatch trail query|export|verify|stats|prune`: read, export, check
 //! and prune the audit trail in `--data-dir`.
 //!
+//! While an agent holds the data directory (sled lets one process open
+//! it), `query`, `export`, `stats` and `verify` ask that agent over its
+//! socket in the directory ([`crate::trail::live`]) and print the same.
+//! `prune` does not: retention is the running agent's own job.
+//!
 //! Exit codes: 0 on success; `verify` exits 1 when the chain is broken
 //! (naming the first record that does not match); 2 on errors, including a
-//! data directory held by a running agent.
+//! data directory held by another process that does not answer.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use super::OutputFormat;
 use super::rbac::{new_table, print_structured};
-use crate::store;
-use crate::trail::{self, Query, Trail, TrailError, VerifyReport};
+use crate::store::{self, StoreError};
+use crate::trail::live::{self, LiveError};
+use crate::trail::{self, Query, Record, Trail, TrailError, VerifyReport};
 
 /// Arguments of `tokenwatch trail`.
 #[derive(Debug, clap::Args)]
@@ -168,15 +174,74 @@ enum CommandError {
     /// The trail failed.
     #[error(transparent)]
     UseTrail(#[from] TrailError),
+    /// Asking the running agent failed.
+    #[error(transparent)]
+    AskAgent(#[from] LiveError),
     /// Writing the output failed.
     #[error("cannot write the output")]
     WriteOutput(#[source] std::io::Error),
 }
 
+/// The trail itself, or the agent that holds it.
+enum Store {
+    Local(Trail),
+    Agent(PathBuf),
+}
+
+/// Opens the trail in `data_dir`; when a running agent holds it and
+/// answers on its socket there, the agent.
+fn open(data_dir: &Path) -> Result<Store, CommandError> {
+    match Trail::open_existing(data_dir) {
+        Ok(trail) => Ok(Store::Local(trail)),
+        Err(TrailError::OpenStore {
+            source: StoreError::LockDatabase { .. },
+        }) if live::socket_path(data_dir).exists() => Ok(Store::Agent(data_dir.to_owned())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Matching records with their stored lines, from either source.
+type Rows = Box<dyn Iterator<Item = Result<(Record, Vec<u8>), CommandError>>>;
+
+fn rows(store: Store, q: &Query) -> Result<Rows, CommandError> {
+    match store {
+        Store::Local(trail) => {
+            let mut iter = trail.query(q)?;
+            Ok(Box::new(std::iter::from_fn(move || {
+                iter.next_raw().map(|r| r.map_err(CommandError::from))
+            })))
+        }
+        Store::Agent(dir) => {
+            let mut client = live::Client::send(&dir, &live::Request::Export { query: q.into() })?;
+            let mut n = 0u64;
+            Ok(Box::new(std::iter::from_fn(move || {
+                let line = match client.next_line() {
+                    Ok(line) => line?,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                n += 1;
+                Some(agent_row(n, line))
+            })))
+        }
+    }
+}
+
+/// A line the agent sent: a record, or the error that cut the answer short.
+fn agent_row(n: u64, line: Vec<u8>) -> Result<(Record, Vec<u8>), CommandError> {
+    #[derive(serde::Deserialize)]
+    struct Cut {
+        error: String,
+    }
+    if let Ok(cut) = serde_json::from_slice::<Cut>(&line) {
+        return Err(LiveError::Refused(cut.error).into());
+    }
+    let record = trail::record::decode_line(n, &line)?.record;
+    Ok((record, line))
+}
+
 fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
     let q = a.filters.query()?;
-    let trail = Trail::open_existing(&a.data_dir)?;
-    let mut iter = trail.query(&q)?;
+    let iter = rows(open(&a.data_dir)?, &q)?;
     let mut out = std::io::stdout().lock();
     let write = CommandError::WriteOutput;
     match a.output {
@@ -184,7 +249,7 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
             // The stored lines, as an array: the export schema.
             out.write_all(b"[").map_err(write)?;
             let mut first = true;
-            while let Some(item) = iter.next_raw() {
+            for item in iter {
                 let (_, line) = item?;
                 out.write_all(if first { b"\n" } else { b",\n" })
                     .map_err(write)?;
@@ -195,7 +260,9 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
                 .map_err(write)?;
         }
         OutputFormat::Yaml => {
-            let records = iter.collect::<Result<Vec<_>, _>>()?;
+            let records = iter
+                .map(|r| r.map(|(record, _)| record))
+                .collect::<Result<Vec<_>, _>>()?;
             drop(out);
             print_structured(a.output, &records).map_err(write)?;
         }
@@ -205,7 +272,7 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
             ]);
             let mut n = 0usize;
             for r in iter {
-                let r = r?;
+                let (r, _) = r?;
                 let e = &r.entry;
                 let process = e
                     .reader
@@ -235,13 +302,26 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
 
 fn export(a: &ExportArgs) -> Result<ExitCode, CommandError> {
     let q = a.filters.query()?;
-    let trail = Trail::open_existing(&a.data_dir)?;
-    let n = match &a.file {
-        Some(path) => {
-            let file = std::fs::File::create(path).map_err(CommandError::WriteOutput)?;
-            trail.export(std::io::BufWriter::new(file), &q)?
+    let store = open(&a.data_dir)?;
+    let out: Box<dyn std::io::Write> = match &a.file {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(CommandError::WriteOutput)?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = std::io::BufWriter::new(out);
+    let n = match store {
+        Store::Local(trail) => trail.export(out, &q)?,
+        agent => {
+            let write = |source| TrailError::WriteExport { source };
+            let mut n = 0;
+            for item in rows(agent, &q)? {
+                let (_, line) = item?;
+                out.write_all(&line).map_err(write)?;
+                out.write_all(b"\n").map_err(write)?;
+                n += 1;
+            }
+            out.flush().map_err(write)?;
+            n
         }
-        None => trail.export(std::io::BufWriter::new(std::io::stdout().lock()), &q)?,
     };
     tracing::info!(records = n, "trail exported");
     Ok(ExitCode::SUCCESS)
@@ -261,10 +341,16 @@ fn verify(a: &VerifyArgs) -> Result<ExitCode, CommandError> {
                 format!("exported trail {}", path.display()),
             )
         }
-        None => (
-            Trail::open_existing(&a.data_dir)?.verify()?,
-            format!("trail in {}", a.data_dir.display()),
-        ),
+        None => match open(&a.data_dir)? {
+            Store::Local(trail) => (
+                trail.verify()?,
+                format!("trail in {}", a.data_dir.display()),
+            ),
+            Store::Agent(dir) => (
+                live::verify(&dir)?,
+                format!("trail in {} (asked the running agent)", dir.display()),
+            ),
+        },
     };
     let code = if report.intact {
         ExitCode::SUCCESS
@@ -309,7 +395,10 @@ fn print_verify(report: &VerifyReport, what: &str) {
 }
 
 fn stats(a: &StatsArgs) -> Result<ExitCode, CommandError> {
-    let s = Trail::open_existing(&a.data_dir)?.stats()?;
+    let s = match open(&a.data_dir)? {
+        Store::Local(trail) => trail.stats()?,
+        Store::Agent(dir) => live::stats(&dir)?,
+    };
     if print_structured(a.output, &s).map_err(CommandError::WriteOutput)? {
         return Ok(ExitCode::SUCCESS);
     }

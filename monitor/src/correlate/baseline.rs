@@ -8,11 +8,21 @@
 //! learned; after it, a reader that was not learned is unexpected. Some
 //! executables are never learned (shells and file tools: what an intruder
 //! uses after `kubectl exec`), and an allowlist is always expected.
+//!
+//! What was learned outlives the agent: [`Baseline::take_changed`] gives
+//! the workloads that changed, with wall-clock times, for [`save`] to
+//! store in sled, and [`load`] + [`Baseline::restore`] bring them back
+//! after a restart (a DaemonSet rollout, a crash), so a restart neither
+//! forgets what was learned nor reopens a learning period that had ended.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     time::Duration,
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, StoreError, trees};
 
 /// What the baseline says about one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +98,22 @@ fn matches_exe(list: &[String], exe: &str) -> bool {
 
 #[derive(Debug, Default)]
 struct Workload {
-    first_seen_ns: u64,
+    /// Monotonic ns; negative for a workload first seen before this boot.
+    first_seen_ns: i64,
     readers: HashSet<String>,
+}
+
+/// One workload's learned readers, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWorkload {
+    /// Namespace.
+    pub namespace: String,
+    /// Owner (`Kind/name` from the API server, or the name guessed from a pod's).
+    pub workload: String,
+    /// When it was first seen, ns since the Unix epoch.
+    pub first_seen_unix_nanos: u64,
+    /// Executables learned, sorted.
+    pub readers: Vec<String>,
 }
 
 /// Learned readers per workload.
@@ -97,6 +121,12 @@ struct Workload {
 pub struct Baseline {
     config: BaselineConfig,
     workloads: HashMap<(String, String), Workload>,
+    /// Workloads added or changed since the last [`Baseline::take_changed`].
+    changed: BTreeSet<(String, String)>,
+}
+
+fn signed(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
 }
 
 impl Baseline {
@@ -106,6 +136,56 @@ impl Baseline {
         Self {
             config,
             workloads: HashMap::new(),
+            changed: BTreeSet::new(),
+        }
+    }
+
+    /// The workloads added or changed since the last call, as stored: the
+    /// monotonic first-seen times turned into wall-clock ones with the two
+    /// clocks read now (`mono_now_ns`, `unix_now_ns`).
+    pub fn take_changed(&mut self, mono_now_ns: u64, unix_now_ns: u64) -> Vec<StoredWorkload> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .filter_map(|key| {
+                let w = self.workloads.get(&key)?;
+                let age = i128::from(signed(mono_now_ns)) - i128::from(w.first_seen_ns);
+                let first = (i128::from(unix_now_ns) - age.max(0)).max(0);
+                let mut readers: Vec<String> = w.readers.iter().cloned().collect();
+                readers.sort();
+                Some(StoredWorkload {
+                    namespace: key.0,
+                    workload: key.1,
+                    first_seen_unix_nanos: u64::try_from(first).unwrap_or(0),
+                    readers,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds stored workloads (what an earlier run learned), turning their
+    /// wall-clock first-seen times into this boot's monotonic clock: a
+    /// workload first seen a day ago is past its learning period even
+    /// when the node booted a minute ago. Readers are merged with any
+    /// already learned.
+    pub fn restore(
+        &mut self,
+        stored: impl IntoIterator<Item = StoredWorkload>,
+        mono_now_ns: u64,
+        unix_now_ns: u64,
+    ) {
+        for s in stored {
+            let age = unix_now_ns.saturating_sub(s.first_seen_unix_nanos);
+            let first = signed(mono_now_ns).saturating_sub(signed(age));
+            let w = self
+                .workloads
+                .entry((s.namespace, s.workload))
+                .or_insert_with(|| Workload {
+                    first_seen_ns: first,
+                    readers: HashSet::new(),
+                });
+            w.first_seen_ns = w.first_seen_ns.min(first);
+            w.readers.extend(s.readers);
         }
     }
 
@@ -124,19 +204,26 @@ impl Baseline {
         exe: &str,
         now_ns: u64,
     ) -> Verdict {
+        let workload_name = workload;
         if matches_exe(&self.config.allow, exe) {
             return Verdict::Expected;
         }
         let key = (namespace.to_owned(), workload.to_owned());
-        let workload = self.workloads.entry(key).or_insert_with(|| Workload {
-            first_seen_ns: now_ns,
-            readers: HashSet::new(),
-        });
+        let workload = match self.workloads.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                self.changed.insert(v.key().clone());
+                v.insert(Workload {
+                    first_seen_ns: signed(now_ns),
+                    readers: HashSet::new(),
+                })
+            }
+        };
         if workload.readers.contains(exe) {
             return Verdict::Expected;
         }
-        let learning = now_ns.saturating_sub(workload.first_seen_ns)
-            < self.config.learning_period.as_nanos() as u64;
+        let learning = i128::from(signed(now_ns)) - i128::from(workload.first_seen_ns)
+            < i128::try_from(self.config.learning_period.as_nanos()).unwrap_or(i128::MAX);
         if matches_exe(&self.config.never_learn, exe) {
             return Verdict::Unexpected {
                 after_learning: !learning,
@@ -144,6 +231,8 @@ impl Baseline {
         }
         if learning {
             workload.readers.insert(exe.to_owned());
+            self.changed
+                .insert((namespace.to_owned(), workload_name.to_owned()));
             Verdict::Expected
         } else {
             Verdict::Unexpected {
@@ -165,9 +254,143 @@ impl Baseline {
     }
 }
 
+fn stored_key(namespace: &str, workload: &str) -> Vec<u8> {
+    let mut key = namespace.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(workload.as_bytes());
+    key
+}
+
+/// Stores workloads (replacing what was stored for them) in the
+/// [`trees::BASELINE`] tree; durable with the database's next flush.
+///
+/// # Errors
+/// Opening the tree, encoding, or writing fails.
+pub fn save(db: &sled::Db, workloads: &[StoredWorkload]) -> Result<(), StoreError> {
+    let tree = store::tree(db, trees::BASELINE)?;
+    let mut batch = sled::Batch::default();
+    for w in workloads {
+        batch.insert(stored_key(&w.namespace, &w.workload), store::encode(w)?);
+    }
+    tree.apply_batch(batch)
+        .map_err(|source| StoreError::WriteRecord {
+            tree: trees::BASELINE,
+            source,
+        })
+}
+
+/// Every stored workload. One that does not decode is skipped with a
+/// warning naming it (the rest are still restored).
+///
+/// # Errors
+/// Opening or reading the tree fails.
+pub fn load(db: &sled::Db) -> Result<Vec<StoredWorkload>, StoreError> {
+    let tree = store::tree(db, trees::BASELINE)?;
+    let mut out = Vec::new();
+    for kv in &tree {
+        let (key, value) = kv.map_err(|source| StoreError::ReadRecord {
+            tree: trees::BASELINE,
+            source,
+        })?;
+        match store::decode::<StoredWorkload>(&value) {
+            Ok(w) => out.push(w),
+            Err(err) => tracing::warn!(
+                key = %String::from_utf8_lossy(&key).replace('\0', "/"),
+                error = %crate::cli::error_chain(&err),
+                "skipping a stored baseline workload that does not decode"
+            ),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_was_learned_survives_a_restart_and_a_reboot() {
+        let s: u64 = 1_000_000_000;
+        let config = BaselineConfig {
+            learning_period: Duration::from_secs(600),
+            ..BaselineConfig::default()
+        };
+        // First run: node up 1,000 s; the workload is learned for 100 s.
+        let unix0 = 1_800_000_000 * s;
+        let mut first = Baseline::new(config.clone());
+        assert_eq!(
+            first.observe_workload("shop", "Deployment/web", "/app/server", 1_000 * s),
+            Verdict::Expected
+        );
+        assert_eq!(
+            first.observe_workload("shop", "Deployment/web", "/app/server", 1_050 * s),
+            Verdict::Expected
+        );
+        let changed = first.take_changed(1_100 * s, unix0 + 100 * s);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].first_seen_unix_nanos, unix0);
+        assert_eq!(changed[0].readers, ["/app/server"]);
+        assert!(first.take_changed(1_100 * s, unix0 + 100 * s).is_empty());
+
+        // Stored in real sled files, loaded by the next run.
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        save(&db, &changed).unwrap();
+        let loaded = load(&db).unwrap();
+        assert_eq!(loaded, changed);
+
+        // The next run: the node rebooted, up only 60 s, an hour later. The
+        // learning period ended long ago, though this boot is younger.
+        let mut second = Baseline::new(config.clone());
+        second.restore(loaded.clone(), 60 * s, unix0 + 3_600 * s);
+        assert_eq!(
+            second.observe_workload("shop", "Deployment/web", "/app/server", 61 * s),
+            Verdict::Expected
+        );
+        assert_eq!(
+            second.observe_workload("shop", "Deployment/web", "/app/other", 61 * s),
+            Verdict::Unexpected {
+                after_learning: true
+            }
+        );
+        // Restored, not changed: nothing to store again.
+        assert!(second.take_changed(62 * s, unix0 + 3_602 * s).is_empty());
+
+        // A restart within the learning period keeps learning until it ends.
+        let mut third = Baseline::new(config);
+        third.restore(loaded, 5 * s, unix0 + 200 * s);
+        assert_eq!(
+            third.observe_workload("shop", "Deployment/web", "/app/helper", 6 * s),
+            Verdict::Expected
+        );
+        let again = third.take_changed(7 * s, unix0 + 202 * s);
+        assert_eq!(again[0].readers, ["/app/helper", "/app/server"]);
+        assert_eq!(again[0].first_seen_unix_nanos, unix0);
+        assert_eq!(
+            third.observe_workload("shop", "Deployment/web", "/app/late", 500 * s),
+            Verdict::Unexpected {
+                after_learning: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_stored_value_that_does_not_decode_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        let good = StoredWorkload {
+            namespace: "shop".into(),
+            workload: "web".into(),
+            first_seen_unix_nanos: 1,
+            readers: vec!["/app/server".into()],
+        };
+        save(&db, std::slice::from_ref(&good)).unwrap();
+        store::tree(&db, trees::BASELINE)
+            .unwrap()
+            .insert(b"shop\0broken", b"\x01{not json".as_slice())
+            .unwrap();
+        assert_eq!(load(&db).unwrap(), [good]);
+    }
 
     #[test]
     fn workload_names() {

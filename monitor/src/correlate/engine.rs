@@ -253,6 +253,11 @@ impl Correlator {
         self.rbac.as_ref().map(RbacContext::label)
     }
 
+    /// The learned baseline (to store it, or restore a stored one).
+    pub fn baseline_mut(&mut self) -> &mut Baseline {
+        &mut self.baseline
+    }
+
     /// Consumes one event; returns the entries it completes (often none).
     pub fn observe(&mut self, input: Enriched) -> Vec<TrailEntry> {
         let ev = &input.event;

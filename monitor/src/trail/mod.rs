@@ -48,6 +48,7 @@
 pub mod chain;
 pub mod export;
 pub mod index;
+pub mod live;
 pub mod query;
 pub mod record;
 pub mod retention;
@@ -58,7 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use self::chain::{Anchor, BATCH_RECORDS, ChainPoint, QUEUE_UNITS};
 pub use self::query::{Query, parse_time};
@@ -263,7 +264,7 @@ impl std::fmt::Debug for Trail {
 }
 
 /// What `trail stats` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrailStats {
     /// Records in the trail now.
     pub records: u64,
@@ -288,7 +289,7 @@ pub struct TrailStats {
 }
 
 /// A record's seq and time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bound {
     /// Sequence number.
     pub seq: u64,

@@ -10,7 +10,7 @@
 
 use std::io::BufRead;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::chain::{self, Anchor, ChainPoint};
 use super::index::{self, HEAD_KEY};
@@ -18,7 +18,7 @@ use super::record::{self, Decoded, GENESIS_HASH};
 use super::{Trail, TrailError};
 
 /// What is wrong with a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Problem {
     /// The record is not there: the chain jumps over it.
@@ -49,7 +49,7 @@ impl Problem {
 }
 
 /// The first record that does not match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mismatch {
     /// Its seq (for [`Problem::Missing`], the first missing seq).
     pub seq: u64,
@@ -60,7 +60,7 @@ pub struct Mismatch {
 }
 
 /// The outcome of a walk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// No record failed.
     pub intact: bool,
