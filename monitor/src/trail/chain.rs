@@ -431,7 +431,14 @@ impl Trail {
         }
         u.min_time = u.min_time.min(nanos);
         u.max_time = u.max_time.max(nanos);
-        let line_len = record::line_len(seq, &w.time, nanos, &w.last_hash, &hash, &w.json);
+        let head = record::LineHead {
+            seq,
+            time: &w.time,
+            time_unix_nanos: nanos,
+            prev_hash: &w.last_hash,
+            hash: &hash,
+        };
+        let line_len = head.line_len(w.json.len());
         if !u.block.is_empty() && u.block.len() + 1 + line_len > index::BLOCK_BYTES {
             let lines = std::mem::replace(&mut u.block, Vec::with_capacity(index::BLOCK_BYTES));
             u.blocks.push((u.block_first, lines));
@@ -442,15 +449,7 @@ impl Trail {
         } else {
             u.block.push(b'\n');
         }
-        record::write_line(
-            &mut u.block,
-            seq,
-            &w.time,
-            nanos,
-            &w.last_hash,
-            &hash,
-            &w.json,
-        );
+        head.write_line(&mut u.block, &w.json);
         let scratch = &mut w.scratch;
         index::for_each_value(entry, |kind, value| {
             index::write_value_prefix(scratch, kind, value);

@@ -127,11 +127,14 @@ pub fn compute_hash(
     hex::encode(h.finalize())
 }
 
-/// The record line up to and including `"entry":`.
-fn line_head(seq: u64, time: &str, time_unix_nanos: u64, prev_hash: &str, hash: &str) -> String {
-    let mut out = Vec::new();
-    write_line_head(&mut out, seq, time, time_unix_nanos, prev_hash, hash);
-    String::from_utf8(out).unwrap_or_default()
+/// The chain fields of a record line: everything before its entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineHead<'a> {
+    pub(crate) seq: u64,
+    pub(crate) time: &'a str,
+    pub(crate) time_unix_nanos: u64,
+    pub(crate) prev_hash: &'a str,
+    pub(crate) hash: &'a str,
 }
 
 const _: () = assert!(
@@ -139,76 +142,48 @@ const _: () = assert!(
     "the line head below spells out trail_schema 1"
 );
 
-/// The pieces of a record line before the entry's JSON.
-fn line_head_pieces<'a>(
-    seq: &'a Decimal,
-    time: &'a str,
-    time_unix_nanos: &'a Decimal,
-    prev_hash: &'a str,
-    hash: &'a str,
-) -> [&'a [u8]; 11] {
-    // `time` is humantime's RFC 3339 and the hashes are hex: nothing to escape.
-    [
-        b"{\"trail_schema\":1,\"seq\":",
-        seq.bytes(),
-        b",\"time\":\"",
-        time.as_bytes(),
-        b"\",\"time_unix_nanos\":",
-        time_unix_nanos.bytes(),
-        b",\"prev_hash\":\"",
-        prev_hash.as_bytes(),
-        b"\",\"hash\":\"",
-        hash.as_bytes(),
-        b"\",\"entry\":",
-    ]
-}
-
-fn write_line_head(
-    out: &mut Vec<u8>,
-    seq: u64,
-    time: &str,
-    time_unix_nanos: u64,
-    prev_hash: &str,
-    hash: &str,
-) {
-    let (seq, nanos) = (Decimal::new(seq), Decimal::new(time_unix_nanos));
-    for piece in line_head_pieces(&seq, time, &nanos, prev_hash, hash) {
-        out.extend_from_slice(piece);
+impl LineHead<'_> {
+    /// Calls `f` with each piece of the line up to and including `"entry":`.
+    fn pieces(&self, mut f: impl FnMut(&[u8])) {
+        let (seq, nanos) = (Decimal::new(self.seq), Decimal::new(self.time_unix_nanos));
+        // `time` is humantime's RFC 3339 and the hashes are hex: nothing to escape.
+        for piece in [
+            b"{\"trail_schema\":1,\"seq\":".as_slice(),
+            seq.bytes(),
+            b",\"time\":\"",
+            self.time.as_bytes(),
+            b"\",\"time_unix_nanos\":",
+            nanos.bytes(),
+            b",\"prev_hash\":\"",
+            self.prev_hash.as_bytes(),
+            b"\",\"hash\":\"",
+            self.hash.as_bytes(),
+            b"\",\"entry\":",
+        ] {
+            f(piece);
+        }
     }
-}
 
-/// The length of the record line [`write_line`] writes.
-#[must_use]
-pub(crate) fn line_len(
-    seq: u64,
-    time: &str,
-    time_unix_nanos: u64,
-    prev_hash: &str,
-    hash: &str,
-    entry_json: &[u8],
-) -> usize {
-    let (seq, nanos) = (Decimal::new(seq), Decimal::new(time_unix_nanos));
-    line_head_pieces(&seq, time, &nanos, prev_hash, hash)
-        .iter()
-        .map(|p| p.len())
-        .sum::<usize>()
-        + entry_json.len()
-        + 1
-}
+    /// The length of the whole line with an entry of `entry_len` bytes.
+    pub(crate) fn line_len(&self, entry_len: usize) -> usize {
+        let mut n = 0;
+        self.pieces(|p| n += p.len());
+        n + entry_len + 1
+    }
 
-/// Appends the record line (what is stored in a block and exported) to `out`.
-pub(crate) fn write_line(
-    out: &mut Vec<u8>,
-    seq: u64,
-    time: &str,
-    time_unix_nanos: u64,
-    prev_hash: &str,
-    hash: &str,
-    entry_json: &[u8],
-) {
-    write_line_head(out, seq, time, time_unix_nanos, prev_hash, hash);
-    out.extend_from_slice(entry_json);
-    out.push(b'}');
+    /// Appends the whole line (what is stored in a block and exported) to `out`.
+    pub(crate) fn write_line(&self, out: &mut Vec<u8>, entry_json: &[u8]) {
+        self.pieces(|p| out.extend_from_slice(p));
+        out.extend_from_slice(entry_json);
+        out.push(b'}');
+    }
+
+    /// The line up to and including `"entry":`.
+    fn text(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.pieces(|p| out.extend_from_slice(p));
+        out
+    }
 }
 
 /// The record line (what is stored in a block and exported).
@@ -222,23 +197,15 @@ pub(crate) fn encode_line(
     hash: &str,
     entry_json: &[u8],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(line_len(
+    let head = LineHead {
         seq,
         time,
         time_unix_nanos,
         prev_hash,
         hash,
-        entry_json,
-    ));
-    write_line(
-        &mut out,
-        seq,
-        time,
-        time_unix_nanos,
-        prev_hash,
-        hash,
-        entry_json,
-    );
+    };
+    let mut out = Vec::with_capacity(head.line_len(entry_json.len()));
+    head.write_line(&mut out, entry_json);
     out
 }
 
@@ -367,15 +334,16 @@ pub fn decode_line(seq: u64, line: &[u8]) -> Result<Decoded<'_>, TrailError> {
     if record.trail_schema != TRAIL_SCHEMA_VERSION {
         return Err(form("unknown trail_schema"));
     }
-    let head = line_head(
-        record.seq,
-        &record.time,
-        record.time_unix_nanos,
-        &record.prev_hash,
-        &record.hash,
-    );
+    let head = LineHead {
+        seq: record.seq,
+        time: &record.time,
+        time_unix_nanos: record.time_unix_nanos,
+        prev_hash: &record.prev_hash,
+        hash: &record.hash,
+    }
+    .text();
     let entry_json = line
-        .strip_prefix(head.as_bytes())
+        .strip_prefix(head.as_slice())
         .and_then(|rest| rest.strip_suffix(b"}"))
         .ok_or_else(|| form("members are not in canonical order and spacing"))?;
     if entry_json.first() != Some(&b'{') {
@@ -425,10 +393,14 @@ mod tests {
             )))
         );
         let line = encode_line(7, time, nanos, GENESIS_HASH, &hash, &json);
-        assert_eq!(
-            line.len(),
-            line_len(7, time, nanos, GENESIS_HASH, &hash, &json)
-        );
+        let head = LineHead {
+            seq: 7,
+            time,
+            time_unix_nanos: nanos,
+            prev_hash: GENESIS_HASH,
+            hash: &hash,
+        };
+        assert_eq!(line.len(), head.line_len(json.len()));
         for n in [0, 9, 10, 1_234_567_890, u64::MAX] {
             assert_eq!(Decimal::new(n).bytes(), n.to_string().as_bytes());
         }
