@@ -393,6 +393,72 @@ fn a_shell_in_the_pod_is_an_unexpected_reader() {
     assert_eq!(kinds(&late[0]), vec![FindingKind::UnexpectedReader]);
 }
 
+/// With live sync, the baseline is per workload and container image: a
+/// program learned in the app's container is unexpected in its sidecar.
+#[test]
+fn the_baseline_is_per_container_image() {
+    let mut c = correlator();
+    let web = bound_token("web-7d9f8b6c5d-x2x9q", POD_A, "web", "jti-web-1");
+    let in_image = |image: &str| {
+        pod(POD_A, "web-7d9f8b6c5d-x2x9q").map(|p| PodRef {
+            workload: Some("Deployment/web".into()),
+            image: Some(image.into()),
+            ..p
+        })
+    };
+    let server = process(100, "/app/server", 11);
+    let first = read_token(
+        &mut c,
+        SECOND,
+        &server,
+        in_image("shop/web:2.1"),
+        &web,
+        POD_A,
+    );
+    assert!(first[0].findings.is_empty(), "{:?}", first[0].findings);
+    assert_eq!(
+        first[0]
+            .reader
+            .as_ref()
+            .unwrap()
+            .pod
+            .as_ref()
+            .unwrap()
+            .image
+            .as_deref(),
+        Some("shop/web:2.1"),
+        "the image is recorded with the reader's pod"
+    );
+    let envoy = process(101, "/usr/local/bin/envoy", 12);
+    read_token(
+        &mut c,
+        2 * SECOND,
+        &envoy,
+        in_image("envoyproxy/envoy:v1.31"),
+        &web,
+        POD_A,
+    );
+    // After learning: each program is known in its own image only.
+    let again = read_token(
+        &mut c,
+        120 * SECOND,
+        &server,
+        in_image("shop/web:2.1"),
+        &web,
+        POD_A,
+    );
+    assert!(again[0].findings.is_empty(), "{:?}", again[0].findings);
+    let swapped = read_token(
+        &mut c,
+        121 * SECOND,
+        &process(102, "/app/server", 12),
+        in_image("envoyproxy/envoy:v1.31"),
+        &web,
+        POD_A,
+    );
+    assert_eq!(kinds(&swapped[0]), vec![FindingKind::UnexpectedReader]);
+}
+
 #[test]
 fn another_pods_reader_is_a_foreign_token_and_a_host_reader_is_flagged() {
     let mut c = correlator();

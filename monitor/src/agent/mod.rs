@@ -236,6 +236,16 @@ impl Enricher {
                 let meta = self.pods.get(&pod_uid);
                 // The API server's view first (every pod, legacy tokens too), then the token's.
                 let api = self.api_pods.get(&pod_uid);
+                let image = api.zip(container_id.as_ref()).and_then(|(p, id)| {
+                    // Container IDs from the cgroup and from the status agree
+                    // in full; a shortened one matches by prefix.
+                    p.container_images.get(id).cloned().or_else(|| {
+                        p.container_images
+                            .iter()
+                            .find(|(full, _)| full.starts_with(id.as_str()))
+                            .map(|(_, image)| image.clone())
+                    })
+                });
                 Some(PodRef {
                     name: api
                         .map(|p| p.name.clone())
@@ -246,6 +256,7 @@ impl Enricher {
                     uid: pod_uid,
                     container_id,
                     runtime: runtime.map(|r| format!("{r:?}").to_lowercase()),
+                    image,
                     workload: api.and_then(|p| p.workload.clone()),
                     service_account: api
                         .and_then(|p| p.service_account.clone())

@@ -1,9 +1,13 @@
 //! The learned baseline: which executables a workload's containers use to
 //! read their own token.
 //!
-//! A workload is (namespace, owner), the owner being the pod name without
-//! the suffix its controller generated (`web-7d9f8b6c5d-x2x9q` -> `web`,
-//! `db-0` -> `db`), so every replica shares one baseline. For a learning
+//! A workload is (namespace, owner, container image), the owner being the
+//! controller (`Deployment/web`, from the API server) or else the pod name
+//! without the suffix its controller generated (`web-7d9f8b6c5d-x2x9q` ->
+//! `web`, `db-0` -> `db`), so every replica shares one baseline, while a
+//! pod's sidecar and main container each have their own. The image is known
+//! from the API server's container statuses; without live sync it is
+//! empty and a pod's containers share one baseline. For a learning
 //! period after a workload is first seen, every reader executable is
 //! learned; after it, a reader that was not learned is unexpected. Some
 //! executables are never learned (shells and file tools: what an intruder
@@ -110,6 +114,9 @@ pub struct StoredWorkload {
     pub namespace: String,
     /// Owner (`Kind/name` from the API server, or the name guessed from a pod's).
     pub workload: String,
+    /// The container's image, empty when unknown.
+    #[serde(default)]
+    pub image: String,
     /// When it was first seen, ns since the Unix epoch.
     pub first_seen_unix_nanos: u64,
     /// Executables learned, sorted.
@@ -120,10 +127,13 @@ pub struct StoredWorkload {
 #[derive(Debug, Default)]
 pub struct Baseline {
     config: BaselineConfig,
-    workloads: HashMap<(String, String), Workload>,
+    workloads: HashMap<Key, Workload>,
     /// Workloads added or changed since the last [`Baseline::take_changed`].
-    changed: BTreeSet<(String, String)>,
+    changed: BTreeSet<Key>,
 }
+
+/// Namespace, owner, image (empty when unknown).
+type Key = (String, String, String);
 
 fn signed(ns: u64) -> i64 {
     i64::try_from(ns).unwrap_or(i64::MAX)
@@ -156,6 +166,7 @@ impl Baseline {
                 Some(StoredWorkload {
                     namespace: key.0,
                     workload: key.1,
+                    image: key.2,
                     first_seen_unix_nanos: u64::try_from(first).unwrap_or(0),
                     readers,
                 })
@@ -179,7 +190,7 @@ impl Baseline {
             let first = signed(mono_now_ns).saturating_sub(signed(age));
             let w = self
                 .workloads
-                .entry((s.namespace, s.workload))
+                .entry((s.namespace, s.workload, s.image))
                 .or_insert_with(|| Workload {
                     first_seen_ns: first,
                     readers: HashSet::new(),
@@ -190,9 +201,17 @@ impl Baseline {
     }
 
     /// Judges (and, while learning, learns) a read of a pod's own token by
-    /// `exe`, at monotonic time `now_ns`.
-    pub fn observe(&mut self, namespace: &str, pod_name: &str, exe: &str, now_ns: u64) -> Verdict {
-        self.observe_workload(namespace, workload_of(pod_name), exe, now_ns)
+    /// `exe` in a container running `image` (when known), at monotonic
+    /// time `now_ns`.
+    pub fn observe(
+        &mut self,
+        namespace: &str,
+        pod_name: &str,
+        image: Option<&str>,
+        exe: &str,
+        now_ns: u64,
+    ) -> Verdict {
+        self.observe_workload(namespace, workload_of(pod_name), image, exe, now_ns)
     }
 
     /// [`Self::observe`] for a known workload (`Kind/name` from the API
@@ -201,15 +220,19 @@ impl Baseline {
         &mut self,
         namespace: &str,
         workload: &str,
+        image: Option<&str>,
         exe: &str,
         now_ns: u64,
     ) -> Verdict {
-        let workload_name = workload;
+        let key: Key = (
+            namespace.to_owned(),
+            workload.to_owned(),
+            image.unwrap_or_default().to_owned(),
+        );
         if matches_exe(&self.config.allow, exe) {
             return Verdict::Expected;
         }
-        let key = (namespace.to_owned(), workload.to_owned());
-        let workload = match self.workloads.entry(key) {
+        let workload = match self.workloads.entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 self.changed.insert(v.key().clone());
@@ -231,8 +254,7 @@ impl Baseline {
         }
         if learning {
             workload.readers.insert(exe.to_owned());
-            self.changed
-                .insert((namespace.to_owned(), workload_name.to_owned()));
+            self.changed.insert(key);
             Verdict::Expected
         } else {
             Verdict::Unexpected {
@@ -254,10 +276,12 @@ impl Baseline {
     }
 }
 
-fn stored_key(namespace: &str, workload: &str) -> Vec<u8> {
-    let mut key = namespace.as_bytes().to_vec();
+fn stored_key(w: &StoredWorkload) -> Vec<u8> {
+    let mut key = w.namespace.as_bytes().to_vec();
     key.push(0);
-    key.extend_from_slice(workload.as_bytes());
+    key.extend_from_slice(w.workload.as_bytes());
+    key.push(0);
+    key.extend_from_slice(w.image.as_bytes());
     key
 }
 
@@ -270,7 +294,7 @@ pub fn save(db: &sled::Db, workloads: &[StoredWorkload]) -> Result<(), StoreErro
     let tree = store::tree(db, trees::BASELINE)?;
     let mut batch = sled::Batch::default();
     for w in workloads {
-        batch.insert(stored_key(&w.namespace, &w.workload), store::encode(w)?);
+        batch.insert(stored_key(w), store::encode(w)?);
     }
     tree.apply_batch(batch)
         .map_err(|source| StoreError::WriteRecord {
@@ -319,11 +343,11 @@ mod tests {
         let unix0 = 1_800_000_000 * s;
         let mut first = Baseline::new(config.clone());
         assert_eq!(
-            first.observe_workload("shop", "Deployment/web", "/app/server", 1_000 * s),
+            first.observe_workload("shop", "Deployment/web", None, "/app/server", 1_000 * s),
             Verdict::Expected
         );
         assert_eq!(
-            first.observe_workload("shop", "Deployment/web", "/app/server", 1_050 * s),
+            first.observe_workload("shop", "Deployment/web", None, "/app/server", 1_050 * s),
             Verdict::Expected
         );
         let changed = first.take_changed(1_100 * s, unix0 + 100 * s);
@@ -344,11 +368,11 @@ mod tests {
         let mut second = Baseline::new(config.clone());
         second.restore(loaded.clone(), 60 * s, unix0 + 3_600 * s);
         assert_eq!(
-            second.observe_workload("shop", "Deployment/web", "/app/server", 61 * s),
+            second.observe_workload("shop", "Deployment/web", None, "/app/server", 61 * s),
             Verdict::Expected
         );
         assert_eq!(
-            second.observe_workload("shop", "Deployment/web", "/app/other", 61 * s),
+            second.observe_workload("shop", "Deployment/web", None, "/app/other", 61 * s),
             Verdict::Unexpected {
                 after_learning: true
             }
@@ -360,18 +384,62 @@ mod tests {
         let mut third = Baseline::new(config);
         third.restore(loaded, 5 * s, unix0 + 200 * s);
         assert_eq!(
-            third.observe_workload("shop", "Deployment/web", "/app/helper", 6 * s),
+            third.observe_workload("shop", "Deployment/web", None, "/app/helper", 6 * s),
             Verdict::Expected
         );
         let again = third.take_changed(7 * s, unix0 + 202 * s);
         assert_eq!(again[0].readers, ["/app/helper", "/app/server"]);
         assert_eq!(again[0].first_seen_unix_nanos, unix0);
         assert_eq!(
-            third.observe_workload("shop", "Deployment/web", "/app/late", 500 * s),
+            third.observe_workload("shop", "Deployment/web", None, "/app/late", 500 * s),
             Verdict::Unexpected {
                 after_learning: true
             }
         );
+    }
+
+    #[test]
+    fn each_image_of_a_workload_learns_its_own_readers() {
+        let s: u64 = 1_000_000_000;
+        let mut b = Baseline::new(BaselineConfig {
+            learning_period: Duration::from_secs(60),
+            ..BaselineConfig::default()
+        });
+        let (app, sidecar) = (Some("shop/web:2.1"), Some("envoyproxy/envoy:v1.31"));
+        assert_eq!(
+            b.observe_workload("shop", "Deployment/web", app, "/app/server", 0),
+            Verdict::Expected
+        );
+        assert_eq!(
+            b.observe_workload("shop", "Deployment/web", sidecar, "/usr/local/bin/envoy", 0),
+            Verdict::Expected
+        );
+        // After learning, each container's program is known in its own image only.
+        assert_eq!(
+            b.observe_workload("shop", "Deployment/web", app, "/app/server", 120 * s),
+            Verdict::Expected
+        );
+        assert_eq!(
+            b.observe_workload(
+                "shop",
+                "Deployment/web",
+                app,
+                "/usr/local/bin/envoy",
+                120 * s
+            ),
+            Verdict::Unexpected {
+                after_learning: true
+            }
+        );
+        // Where the image is unknown (no live sync), the workload's own baseline.
+        assert_eq!(
+            b.observe_workload("shop", "Deployment/web", None, "/app/server", 120 * s),
+            Verdict::Expected
+        );
+        assert_eq!(b.len(), 3);
+        let stored = b.take_changed(120 * s, 1_000 * s);
+        let images: Vec<&str> = stored.iter().map(|w| w.image.as_str()).collect();
+        assert_eq!(images, ["", "envoyproxy/envoy:v1.31", "shop/web:2.1"]);
     }
 
     #[test]
@@ -381,6 +449,7 @@ mod tests {
         let good = StoredWorkload {
             namespace: "shop".into(),
             workload: "web".into(),
+            image: "registry.example/web:1.4".into(),
             first_seen_unix_nanos: 1,
             readers: vec!["/app/server".into()],
         };
@@ -411,16 +480,16 @@ mod tests {
         });
         let late = 2_000_000_000;
         assert_eq!(
-            b.observe_workload("shop", "Deployment/web", "/app/server", 0),
+            b.observe_workload("shop", "Deployment/web", None, "/app/server", 0),
             Verdict::Expected
         );
         // A later pod of the same Deployment: learned, whatever its name.
         assert_eq!(
-            b.observe_workload("shop", "Deployment/web", "/app/server", late),
+            b.observe_workload("shop", "Deployment/web", None, "/app/server", late),
             Verdict::Expected
         );
         assert_eq!(
-            b.observe_workload("shop", "Deployment/web", "/bin/cat", late),
+            b.observe_workload("shop", "Deployment/web", None, "/bin/cat", late),
             Verdict::Unexpected {
                 after_learning: true
             }
@@ -435,30 +504,30 @@ mod tests {
         });
         let s = 1_000_000_000;
         assert_eq!(
-            b.observe("shop", "web-7d9f8b6c5d-x2x9q", "/app/server", 0),
+            b.observe("shop", "web-7d9f8b6c5d-x2x9q", None, "/app/server", 0),
             Verdict::Expected
         );
         // Another replica, after learning: the same exe is known.
         assert_eq!(
-            b.observe("shop", "web-7d9f8b6c5d-b7kqz", "/app/server", 120 * s),
+            b.observe("shop", "web-7d9f8b6c5d-b7kqz", None, "/app/server", 120 * s),
             Verdict::Expected
         );
         // A new exe after learning is unexpected.
         assert_eq!(
-            b.observe("shop", "web-7d9f8b6c5d-b7kqz", "/app/helper", 120 * s),
+            b.observe("shop", "web-7d9f8b6c5d-b7kqz", None, "/app/helper", 120 * s),
             Verdict::Unexpected {
                 after_learning: true
             }
         );
         // A shell is never learned, even while learning.
         assert_eq!(
-            b.observe("shop", "api-0", "/bin/sh", 0),
+            b.observe("shop", "api-0", None, "/bin/sh", 0),
             Verdict::Unexpected {
                 after_learning: false
             }
         );
         assert_eq!(
-            b.observe("shop", "api-0", "/usr/bin/cat", s),
+            b.observe("shop", "api-0", None, "/usr/bin/cat", s),
             Verdict::Unexpected {
                 after_learning: false
             }
@@ -472,6 +541,9 @@ mod tests {
             allow: vec!["cat".into()],
             ..BaselineConfig::default()
         });
-        assert_eq!(b.observe("ns", "p-0", "/bin/cat", 0), Verdict::Expected);
+        assert_eq!(
+            b.observe("ns", "p-0", None, "/bin/cat", 0),
+            Verdict::Expected
+        );
     }
 }

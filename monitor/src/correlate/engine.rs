@@ -523,11 +523,14 @@ impl Correlator {
                 let pod_name = pod.name.clone().unwrap_or_else(|| pod.uid.clone());
                 let namespace = pod.namespace.clone().unwrap_or_default();
                 let exe = reader.exe.clone().unwrap_or_else(|| reader.comm.clone());
+                let image = pod.image.as_deref();
                 let verdict = match &pod.workload {
                     Some(workload) => self
                         .baseline
-                        .observe_workload(&namespace, workload, &exe, now_ns),
-                    None => self.baseline.observe(&namespace, &pod_name, &exe, now_ns),
+                        .observe_workload(&namespace, workload, image, &exe, now_ns),
+                    None => self
+                        .baseline
+                        .observe(&namespace, &pod_name, image, &exe, now_ns),
                 };
                 if let Verdict::Unexpected { after_learning } = verdict {
                     findings.push(Finding {

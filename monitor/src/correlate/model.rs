@@ -142,6 +142,10 @@ pub struct PodRef {
     /// Container runtime (`containerd`, `cri-o`, `docker`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The container's image (its status's `image`), from the API server;
+    /// with the workload, the learned baseline's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// `Kind/name` of the controller that owns the pod (a Deployment for its
     /// ReplicaSets' pods), from the API server; the learned baseline's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

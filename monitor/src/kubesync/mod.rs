@@ -164,6 +164,8 @@ pub struct PodInfo {
     pub service_account: Option<String>,
     /// Container IDs of every container status, without the `runtime://` prefix.
     pub container_ids: Vec<String>,
+    /// The image of each of those containers (its status's `image`), by ID.
+    pub container_images: BTreeMap<String, String>,
 }
 
 impl PodInfo {
@@ -190,6 +192,7 @@ impl PodInfo {
             }
         });
         let mut container_ids = Vec::new();
+        let mut container_images = BTreeMap::new();
         if let Some(status) = &pod.status {
             for list in [
                 &status.init_container_statuses,
@@ -200,6 +203,9 @@ impl PodInfo {
                     if let Some(id) = c.container_id.as_deref().filter(|id| !id.is_empty()) {
                         let bare = id.split_once("://").map_or(id, |(_, rest)| rest);
                         container_ids.push(bare.to_owned());
+                        if !c.image.is_empty() {
+                            container_images.insert(bare.to_owned(), c.image.clone());
+                        }
                     }
                 }
             }
@@ -218,6 +224,7 @@ impl PodInfo {
                 .and_then(|s| s.service_account_name.clone())
                 .filter(|s| !s.is_empty()),
             container_ids,
+            container_images,
         }
     }
 }
@@ -659,6 +666,7 @@ mod tests {
             status: Some(PodStatus {
                 container_statuses: Some(vec![ContainerStatus {
                     container_id: Some("containerd://abc123".into()),
+                    image: "registry.example/web:1.4".into(),
                     ..ContainerStatus::default()
                 }]),
                 ..PodStatus::default()
@@ -676,6 +684,10 @@ mod tests {
         assert_eq!(info.owner_kind.as_deref(), Some("ReplicaSet"));
         assert_eq!(info.service_account.as_deref(), Some("web"));
         assert_eq!(info.container_ids, vec!["abc123".to_owned()]);
+        assert_eq!(
+            info.container_images.get("abc123").map(String::as_str),
+            Some("registry.example/web:1.4")
+        );
         assert_eq!(info.labels.get("app").map(String::as_str), Some("web"));
         let bare_rs = PodInfo::from_pod(&pod(Some(("ReplicaSet", "web-rs")), None));
         assert_eq!(bare_rs.workload.as_deref(), Some("ReplicaSet/web-rs"));
