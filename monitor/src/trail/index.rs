@@ -4,13 +4,14 @@
 //! are written in *units*: what one apply of the append buffer writes (up to
 //! [`super::chain::BATCH_RECORDS`] records, or what a flush found
 //! buffered), as one atomic sled batch. A unit's records are packed into
-//! blocks of consecutive records (about [`BLOCK_BYTES`] each: sled writes a
-//! few large values many times faster than many small ones), and its index
-//! entries are posting lists, one key per indexed value per unit.
+//! blocks of consecutive records (about [`BLOCK_BYTES`] of lines each,
+//! LZ4-compressed: sled writes a few large values many times faster than
+//! many small ones), and its index entries are posting lists, one key per
+//! indexed value per unit.
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `b` first seq (u64 BE) | a block: version byte, then record lines ([`super::record`]) joined by `\n` |
+//! | `b` first seq (u64 BE) | a block: version byte, then record lines ([`super::record`]) joined by `\n`, LZ4-compressed (version 2) or plain (version 1) |
 //! | `u` first seq (u64 BE) | a unit ([`Unit`]): last seq, record count, time range, bytes |
 //! | `i` kind len (u32 BE) value, first seq of the unit (u64 BE) | posting list: the unit's seqs with that value, u64 BE each |
 //! | `m` `head` | [`super::chain::ChainPoint`]: last record written |
@@ -36,8 +37,10 @@ pub(crate) const INDEX_PREFIX: u8 = b'i';
 pub(crate) const HEAD_KEY: &[u8] = b"mhead";
 /// Key of the retention anchor.
 pub(crate) const ANCHOR_KEY: &[u8] = b"manchor";
-/// A block is closed once it holds this many bytes (sled stores values
-/// above 128 KiB as separate files; blocks stay below).
+/// A block is closed once its record lines (uncompressed) would pass this
+/// many bytes. Compressed, it takes a few KiB, so a sled leaf (16 entries)
+/// of blocks stays below the 128 KiB above which sled writes a node as a
+/// separate blob file.
 pub const BLOCK_BYTES: usize = 32 * 1024;
 
 /// One unit: the records one atomic batch wrote.
