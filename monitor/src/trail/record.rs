@@ -11,7 +11,7 @@
 //! In the store, lines are kept in blocks (see [`block_body`]): a version
 //! byte, then either the lines joined by `\n` (version 1, what earlier
 //! builds wrote) or those bytes compressed with LZ4 (version 2, what
-//! [`encode_block`] writes). `hash` is the lowercase hex SHA-256
+//! the trail's writer stores). `hash` is the lowercase hex SHA-256
 //! of [`hash_input`]: a domain line, then `seq`, `time_unix_nanos`, `time`
 //! and `prev_hash` each on a line, then the exact bytes of the entry's JSON.
 //! Because the entry is hashed as the bytes that are stored and exported,
