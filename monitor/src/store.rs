@@ -195,13 +195,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     }
 }
 
+/// Nanoseconds since the Unix epoch (0 before it, `u64::MAX` past 2554):
+/// how the store and the trail write wall-clock times.
+#[must_use]
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Big-endian nanoseconds since the Unix epoch: keys that sort by time.
 #[must_use]
 pub fn time_key(t: SystemTime) -> [u8; 8] {
-    let nanos = t
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    nanos.to_be_bytes()
+    unix_nanos(t).to_be_bytes()
 }
 
 /// The time a [`time_key`] stands for.

@@ -442,12 +442,6 @@ async fn maintain_trail(
     }
 }
 
-fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// Brings back what earlier runs learned.
 fn restore_baseline(correlator: &mut Correlator, db: &sled::Db) {
     match baseline::load(db) {
@@ -456,7 +450,7 @@ fn restore_baseline(correlator: &mut Correlator, db: &sled::Db) {
             correlator.baseline_mut().restore(
                 stored,
                 crate::sensor::event::monotonic_now_ns(),
-                unix_now_ns(),
+                crate::store::unix_nanos(SystemTime::now()),
             );
             tracing::info!(workloads = n, "restored the learned baseline");
         }
@@ -470,9 +464,10 @@ fn restore_baseline(correlator: &mut Correlator, db: &sled::Db) {
 /// Stores what the baseline learned since the last call (durable with the
 /// trail's next flush: one database).
 fn store_baseline(correlator: &mut Correlator, db: &sled::Db) {
-    let changed = correlator
-        .baseline_mut()
-        .take_changed(crate::sensor::event::monotonic_now_ns(), unix_now_ns());
+    let changed = correlator.baseline_mut().take_changed(
+        crate::sensor::event::monotonic_now_ns(),
+        crate::store::unix_nanos(SystemTime::now()),
+    );
     if changed.is_empty() {
         return;
     }

@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -339,11 +339,6 @@ pub(crate) fn encode_meta<T: Serialize>(value: &T) -> Result<Vec<u8>, TrailError
     store::encode(value).map_err(|source| TrailError::EncodeMeta { source })
 }
 
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 impl Trail {
     pub(crate) fn writer(&self) -> MutexGuard<'_, Writer> {
         // Append mutates the writer only after everything that can fail or
@@ -418,7 +413,7 @@ impl Trail {
             .map_err(|source| TrailError::EncodeEntry { source })?;
         let now = SystemTime::now();
         let seq = w.next_seq;
-        let nanos = unix_nanos(now);
+        let nanos = store::unix_nanos(now);
         let time = humantime::format_rfc3339_nanos(now);
         w.time.clear();
         let _ = write!(w.time, "{time}");

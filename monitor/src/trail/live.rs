@@ -15,11 +15,12 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Query, Trail, TrailError, TrailStats, VerifyReport};
+use crate::store;
 
 /// The socket's file name in the data directory.
 pub const SOCKET_NAME: &str = "agent.sock";
@@ -59,11 +60,6 @@ pub struct WireQuery {
     pub limit: Option<usize>,
 }
 
-fn to_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 impl From<&Query> for WireQuery {
     fn from(q: &Query) -> Self {
         Self {
@@ -72,8 +68,8 @@ impl From<&Query> for WireQuery {
             namespace: q.namespace.clone(),
             jti: q.jti.clone(),
             finding: q.finding.map(|f| f.as_str().to_owned()),
-            since_unix_nanos: q.since.map(to_nanos),
-            until_unix_nanos: q.until.map(to_nanos),
+            since_unix_nanos: q.since.map(store::unix_nanos),
+            until_unix_nanos: q.until.map(store::unix_nanos),
             limit: q.limit,
         }
     }

@@ -94,11 +94,7 @@ impl Trail {
         max_bytes: Option<u64>,
     ) -> Result<RetentionReport, TrailError> {
         let _maintenance = self.maintenance();
-        let cutoff = max_age.map(|age| {
-            now.checked_sub(age)
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        });
+        let cutoff = max_age.map(|age| now.checked_sub(age).map_or(0, store::unix_nanos));
         let tree = self.tree();
         let start = self.anchor()?;
         let mut anchor = start.clone().unwrap_or_default();
