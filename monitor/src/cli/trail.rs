@@ -302,27 +302,21 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
 
 fn export(a: &ExportArgs) -> Result<ExitCode, CommandError> {
     let q = a.filters.query()?;
-    let store = open(&a.data_dir)?;
+    let rows = rows(open(&a.data_dir)?, &q)?;
     let out: Box<dyn std::io::Write> = match &a.file {
         Some(path) => Box::new(std::fs::File::create(path).map_err(CommandError::WriteOutput)?),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = std::io::BufWriter::new(out);
-    let n = match store {
-        Store::Local(trail) => trail.export(out, &q)?,
-        agent => {
-            let write = |source| TrailError::WriteExport { source };
-            let mut n = 0;
-            for item in rows(agent, &q)? {
-                let (_, line) = item?;
-                out.write_all(&line).map_err(write)?;
-                out.write_all(b"\n").map_err(write)?;
-                n += 1;
-            }
-            out.flush().map_err(write)?;
-            n
-        }
-    };
+    let write = |source| TrailError::WriteExport { source };
+    let mut n = 0u64;
+    for item in rows {
+        let (_, line) = item?;
+        out.write_all(&line).map_err(write)?;
+        out.write_all(b"\n").map_err(write)?;
+        n += 1;
+    }
+    out.flush().map_err(write)?;
     tracing::info!(records = n, "trail exported");
     Ok(ExitCode::SUCCESS)
 }

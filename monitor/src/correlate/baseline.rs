@@ -224,15 +224,17 @@ impl Baseline {
         exe: &str,
         now_ns: u64,
     ) -> Verdict {
-        let key: Key = (
-            namespace.to_owned(),
-            workload.to_owned(),
-            image.unwrap_or_default().to_owned(),
-        );
         if matches_exe(&self.config.allow, exe) {
             return Verdict::Expected;
         }
-        let workload = match self.workloads.entry(key.clone()) {
+        let key = || -> Key {
+            (
+                namespace.to_owned(),
+                workload.to_owned(),
+                image.unwrap_or_default().to_owned(),
+            )
+        };
+        let workload = match self.workloads.entry(key()) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 self.changed.insert(v.key().clone());
@@ -254,7 +256,7 @@ impl Baseline {
         }
         if learning {
             workload.readers.insert(exe.to_owned());
-            self.changed.insert(key);
+            self.changed.insert(key());
             Verdict::Expected
         } else {
             Verdict::Unexpected {
