@@ -1,6 +1,6 @@
 //! Identity benchmarks: cached lookup by (dev, ino), cold parse, and parse
 //! plus RS256 / ES256 verification, on bound tokens signed with Kubernetes'
-//! own test keys (`shared/fixtures/tokens/kubernetes-serviceaccount-test-keys`).
+//! own test keys (`tests/fixtures/tokens/kubernetes-serviceaccount-test-keys`).
 //!
 //! `cargo bench -p tokenwatch --bench identity`; figures in
 //! `docs/performance.md`.
@@ -16,7 +16,7 @@ use tokenwatch::identity::{Identity, IdentityCache, KeySet};
 
 const KEYS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/tokens/kubernetes-serviceaccount-test-keys"
+    "/../tests/fixtures/tokens/kubernetes-serviceaccount-test-keys"
 );
 
 fn read(name: &str) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! RBAC engine benchmarks (issue 4): can-i decisions per second, who-can
 //! latency, import of 10,000 objects.
 //!
-//! The snapshot is Kubernetes' default policy (`shared/fixtures/k8s-bootstrap-rbac`)
+//! The snapshot is Kubernetes' default policy (`tests/fixtures/k8s-bootstrap-rbac`)
 //! plus 1,000 generated Roles/ClusterRoles and 5,000 generated bindings.
 //! Run: `cargo bench -p tokenwatch --bench rbac`.
 
@@ -135,7 +135,7 @@ fn generated_yaml(roles: usize, bindings: usize) -> String {
 }
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/k8s-bootstrap-rbac")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/k8s-bootstrap-rbac")
 }
 
 fn snapshot() -> Snapshot {

@@ -26,7 +26,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 const ROLE: &str = "apiVersion: rbac.authorization.k8s.io/v1

@@ -1,5 +1,5 @@
 //! The authorizer against Kubernetes' real default policy and real add-on
-//! manifests (`shared/fixtures/`).
+//! manifests (`tests/fixtures/`).
 
 use std::path::PathBuf;
 
@@ -12,7 +12,7 @@ use tokenwatch::rbac::who_can::{NamespaceScope, who_can};
 use tokenwatch::rbac::{Attributes, Snapshot, UserInfo};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 /// The default policy: the consistent cluster-roles/bindings pair, the

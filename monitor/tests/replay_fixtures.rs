@@ -1,4 +1,4 @@
-//! Replay on the real audit-log fixtures (`shared/fixtures/audit-logs`)
+//! Replay on the real audit-log fixtures (`tests/fixtures/audit-logs`)
 //! against Kubernetes' default RBAC policy: every event parses (the one
 //! deliberately malformed file is reported with file and line), stages are
 //! counted, and every drift is computed and explained.
@@ -10,7 +10,7 @@ use tokenwatch::replay::report::{EventRecord, Report};
 use tokenwatch::replay::{Options, replay};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 /// The consistent default policy (see `rbac_fixtures.rs`).

@@ -23,11 +23,11 @@ use std::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-/// Where the shared fixtures are (a sibling of the repository).
+/// Where the fixtures are (`tests/fixtures`, in the repository).
 #[must_use]
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures")
+        .join("fixtures")
         .join(rel)
 }
 

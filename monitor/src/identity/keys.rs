@@ -540,7 +540,7 @@ mod tests {
 
     const KEYS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/tokens/kubernetes-serviceaccount-test-keys"
+        "/../tests/fixtures/tokens/kubernetes-serviceaccount-test-keys"
     );
 
     fn load(name: &str) -> KeySet {
@@ -590,12 +590,12 @@ mod tests {
         assert_eq!(set.add_jwks_file(&jwks).expect("k8s jwks"), 2);
         let eks = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/tokens/portswigger-tim-nats-k8s-oidc-callout/jwks.json"
+            "/../tests/fixtures/tokens/portswigger-tim-nats-k8s-oidc-callout/jwks.json"
         );
         assert_eq!(set.add_jwks_file(Path::new(eks)).expect("eks jwks"), 13);
         let kops = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/tokens/kubernetes-kops-oidc-discovery/jwks.json"
+            "/../tests/fixtures/tokens/kubernetes-kops-oidc-discovery/jwks.json"
         );
         assert_eq!(set.add_jwks_file(Path::new(kops)).expect("kops jwks"), 2);
     }

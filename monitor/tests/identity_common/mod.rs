@@ -16,11 +16,11 @@ use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-/// `shared/fixtures/tokens/<rel>`.
+/// `tests/fixtures/tokens/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/tokens"
+        "/../tests/fixtures/tokens"
     ))
     .join(rel)
 }
