@@ -155,31 +155,90 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Debian packages the VM tests (`cargo xtask vm-test`) need, each with a
+/// file it installs: qemu; a static busybox for the guest's init and
+/// shell tools; Debian's python3 for the simulated node in the guest;
+/// objcopy to strip the test binaries; dpkg-deb to unpack the kernels.
+const VM_TOOLS: [(&str, &str); 5] = [
+    ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+    ("/bin/busybox", "busybox-static"),
+    ("/usr/bin/python3", "python3"),
+    ("/usr/bin/objcopy", "binutils"),
+    ("/usr/bin/dpkg-deb", "dpkg"),
+];
+
+/// Installs Debian `packages` (one `apt-get update` first).
+fn apt_install(packages: &[&str], why: &str) -> anyhow::Result<()> {
+    eprintln!(
+        "xtask: installing {} (Debian) for {why}",
+        packages.join(" ")
+    );
+    run(Command::new("apt-get").args(["update", "-qq"])).with_context(|| {
+        format!(
+            "apt-get update failed; cannot install {}",
+            packages.join(" ")
+        )
+    })?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| {
+        format!(
+            "cannot install {} from Debian's packages",
+            packages.join(" ")
+        )
+    })
+}
+
+/// The packages of [`VM_TOOLS`] whose file is missing.
+fn missing_vm_tools() -> Vec<&'static str> {
+    VM_TOOLS
+        .iter()
+        .filter(|(file, _)| !Path::new(file).exists())
+        .map(|(_, package)| *package)
+        .collect()
+}
+
+/// What `cargo xtask vm-test` needs on the host, installed when missing
+/// (as root), or named.
+pub fn ensure_vm_tools() -> anyhow::Result<()> {
+    let missing = missing_vm_tools();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        bail!(
+            "the VM tests need Debian packages that are missing: {} (run as root, or `apt-get install` them)",
+            missing.join(" ")
+        );
+    }
+    apt_install(&missing, "the kernel tests in VMs")
+}
+
 /// What the tests drive besides Rust: headless Chromium (the replay HTML
-/// report is checked in a real browser) and python3 (the simulated node's
-/// workloads). Installed from Debian's packages when missing and root.
-pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let chromium = Path::new("/usr/bin/chromium");
-    if chromium.exists() {
+/// report is checked in a real browser), python3 (the simulated node's
+/// workloads) and, with `vm`, what the VM tests need ([`VM_TOOLS`]).
+/// Installed from Debian's packages when missing and root.
+pub fn ensure_test_tools(vm: bool) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    if !Path::new("/usr/bin/chromium").exists() {
+        missing.push("chromium");
+    }
+    if vm {
+        missing.extend(missing_vm_tools());
+    } else if !Path::new("/usr/bin/python3").exists() {
+        missing.push("python3");
+    }
+    if missing.is_empty() {
         return Ok(());
     }
     if !crate::is_root() {
         eprintln!(
-            "xtask: /usr/bin/chromium is missing and installing it needs root; the browser test will say so"
+            "xtask: {} missing and installing needs root; the tests that need them will say so",
+            missing.join(" ")
         );
         return Ok(());
     }
-    eprintln!("xtask: installing chromium (Debian) for the replay report's browser test");
-    run(Command::new("apt-get").args(["update", "-qq"]))
-        .context("apt-get update failed; chromium cannot be installed")?;
-    run(Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("cannot install chromium from Debian's packages")
+    apt_install(&missing, "the tests")
 }

@@ -6,6 +6,9 @@
 //! - `test`: formatting, clippy, unit and integration tests, then the
 //!   root-only eBPF tests (skipped without root unless
 //!   `TOKENWATCH_REQUIRE_EBPF=1`, which CI sets, turns the skip into a failure);
+//! - `vm-test [--kernel 5.10|6.1|6.12|all]`: the same root-only tests in
+//!   qemu VMs on Debian's 5.10, 6.1 and 6.12 cloud kernels (see `vm.rs`);
+//!   `test` runs them after the host's, unless `--no-vm`;
 //! - `bench sensor`: the sensor overhead benchmark (see `bench.rs`);
 //! - `bench replay`: audit-log replay against jq (see `bench_replay.rs`);
 //! - `bench agent`: the agent under load and idle (see `bench_agent.rs`).
@@ -14,6 +17,8 @@ mod bench;
 mod bench_agent;
 mod bench_replay;
 mod bootstrap;
+mod cpio;
+mod vm;
 
 use std::{
     ffi::OsString,
@@ -55,7 +60,15 @@ enum Task {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the kernel tests in VMs (5.10, 6.1, 6.12); CI runs them.
+        #[arg(long)]
+        no_vm: bool,
+        /// How the VM tests run.
+        #[command(flatten)]
+        vm: vm::VmArgs,
     },
+    /// The root-only kernel tests in qemu VMs on other kernels.
+    VmTest(vm::VmArgs),
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -110,9 +123,9 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
-fn test(no_lint: bool) -> anyhow::Result<()> {
+fn test(no_lint: bool, vm: Option<&vm::VmArgs>) -> anyhow::Result<()> {
     bootstrap::ensure()?;
-    bootstrap::ensure_test_tools()?;
+    bootstrap::ensure_test_tools(vm.is_some())?;
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
         run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
@@ -145,17 +158,25 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
             "xtask: SKIPPING the eBPF tests: they need root (run `sudo -E cargo xtask test`, \
              or set TOKENWATCH_REQUIRE_EBPF=1 to make this a failure)"
         );
-        return Ok(());
+    } else {
+        // One test binary at a time, its tests in parallel: each loads its own sensor.
+        run(cargo().args([
+            "test",
+            "--package",
+            "tokenwatch-tests",
+            "--",
+            "--test-threads",
+            "2",
+        ]))?;
     }
-    // One test binary at a time, its tests in parallel: each loads its own sensor.
-    run(cargo().args([
-        "test",
-        "--package",
-        "tokenwatch-tests",
-        "--",
-        "--test-threads",
-        "2",
-    ]))
+    // The same kernel tests on the other kernels nodes run, in VMs (no root needed).
+    match vm {
+        Some(args) => vm::vm_test(args),
+        None => {
+            eprintln!("xtask: --no-vm: the kernel tests did not run on 5.10, 6.1 and 6.12");
+            Ok(())
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -175,7 +196,8 @@ fn main() -> anyhow::Result<()> {
             };
             run(cmd.args(args))
         }
-        Task::Test { no_lint } => test(no_lint),
+        Task::Test { no_lint, no_vm, vm } => test(no_lint, (!no_vm).then_some(&vm)),
+        Task::VmTest(args) => vm::vm_test(&args),
         Task::Bench { which } => bench::run(which),
     }
 }
