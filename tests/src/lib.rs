@@ -34,6 +34,84 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// A kernel feature that a kernel of the VM matrix (`cargo xtask vm-test`:
+/// 5.10, 6.1, 6.12) lacks. Each is listed in `docs/requirements.md` with
+/// the first release that has it, and a test may skip only for one of
+/// these, only on a kernel older than that release (see [`kernel_has`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFeature {
+    /// fanotify's `FAN_REPORT_PIDFD`: a pidfd for the reader in each event.
+    FanReportPidfd,
+}
+
+impl KernelFeature {
+    /// Every feature, for the check against the doc.
+    pub const ALL: [Self; 1] = [Self::FanReportPidfd];
+
+    /// Its name, as `docs/requirements.md` spells it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FanReportPidfd => "FAN_REPORT_PIDFD",
+        }
+    }
+
+    /// The first Linux release `(major, minor)` that has it.
+    #[must_use]
+    pub fn since(self) -> (u32, u32) {
+        match self {
+            Self::FanReportPidfd => (5, 15),
+        }
+    }
+}
+
+/// `(major, minor)` of a release string such as `6.1.0-50-cloud-amd64`.
+#[must_use]
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Some((major, minor)),
+        _ => None,
+    }
+}
+
+/// `(major, minor)` of the running kernel.
+///
+/// # Panics
+/// When uname(2) fails or its release is not `major.minor...`.
+#[must_use]
+pub fn kernel_version() -> (u32, u32) {
+    // SAFETY: utsname is plain old data; uname fills it.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname.
+    assert_eq!(unsafe { libc::uname(&raw mut uts) }, 0, "uname failed");
+    // SAFETY: the kernel NUL-terminates the release.
+    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy();
+    parse_release(&release).unwrap_or_else(|| panic!("unexpected kernel release {release:?}"))
+}
+
+/// Whether the running kernel has `feature`. When it does not, prints a
+/// `SKIPPED` line naming the test, the kernel and the feature (the VM
+/// runner lists these per kernel) and returns false: the test skips what
+/// needs the feature and still checks the documented fallback.
+#[must_use]
+pub fn kernel_has(test: &str, feature: KernelFeature) -> bool {
+    let running = kernel_version();
+    if running >= feature.since() {
+        return true;
+    }
+    let (major, minor) = feature.since();
+    eprintln!(
+        "SKIPPED {test} (in part) on Linux {}.{}: {} needs {major}.{minor} (docs/requirements.md)",
+        running.0,
+        running.1,
+        feature.name()
+    );
+    false
+}
+
 /// A loaded sensor plus the events seen so far.
 pub struct Harness {
     runtime: tokio::runtime::Runtime,
@@ -234,4 +312,38 @@ pub fn tokenwatch_binary() -> PathBuf {
 pub fn cpath(path: &Path) -> std::ffi::CString {
     std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
         .expect("no NUL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_parse_to_major_and_minor() {
+        assert_eq!(parse_release("6.1.0-50-cloud-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.10.0-32-cloud-amd64"), Some((5, 10)));
+        assert_eq!(parse_release("6.12.95+deb12-cloud-amd64"), Some((6, 12)));
+        assert_eq!(parse_release("6.18.0"), Some((6, 18)));
+        assert_eq!(parse_release("é6"), None);
+        assert_eq!(parse_release(""), None);
+        assert!(kernel_version() >= (3, 0));
+    }
+
+    /// A test may skip only for a feature the doc lists as missing: each
+    /// feature here has a row `| \`NAME\` | MAJOR.MINOR | ...` in
+    /// docs/requirements.md with the same release.
+    #[test]
+    fn every_feature_a_test_may_skip_for_is_in_the_requirements_doc() {
+        let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/requirements.md");
+        let doc = std::fs::read_to_string(&doc_path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", doc_path.display()));
+        for feature in KernelFeature::ALL {
+            let (major, minor) = feature.since();
+            let row = format!("| `{}` | {major}.{minor} |", feature.name());
+            assert!(
+                doc.lines().any(|l| l.starts_with(&row)),
+                "docs/requirements.md has no row starting {row:?}"
+            );
+        }
+    }
 }
