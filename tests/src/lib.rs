@@ -18,6 +18,34 @@ use tokenwatch_host::sensor::{Sensor, SensorConfig, SensorEvent, event::Detail};
 /// How long a test waits for an expected event.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many times longer than on the host a bounded wait may take:
+/// `TOKENWATCH_TIMEOUT_SCALE` (a whole number; `cargo xtask vm-test` sets
+/// it in its VMs, where TCG emulation runs everything several times
+/// slower), 1 when unset.
+///
+/// # Panics
+/// When the variable is set but not a whole number from 1 to 100.
+#[must_use]
+pub fn timeout_scale() -> u32 {
+    match std::env::var("TOKENWATCH_TIMEOUT_SCALE") {
+        Err(_) => 1,
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .unwrap_or_else(|| {
+                panic!("TOKENWATCH_TIMEOUT_SCALE={value:?}: expected a whole number from 1 to 100")
+            }),
+    }
+}
+
+/// `base` times [`timeout_scale`]: the bound for a wait that takes `base`
+/// at most on the host.
+#[must_use]
+pub fn scaled(base: Duration) -> Duration {
+    base * timeout_scale()
+}
+
 /// Whether this process may load BPF programs; when not, either skips
 /// (returns false, with a message) or panics when skipping is forbidden.
 #[must_use]
@@ -155,7 +183,7 @@ impl Harness {
         &self.sensor
     }
 
-    /// Waits up to [`EVENT_TIMEOUT`] for an event matching `pred` that
+    /// Waits up to [`EVENT_TIMEOUT`] ([`scaled`]) for an event matching `pred` that
     /// comes after the one the previous call returned (so successive waits
     /// follow the order of events).
     ///
@@ -165,7 +193,7 @@ impl Harness {
         if let Some(found) = self.find_from(self.cursor, &pred) {
             return found;
         }
-        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let deadline = Instant::now() + scaled(EVENT_TIMEOUT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokenwatch_tests::{
-    require_root,
+    require_root, scaled,
     sim::{self, Agent, ApiServer, CLIENT_PY, IN_POD_TOKEN, PodCgroup},
 };
 
@@ -73,7 +73,7 @@ fn metric(agent: &Agent, name: &str) -> f64 {
 
 /// Waits (bounded) until the agent has recorded at least `n` token reads.
 fn wait_reads(agent: &Agent, n: f64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
     while metric(agent, "tokenwatch_entries_total{kind=\"token-read\"}") < n {
         assert!(
             Instant::now() < deadline,
@@ -210,7 +210,7 @@ fn the_agent_on_a_simulated_node() {
     assert_eq!(metric(&agent, "tokenwatch_kernel_drops_total"), 0.0);
 
     // While the agent runs (and holds the store), `trail query` asks it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(10));
     let live_hits = loop {
         let out = std::process::Command::new(&bin)
             .args([
@@ -351,7 +351,7 @@ fn the_agent_on_a_simulated_node() {
     run(&vol_b, &cg_b, &app);
     wait_reads(&agent, 1.0);
     let appended_before = trail.len() as f64;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
     while metric(&agent, "tokenwatch_trail_durable_seq") < appended_before + 2.0 {
         assert!(
             Instant::now() < deadline,

@@ -91,6 +91,12 @@ pub struct VmArgs {
     /// dies of a double fault, at boot or later (seen in 2 of 3 boots here).
     #[arg(long, default_value = "max,-cx16")]
     pub cpu: String,
+    /// How many times longer than on the host the tests' bounded waits may
+    /// be in the VM (`TOKENWATCH_TIMEOUT_SCALE`): TCG emulates every
+    /// instruction, and loading the sensor took 10 s instead of 1 on the
+    /// busy 2-core machine.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub timeout_scale: u32,
     /// Seconds one VM may run before it is killed and fails.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -578,7 +584,7 @@ fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The guest's `/init`.
-fn init_script(tests: &[(String, PathBuf)]) -> String {
+fn init_script(tests: &[(String, PathBuf)], timeout_scale: u32) -> String {
     let mut script = String::from(
         r#"#!/bin/busybox sh
 # tokenwatch's VM init (written by `cargo xtask vm-test`): mount what the
@@ -589,6 +595,7 @@ $bb mkdir -p /usr/bin /usr/sbin
 $bb --install /usr/bin 2>/dev/null
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TMPDIR=/tmp
 export TOKENWATCH_REQUIRE_EBPF=1 TOKENWATCH_BIN=/usr/bin/tokenwatch
+export TOKENWATCH_TIMEOUT_SCALE={scale}
 $bb mkdir -p /proc /sys /dev /tmp /run /root
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
@@ -606,7 +613,8 @@ echo "TOKENWATCH-VM-BOOTED kernel=$(uname -r) cpus=$(nproc) lsm=$(cat /sys/kerne
 failed=0
 cd /tmp
 "#,
-    );
+    )
+    .replace("{scale}", &timeout_scale.to_string());
     for (name, _) in tests {
         script.push_str(&format!(
             "echo \"{MARK_BINARY} {name}\"\n\
@@ -658,7 +666,7 @@ fn python() -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 /// Writes the initramfs; returns its path.
-fn build_initramfs(bins: &Binaries) -> anyhow::Result<PathBuf> {
+fn build_initramfs(bins: &Binaries, timeout_scale: u32) -> anyhow::Result<PathBuf> {
     let dir = vm_dir();
     let stage = dir.join("stage");
     std::fs::create_dir_all(&stage)?;
@@ -677,7 +685,7 @@ fn build_initramfs(bins: &Binaries) -> anyhow::Result<PathBuf> {
     elves.push(busybox.to_owned());
     w.bytes(
         Path::new("/init"),
-        init_script(&bins.tests).as_bytes(),
+        init_script(&bins.tests, timeout_scale).as_bytes(),
         0o755,
     )?;
     w.bytes(
@@ -991,7 +999,7 @@ pub fn vm_test(args: &VmArgs) -> anyhow::Result<()> {
         bail!("{}", config_errors.join("\n"));
     }
     let bins = build_binaries()?;
-    let initramfs = build_initramfs(&bins)?;
+    let initramfs = build_initramfs(&bins, args.timeout_scale)?;
     let expected = bins.tests.len();
 
     let queue = std::sync::Mutex::new(kernels.iter());
@@ -1179,11 +1187,15 @@ mod tests {
 
     #[test]
     fn the_init_runs_every_binary_and_powers_off() {
-        let script = init_script(&[
-            ("sensor".to_owned(), PathBuf::from("/t/sensor-1")),
-            ("watch_command".to_owned(), PathBuf::from("/t/watch-2")),
-        ]);
+        let script = init_script(
+            &[
+                ("sensor".to_owned(), PathBuf::from("/t/sensor-1")),
+                ("watch_command".to_owned(), PathBuf::from("/t/watch-2")),
+            ],
+            6,
+        );
         assert!(script.starts_with("#!/bin/busybox sh\n"));
+        assert!(script.contains("export TOKENWATCH_TIMEOUT_SCALE=6\n"));
         assert!(script.contains("/tests/sensor --test-threads 2"));
         assert!(script.contains("TOKENWATCH-VM-RESULT watch_command $rc"));
         for fs in [
