@@ -172,6 +172,7 @@ const REQUIRED_OPTIONS: [(&str, &str); 16] = [
 ];
 
 /// Markers `/init` prints; the host parses them.
+const MARK_BOOTED: &str = "TOKENWATCH-VM-BOOTED";
 const MARK_BINARY: &str = "TOKENWATCH-VM-BINARY";
 const MARK_RESULT: &str = "TOKENWATCH-VM-RESULT";
 const MARK_END: &str = "TOKENWATCH-VM-END";
@@ -595,7 +596,7 @@ $bb mkdir -p /usr/bin /usr/sbin
 $bb --install /usr/bin 2>/dev/null
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TMPDIR=/tmp
 export TOKENWATCH_REQUIRE_EBPF=1 TOKENWATCH_BIN=/usr/bin/tokenwatch
-export TOKENWATCH_TIMEOUT_SCALE={scale}
+export TOKENWATCH_TIMEOUT_SCALE={scale} TOKENWATCH_C_HELPERS=/helpers
 $bb mkdir -p /proc /sys /dev /tmp /run /root
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
@@ -628,6 +629,52 @@ cd /tmp
         "echo \"{MARK_END} failed=$failed\"\n$bb sync\n$bb poweroff -f\n"
     ));
     script
+}
+
+/// The flags a C helper is built with: its first line, `// cflags: ...`.
+fn helper_cflags(source: &str) -> Vec<String> {
+    source
+        .lines()
+        .next()
+        .and_then(|l| l.trim().strip_prefix("// cflags:"))
+        .map(|f| f.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The tests' C helpers (`tests/helpers/*.c`), built on the host with `cc`
+/// (the guest has no compiler); returns `(name, binary)` pairs.
+fn build_c_helpers(stage: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let dir = crate::workspace_root().join("tests").join("helpers");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut sources: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .collect();
+    sources.sort();
+    let out_dir = stage.join("helpers");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut built = Vec::new();
+    for source in sources {
+        let name = source
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .with_context(|| format!("{} has no name", source.display()))?;
+        let text = std::fs::read_to_string(&source)
+            .with_context(|| format!("reading {}", source.display()))?;
+        let binary = out_dir.join(&name);
+        run(Command::new("cc")
+            .arg("-O1")
+            .arg("-o")
+            .arg(&binary)
+            .arg(&source)
+            .args(helper_cflags(&text)))
+        .with_context(|| format!("building the C helper {}", source.display()))?;
+        built.push((name, binary));
+    }
+    Ok(built)
 }
 
 /// Programs the tests run by name, taken from the host.
@@ -752,6 +799,12 @@ fn build_initramfs(bins: &Binaries, timeout_scale: u32) -> anyhow::Result<PathBu
         elves.push(path);
     }
 
+    // The C helpers, prebuilt (`TOKENWATCH_C_HELPERS=/helpers` in /init).
+    for (name, binary) in build_c_helpers(&stage)? {
+        w.file_from(&Path::new("/helpers").join(&name), &binary)?;
+        elves.push(binary);
+    }
+
     // Python: the simulated node's API server and workloads.
     let (python, stdlib) = python()?;
     w.host_path(&python)?;
@@ -805,6 +858,8 @@ struct Outcome {
     finished: bool,
     /// A panic or timeout, if one ended the run.
     aborted: Option<String>,
+    /// Seconds from starting qemu to the init's first line.
+    boot_seconds: Option<f64>,
     seconds: f64,
 }
 
@@ -930,6 +985,9 @@ fn run_vm(
                 if let Some(rest) = line.strip_prefix(MARK_BINARY) {
                     current = Some(rest.trim().to_owned());
                 }
+                if line.starts_with(MARK_BOOTED) && outcome.boot_seconds.is_none() {
+                    outcome.boot_seconds = Some(started.elapsed().as_secs_f64());
+                }
                 outcome.take(current.as_deref(), &line);
                 if line.contains("Kernel panic") && outcome.aborted.is_none() {
                     outcome.aborted = Some(format!("kernel panic: {}", line.trim()));
@@ -1035,11 +1093,12 @@ pub fn vm_test(args: &VmArgs) -> anyhow::Result<()> {
         };
         let verdict = if outcome.ok(expected) { "PASS" } else { "FAIL" };
         eprintln!(
-            "  {} {verdict} ({}; {} passed, {} failed, {:.0} s; console in {})",
+            "  {} {verdict} ({}; {} passed, {} failed; booted in {:.1} s, {:.0} s in all; console in {})",
             kernel.series,
             kernel.package,
             outcome.passed.len(),
             outcome.failed.len(),
+            outcome.boot_seconds.unwrap_or(f64::NAN),
             outcome.seconds,
             vm_dir()
                 .join("logs")
@@ -1186,6 +1245,16 @@ mod tests {
     }
 
     #[test]
+    fn a_helper_s_flags_come_from_its_first_line() {
+        assert_eq!(
+            helper_cflags("// cflags: -no-pie -fno-pie\nint main(void) { return 0; }\n"),
+            ["-no-pie", "-fno-pie"]
+        );
+        assert!(helper_cflags("#include <stdio.h>\n// cflags: -luring\n").is_empty());
+        assert!(helper_cflags("").is_empty());
+    }
+
+    #[test]
     fn the_init_runs_every_binary_and_powers_off() {
         let script = init_script(
             &[
@@ -1195,6 +1264,7 @@ mod tests {
             6,
         );
         assert!(script.starts_with("#!/bin/busybox sh\n"));
+        assert!(script.contains(&format!("echo \"{MARK_BOOTED} kernel=")));
         assert!(script.contains("export TOKENWATCH_TIMEOUT_SCALE=6\n"));
         assert!(script.contains("/tests/sensor --test-threads 2"));
         assert!(script.contains("TOKENWATCH-VM-RESULT watch_command $rc"));
