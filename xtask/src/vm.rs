@@ -1265,7 +1265,9 @@ mod tests {
         );
         assert!(script.starts_with("#!/bin/busybox sh\n"));
         assert!(script.contains(&format!("echo \"{MARK_BOOTED} kernel=")));
-        assert!(script.contains("export TOKENWATCH_TIMEOUT_SCALE=6\n"));
+        assert!(
+            script.contains("export TOKENWATCH_TIMEOUT_SCALE=6 TOKENWATCH_C_HELPERS=/helpers\n")
+        );
         assert!(script.contains("/tests/sensor --test-threads 2"));
         assert!(script.contains("TOKENWATCH-VM-RESULT watch_command $rc"));
         for fs in [
