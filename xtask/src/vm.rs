@@ -15,7 +15,7 @@
 //!    tokenwatch-tests --no-run`, stripped), the `tokenwatch`
 //!    binary, their shared libraries (from `ldd`), Debian's Python with its
 //!    standard library (the simulated node's API server and workloads are
-//!    Python), the host's `cat`, `sh`, `unshare` and `mount` (the programs
+//!    Python), the host's `cat`, `cp`, `sleep`, `sh`, `unshare`, `mount` and `setpriv` (the programs
 //!    the tests run), busybox-static for the init's own needs (its applets
 //!    as hard links), the test fixtures at the path the tests were built
 //!    with, and our `/init`.
@@ -678,7 +678,9 @@ fn build_c_helpers(stage: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 }
 
 /// Programs the tests run by name, taken from the host.
-const HOST_TOOLS: [&str; 5] = ["cat", "sh", "unshare", "mount", "umount"];
+const HOST_TOOLS: [&str; 8] = [
+    "cat", "sh", "unshare", "mount", "umount", "cp", "sleep", "setpriv",
+];
 
 /// Directories of Python's standard library the tests never import.
 const PYTHON_SKIP: [&str; 11] = [
@@ -786,8 +788,8 @@ fn build_initramfs(bins: &Binaries, timeout_scale: u32) -> anyhow::Result<PathBu
     w.file_from(Path::new("/usr/bin/tokenwatch"), src)?;
     elves.push(bins.tokenwatch.clone());
 
-    // The host's tools the tests run (coreutils' cat, dash, util-linux's
-    // unshare and mount), so the guest differs from the host by its kernel
+    // The host's tools the tests run (coreutils' cat, cp and sleep, dash,
+    // util-linux's unshare, mount and setpriv), so the guest differs from the host by its kernel
     // only: busybox's cat, for one, reads with sendfile.
     for tool in HOST_TOOLS {
         let path = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
