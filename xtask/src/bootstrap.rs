@@ -209,7 +209,8 @@ pub fn ensure_vm_tools() -> anyhow::Result<()> {
     }
     if !crate::is_root() {
         bail!(
-            "the VM tests need Debian packages that are missing: {} (run as root, or `apt-get install` them)",
+            "the VM tests need Debian packages that are missing: {} (run as root, or `apt-get install` them; \
+             `cargo xtask test --no-vm` skips the VM tests)",
             missing.join(" ")
         );
     }
