@@ -22,7 +22,8 @@ use k8s_openapi::api::{
 use serde::Deserialize as _;
 use serde_json::Value;
 use tokenwatch_core::rbac::{Attributes, Authorizer, Snapshot, UserInfo, import};
-use tokenwatch_host::agent::{AgentConfig, http, metrics::Metrics};
+use tokenwatch_host::agent::{AgentConfig, http};
+use tokenwatch_host::metrics::Metrics;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

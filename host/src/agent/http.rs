@@ -12,7 +12,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// What `/readyz` checks.
 #[derive(Debug)]
