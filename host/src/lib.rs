@@ -18,6 +18,7 @@ pub mod agent;
 pub mod baseline_store;
 pub mod kubesync;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod sensor;
 pub mod sinks;

@@ -623,11 +623,17 @@ mod backoff_tests {
         assert_eq!(delays.len(), 12, "the backoff never gives up");
         for (i, d) in delays.iter().enumerate() {
             let base = (initial * 2u32.pow(u32::try_from(i).unwrap())).min(max);
-            assert!(*d >= base && *d <= base * 2, "delay {i}: {d:?} against {base:?}");
+            assert!(
+                *d >= base && *d <= base * 2,
+                "delay {i}: {d:?} against {base:?}"
+            );
         }
         b.reset();
         let first = b.next().unwrap();
-        assert!(first >= initial && first <= initial * 2, "{first:?} after reset");
+        assert!(
+            first >= initial && first <= initial * 2,
+            "{first:?} after reset"
+        );
     }
 }
 
