@@ -26,4 +26,4 @@ pub mod snapshot_store;
 pub mod store;
 pub mod trail;
 
-use tokenwatch_core::{correlate, error, event, identity, rbac, replay};
+use tokenwatch_core::{correlate, error, event, identity, rbac, replay, time};
