@@ -71,37 +71,7 @@ fn legacy_token(sa: &str) -> Arc<Identity> {
 }
 
 fn snapshot() -> RbacContext {
-    let yaml = r"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: secret-reader}
-rules:
-- apiGroups: ['']
-  resources: [secrets]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: legacy-reads-secrets}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secret-reader}
-subjects:
-- {kind: ServiceAccount, name: legacy, namespace: shop}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: pod-reader, namespace: shop}
-rules:
-- apiGroups: ['']
-  resources: [pods]
-  verbs: [get, list]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: web-reads-pods, namespace: shop}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
-subjects:
-- {kind: ServiceAccount, name: web, namespace: shop}
-";
+    let yaml = tokenwatch_test_support::policy::SHOP;
     let report = import::import_str("policy.yaml", yaml).expect("import");
     RbacContext::new(Arc::new(Snapshot::build(report.objects)), "test-policy")
 }
