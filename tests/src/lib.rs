@@ -70,17 +70,21 @@ pub fn require_root(test: &str) -> bool {
 pub enum KernelFeature {
     /// fanotify's `FAN_REPORT_PIDFD`: a pidfd for the reader in each event.
     FanReportPidfd,
+    /// An access event for a read by `splice(2)` (older kernels raise
+    /// none for splice).
+    SpliceAccessEvent,
 }
 
 impl KernelFeature {
     /// Every feature, for the check against the doc.
-    pub const ALL: [Self; 1] = [Self::FanReportPidfd];
+    pub const ALL: [Self; 2] = [Self::FanReportPidfd, Self::SpliceAccessEvent];
 
     /// Its name, as `docs/requirements.md` spells it.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::FanReportPidfd => "FAN_REPORT_PIDFD",
+            Self::SpliceAccessEvent => "FAN_ACCESS for splice",
         }
     }
 
@@ -89,6 +93,7 @@ impl KernelFeature {
     pub fn since(self) -> (u32, u32) {
         match self {
             Self::FanReportPidfd => (5, 15),
+            Self::SpliceAccessEvent => (6, 5),
         }
     }
 }

@@ -830,9 +830,11 @@ fn build_initramfs(bins: &Binaries, timeout_scale: u32) -> anyhow::Result<PathBu
         w.host_path(lib)?;
     }
 
-    // The fixtures, where the tests were built to find them.
-    let fixtures = crate::workspace_root().join("tests").join("fixtures");
-    w.host_tree(&fixtures, &[])?;
+    // The fixtures and the deployment manifests (the capabilities test reads
+    // the DaemonSet's), where the tests were built to find them.
+    let root = crate::workspace_root();
+    w.host_tree(&root.join("tests").join("fixtures"), &[])?;
+    w.host_tree(&root.join("deploy"), &[])?;
     let bytes = w.data_bytes;
     w.finish()?;
     eprintln!(
