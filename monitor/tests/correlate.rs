@@ -144,6 +144,8 @@ fn process(tgid: u32, exe: &str, cgroup_id: u64) -> Process {
         cgroup_id,
         mnt_ns: 4_026_532_000,
         start_ns: 0,
+        named_by: "event",
+        uncertain: false,
     }
 }
 
@@ -182,6 +184,7 @@ fn file_event(
             flags: None,
             matched: vec!["inode"],
             bytes,
+            seen: Vec::new(),
         }),
     }
 }
