@@ -374,6 +374,11 @@ impl ProcessTable {
 
     fn forget_exited(&mut self, tgid: u32) {
         if let Some(entry) = self.live.get_mut(&tgid) {
+            if entry.exited {
+                // A second exit without an exec between: a process the
+                // lineage never saw exec (a fork) had this pid.
+                entry.generations += 1;
+            }
             entry.exited = true;
         }
         self.exited.push_back(tgid);

@@ -241,6 +241,8 @@ pub struct Group {
     features: Features,
     marks: Mutex<Marks>,
     counters: Arc<Counters>,
+    /// While set, the reader thread leaves events in the kernel's queue.
+    held: AtomicBool,
 }
 
 fn cstring(path: &Path) -> Result<CString, FanotifyError> {
@@ -311,6 +313,7 @@ impl Group {
             features: Features { pidfd },
             marks: Mutex::new(Marks::default()),
             counters: Arc::new(Counters::default()),
+            held: AtomicBool::new(false),
         })
     }
 
@@ -465,6 +468,13 @@ impl Group {
         }
     }
 
+    /// Leaves events in the kernel's queue while `hold` is set, as a busy
+    /// agent would (tests use it to have a reader exit before its event is
+    /// read).
+    pub fn hold(&self, hold: bool) {
+        self.held.store(hold, Relaxed);
+    }
+
     /// Number of token files watched.
     #[must_use]
     pub fn watched(&self) -> usize {
@@ -545,6 +555,10 @@ fn read_loop(
     let fan = group.fd.as_raw_fd();
     let cgroup_root = crate::node::find_cgroup2_mount().ok();
     while !stop.load(Relaxed) {
+        if group.held.load(Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            continue;
+        }
         let mut fds = [
             libc::pollfd {
                 fd: fan,

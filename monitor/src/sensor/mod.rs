@@ -236,7 +236,9 @@ fn endpoint_key(addr: SocketAddr) -> EndpointKey {
         _pad: 0,
         addr: [0; 16],
     };
-    match addr.ip() {
+    // `::ffff:a.b.c.d` is the IPv4 endpoint (the kernel side matches a
+    // mapped destination against the IPv4 key).
+    match addr.ip().to_canonical() {
         IpAddr::V4(v4) => key.addr[..4].copy_from_slice(&v4.octets()),
         IpAddr::V6(v6) => {
             key.family = AF_INET6;
@@ -362,6 +364,13 @@ impl SensorControl {
     pub fn unwatch_file(&self, dev: u64, ino: u64) -> Result<(), SensorError> {
         self.group.unwatch(dev, ino);
         self.unwatch_inode(dev, ino)
+    }
+
+    /// Leaves file events in the kernel's fanotify queue while `hold` is
+    /// set, as a busy agent would: a reader may exit before its access is
+    /// read (tests use it).
+    pub fn hold_file_events(&self, hold: bool) {
+        self.group.hold(hold);
     }
 
     /// Token files watched through fanotify.
