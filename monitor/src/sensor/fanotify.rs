@@ -401,24 +401,20 @@ impl Group {
         if let Some((kind, _)) = marks.files.get(&id) {
             return Ok((id, *kind));
         }
-        if !marks.filesystems.contains_key(&st.st_dev) {
-            self.mark(
-                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
-                volume_dir,
-                "filesystem",
-            )?;
-            marks.filesystems.insert(
-                st.st_dev,
-                FsMark {
+        let fs = match marks.filesystems.entry(st.st_dev) {
+            std::collections::hash_map::Entry::Occupied(fs) => fs.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                self.mark(
+                    libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                    volume_dir,
+                    "filesystem",
+                )?;
+                slot.insert(FsMark {
                     path: volume_dir.to_owned(),
                     ..FsMark::default()
-                },
-            );
-        }
-        let fs = marks
-            .filesystems
-            .get_mut(&st.st_dev)
-            .expect("inserted above");
+                })
+            }
+        };
         *fs.names.entry(name.clone()).or_default() += 1;
         fs.inodes.insert(st.st_ino);
         marks.files.insert(id, (MarkKind::Filesystem, name));
@@ -863,10 +859,10 @@ pub fn read_proc(pid: u32, cgroup_root: Option<&Path>) -> Option<ProcFacts> {
             facts.uid = v.split_whitespace().next()?.parse().unwrap_or(0);
         } else if let Some(v) = line.strip_prefix("Gid:") {
             facts.gid = v.split_whitespace().next()?.parse().unwrap_or(0);
-        } else if let Some(v) = line.strip_prefix("State:") {
-            if v.trim_start().starts_with('Z') {
-                return None;
-            }
+        } else if let Some(v) = line.strip_prefix("State:")
+            && v.trim_start().starts_with('Z')
+        {
+            return None;
         }
     }
     facts.comm = std::fs::read(dir.join("comm"))
@@ -878,13 +874,13 @@ pub fn read_proc(pid: u32, cgroup_root: Option<&Path>) -> Option<ProcFacts> {
     facts.mnt_ns = std::fs::metadata(dir.join("ns/mnt"))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
         .unwrap_or(0);
-    if let (Some(root), Ok(cgroup)) = (cgroup_root, std::fs::read_to_string(dir.join("cgroup"))) {
-        if let Some(rel) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
-            let path = root.join(rel.trim_start_matches('/'));
-            facts.cgroup_id = std::fs::metadata(path)
-                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-                .unwrap_or(0);
-        }
+    if let (Some(root), Ok(cgroup)) = (cgroup_root, std::fs::read_to_string(dir.join("cgroup")))
+        && let Some(rel) = cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+    {
+        let path = root.join(rel.trim_start_matches('/'));
+        facts.cgroup_id = std::fs::metadata(path)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap_or(0);
     }
     if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
         facts.start_ns = parse_start_ticks(&stat).map_or(0, ticks_to_ns);
