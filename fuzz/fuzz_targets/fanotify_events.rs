@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch::sensor::fanotify::{parse_events, parse_start_ticks};
+use tokenwatch_host::sensor::fanotify::{parse_events, parse_start_ticks};
 
 fuzz_target!(|data: &[u8]| {
     let (events, err) = parse_events(data);

@@ -10,7 +10,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use tokenwatch::sensor::{
+use tokenwatch_host::sensor::{
     SensorConfig, SensorEvent,
     event::EventKind,
     fanotify::{MarkKind, is_own_superblock},
@@ -92,7 +92,7 @@ fn python(script: &str, args: &[&Path]) -> Command {
 }
 
 fn ino(path: &Path) -> u64 {
-    tokenwatch::sensor::file_id(path).expect("stat").1
+    tokenwatch_host::sensor::file_id(path).expect("stat").1
 }
 
 /// Waits for a token access by `pid` on inode `ino` that saw `what`.

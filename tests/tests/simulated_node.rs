@@ -123,7 +123,7 @@ fn the_agent_on_a_simulated_node() {
     let data = work.path().join("data");
     let rbac = work.path().join("rbac.yaml");
     std::fs::write(&rbac, POLICY).unwrap();
-    let cgroup_root = tokenwatch::node::find_cgroup2_mount().expect("a cgroup v2 hierarchy");
+    let cgroup_root = tokenwatch_host::node::find_cgroup2_mount().expect("a cgroup v2 hierarchy");
     std::fs::create_dir_all(&kubelet).unwrap();
     // The volumes are tmpfs mounts (as the kubelet makes them): unmounted at the end.
     let _mounts = sim::Mounts(kubelet.clone());

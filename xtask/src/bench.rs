@@ -646,10 +646,6 @@ fn verdict(results: &mut [(String, Figures)]) {
     }
     println!(
         "target: {}",
-        if all_met {
-            "met"
-        } else {
-            "MISSED (see above)"
-        }
+        if all_met { "met" } else { "MISSED (see above)" }
     );
 }

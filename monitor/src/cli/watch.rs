@@ -71,24 +71,7 @@ pub struct Args {
     pub ring_buffer_bytes: u32,
 }
 
-/// The API-server endpoints to watch when none are given: the in-cluster
-/// service address from the environment, and the usual local port.
-#[must_use]
-pub fn default_apiservers() -> Vec<String> {
-    let mut endpoints = Vec::new();
-    if let (Ok(host), Ok(port)) = (
-        std::env::var("KUBERNETES_SERVICE_HOST"),
-        std::env::var("KUBERNETES_SERVICE_PORT"),
-    ) {
-        if host.contains(':') && !host.starts_with('[') {
-            endpoints.push(format!("[{host}]:{port}"));
-        } else {
-            endpoints.push(format!("{host}:{port}"));
-        }
-    }
-    endpoints.push("127.0.0.1:6443".to_owned());
-    endpoints
-}
+pub use crate::sensor::default_apiservers;
 
 impl Args {
     /// The sensor configuration these flags describe.
@@ -139,7 +122,7 @@ pub fn run(args: Args) -> ExitCode {
 /// Marks the token volumes found under a kubelet root.
 fn watch_kubelet_volumes(sensor: &Sensor, root: &std::path::Path) {
     let cache = crate::identity::IdentityCache::new(crate::identity::KeySet::new());
-    let files = match crate::node::discover(root, &cache) {
+    let files = match tokenwatch_host::node::discover(root, &cache) {
         Ok(files) => files,
         Err(err) => {
             eprintln!(
