@@ -217,29 +217,64 @@ pub fn ensure_vm_tools() -> anyhow::Result<()> {
     apt_install(&missing, "the kernel tests in VMs")
 }
 
-/// What the tests drive besides Rust: headless Chromium (the replay HTML
-/// report is checked in a real browser), python3 (the simulated node's
-/// workloads) and, with `vm`, what the VM tests need ([`VM_TOOLS`]).
-/// Installed from Debian's packages when missing and root.
+/// Debian packages the root-only tests and the sensor bench use, each with
+/// a file that shows it is installed.
+const TEST_PACKAGES: [(&str, &str, &str); 6] = [
+    (
+        "/usr/bin/chromium",
+        "chromium",
+        "the replay report's browser test",
+    ),
+    (
+        "/usr/include/liburing.h",
+        "liburing-dev",
+        "the sensor test's io_uring reader (built with cc at test time)",
+    ),
+    ("/usr/bin/cc", "gcc", "the sensor test's C helpers"),
+    (
+        "/usr/sbin/capsh",
+        "libcap2-bin",
+        "the capability test (bounding set as the DaemonSet's)",
+    ),
+    ("/usr/sbin/auditctl", "auditd", "`cargo xtask bench sensor`"),
+    (
+        "/usr/bin/bpftrace",
+        "bpftrace",
+        "`cargo xtask bench sensor`",
+    ),
+];
+
+/// Installs the Debian packages the root-only tests and benches need
+/// (chromium, liburing-dev, gcc, libcap2-bin, auditd, bpftrace) and, with
+/// `vm`, what the VM tests need ([`VM_TOOLS`]), when missing.
+///
+/// # Errors
+/// apt-get fails.
 pub fn ensure_test_tools(vm: bool) -> anyhow::Result<()> {
-    let mut missing = Vec::new();
-    if !Path::new("/usr/bin/chromium").exists() {
-        missing.push("chromium");
-    }
+    let mut missing: Vec<(&str, &str)> = TEST_PACKAGES
+        .iter()
+        .filter(|(path, _, _)| !Path::new(path).exists())
+        .map(|(_, package, why)| (*package, *why))
+        .collect();
     if vm {
-        missing.extend(missing_vm_tools());
-    } else if !Path::new("/usr/bin/python3").exists() {
-        missing.push("python3");
+        missing.extend(
+            missing_vm_tools()
+                .into_iter()
+                .map(|package| (package, "the kernel tests in VMs")),
+        );
     }
     if missing.is_empty() {
         return Ok(());
     }
     if !crate::is_root() {
-        eprintln!(
-            "xtask: {} missing and installing needs root; the tests that need them will say so",
-            missing.join(" ")
-        );
+        for (package, why) in &missing {
+            eprintln!("xtask: {package} ({why}) is missing and installing it needs root");
+        }
         return Ok(());
     }
-    apt_install(&missing, "the tests")
+    for (package, why) in &missing {
+        eprintln!("xtask: installing {package} (Debian) for {why}");
+    }
+    let packages: Vec<&str> = missing.iter().map(|(package, _)| *package).collect();
+    apt_install(&packages, "the tests")
 }
