@@ -835,6 +835,14 @@ fn build_initramfs(bins: &Binaries, timeout_scale: u32) -> anyhow::Result<PathBu
     let root = crate::workspace_root();
     w.host_tree(&root.join("tests").join("fixtures"), &[])?;
     w.host_tree(&root.join("deploy"), &[])?;
+    // Every crate's directory, so a `CARGO_MANIFEST_DIR/../tests/fixtures`
+    // path (test-support's) resolves in the guest.
+    for entry in std::fs::read_dir(&root)?.flatten() {
+        let name = entry.file_name();
+        if entry.path().join("Cargo.toml").exists() && name != "target" {
+            w.dir(&entry.path())?;
+        }
+    }
     let bytes = w.data_bytes;
     w.finish()?;
     eprintln!(
