@@ -1,5 +1,6 @@
-//! `tokenwatch watch` end to end: the real binary prints a token read as a
-//! JSON line, and never the token itself.
+//! `tokenwatch watch` end to end: the real binary prints a token access
+//! (fanotify inode mark from `--watch-file`) as a JSON line, no lineage
+//! lines without `--lineage`, and never the token itself.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -68,18 +69,34 @@ fn watch_prints_a_token_read_as_json_without_the_token() {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = line_rx
             .recv_timeout(left.max(Duration::from_millis(1)))
-            .unwrap_or_else(|_| panic!("no token_read line; saw:\n{}", lines.join("\n")));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no token_access line with an access; saw:\n{}",
+                    lines.join("\n")
+                )
+            });
         let event: serde_json::Value = serde_json::from_str(&line).expect("each line is JSON");
         lines.push(line.clone());
-        if event["kind"] == "token_read" && event["process"]["comm"] == "cat" {
+        // Without --lineage, exec and exit lines are not printed.
+        assert!(
+            event["kind"] != "exec" && event["kind"] != "exit",
+            "a lineage line without --lineage: {line}"
+        );
+        if event["kind"] == "token_access"
+            && event["process"]["comm"] == "cat"
+            && event["detail"]["seen"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == "access"))
+        {
             break event;
         }
     };
-    assert_eq!(read["schema"], 1);
-    assert_eq!(read["detail"]["bytes"], secret.len());
+    assert_eq!(read["schema"], 2);
+    assert_eq!(read["detail"]["matched"][0], "inode");
+    // The file as the sensor sees it (symlinks resolved).
     assert_eq!(
         read["detail"]["path"],
-        volume.token_path().display().to_string()
+        volume.real_file.display().to_string()
     );
     assert!(read["process"]["exe"].as_str().unwrap().ends_with("/cat"));
     // SAFETY: signalling our own child.
