@@ -27,6 +27,11 @@
 //!
 //! State grows with the number of subjects and tokens, not events: lists
 //! kept for display are capped and their counts stay exact.
+//!
+//! No input stops a replay: `clippy::string_slice` is denied in every
+//! module here (text is cut with `get`, `split_once` or on bytes).
+
+#![deny(clippy::string_slice)]
 
 pub mod attributes;
 pub mod decide;
