@@ -85,6 +85,18 @@ pub struct Args {
     /// Events kept for table and HTML output (counts stay exact).
     #[arg(long, default_value_t = 1000)]
     max_rows: usize,
+    /// Distinct secrets one subject must read within `--secrets-window`
+    /// to raise `secrets-burst`.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    secrets_burst: usize,
+    /// The window of `--secrets-burst`, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    secrets_window: u64,
+    /// A user allowed to mint ServiceAccount tokens without a finding,
+    /// besides the nodes' kubelets (`system:node:*`). Repeatable; replaces
+    /// the default, `system:kube-controller-manager`.
+    #[arg(long = "mint-allow", value_name = "USER")]
+    mint_allow: Vec<String>,
     /// Never draw the progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
@@ -173,6 +185,17 @@ pub fn run(args: Args) -> ExitCode {
             OnlyArg::Forbidden => Only::Forbidden,
         }),
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        detect: {
+            let mut d = engine::detect::DetectConfig {
+                secrets_burst: args.secrets_burst,
+                secrets_window_secs: args.secrets_window,
+                ..engine::detect::DetectConfig::default()
+            };
+            if !args.mint_allow.is_empty() {
+                d.mint_allow.clone_from(&args.mint_allow);
+            }
+            d
+        },
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
