@@ -502,12 +502,17 @@ impl<'a> AuditEvent<'a> {
     /// The addresses the client claimed (`X-Forwarded-For`, `X-Real-Ip`):
     /// every `sourceIPs` entry before the last.
     pub fn claimed_ips(&self) -> impl Iterator<Item = &str> {
-        let ips = self.source_ips.as_deref().unwrap_or_default();
-        ips.get(..ips.len().saturating_sub(1))
-            .unwrap_or_default()
+        self.claimed_slice()
             .iter()
             .map(Text::as_str)
             .filter(|ip| !ip.is_empty())
+    }
+
+    /// The claimed `sourceIPs` entries (all but the last).
+    #[must_use]
+    pub fn claimed_slice(&self) -> &[Text<'a>] {
+        let ips = self.source_ips.as_deref().unwrap_or_default();
+        ips.get(..ips.len().saturating_sub(1)).unwrap_or_default()
     }
 
     /// The annotations, or none.

@@ -671,7 +671,7 @@ impl Engine<'_> {
                 code,
                 denied,
                 source_ip: ev.source_ip(),
-                claimed_ips: ev.source_ips.as_deref().unwrap_or_default(),
+                claimed_ips: ev.claimed_slice(),
                 outcome: outcome.as_str(),
             };
             if let Some((i, f)) = self.index.record_call(&facts, location) {
