@@ -25,6 +25,7 @@ fn run_lib(
         filters,
         only,
         progress: false,
+        ..Options::default()
     };
     let mut events = Vec::new();
     let report = replay(&options, &mut policy, &mut |e| events.push(e.clone())).expect("replay");
@@ -100,6 +101,8 @@ fn timeline_names_reader_pod_and_every_call_and_flags_the_foreign_use() {
         [
             "foreign-source-ip",
             "use-after-flagged-read",
+            // The thief's address is a second connection address.
+            "multiple-source-addresses",
             "permission-probing"
         ]
     );

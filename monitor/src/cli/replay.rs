@@ -97,6 +97,12 @@ pub struct Args {
     /// the default, `system:kube-controller-manager`.
     #[arg(long = "mint-allow", value_name = "USER")]
     mint_allow: Vec<String>,
+    /// Print, instead of the report, a least-privilege Role/ClusterRole
+    /// (YAML; JSON lines with `-o json`) per ServiceAccount for the calls
+    /// the cluster allowed it, checked both ways against the snapshot, with
+    /// the dangerous permissions its bindings grant now.
+    #[arg(long)]
+    suggest_roles: bool,
     /// Never draw the progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
@@ -185,6 +191,7 @@ pub fn run(args: Args) -> ExitCode {
             OnlyArg::Forbidden => Only::Forbidden,
         }),
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        collect_calls: args.suggest_roles,
         detect: {
             let mut d = engine::detect::DetectConfig {
                 secrets_burst: args.secrets_burst,
@@ -202,8 +209,10 @@ pub fn run(args: Args) -> ExitCode {
     let mut events = EventList::new(args.max_rows);
     let mut write_error: Option<std::io::Error> = None;
     let json = args.output == ReplayOutput::Json;
+    let suggest = args.suggest_roles;
     let result = engine::replay(&options, &mut policy, &mut |e| {
-        if json {
+        if suggest {
+        } else if json {
             if write_error.is_none()
                 && let Err(err) = report::write_json_line(&mut out, "event", e)
             {
@@ -218,6 +227,16 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return super::fail(&e),
     };
     let written = match args.output {
+        _ if suggest => {
+            let suggestions = engine::roles::suggest_roles(&report, &policy);
+            if json {
+                suggestions
+                    .iter()
+                    .try_for_each(|s| report::write_json_line(&mut out, "suggestion", s))
+            } else {
+                out.write_all(engine::roles::to_yaml(&suggestions).as_bytes())
+            }
+        }
         ReplayOutput::Json => report::write_json_tail(&mut out, &report),
         ReplayOutput::Table => report::write_table(&mut out, &report, &events),
         ReplayOutput::Html => {

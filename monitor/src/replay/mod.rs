@@ -40,6 +40,7 @@ pub mod event;
 pub mod html;
 pub mod input;
 pub mod report;
+pub mod roles;
 pub mod summary;
 pub mod time;
 pub mod timeline;
@@ -133,6 +134,9 @@ pub struct Options {
     pub progress: bool,
     /// Settings of the default detections.
     pub detect: detect::DetectConfig,
+    /// Keep each ServiceAccount's distinct allowed calls, for
+    /// [`roles::suggest_roles`].
+    pub collect_calls: bool,
 }
 
 /// How often (in records) the progress bar is updated.
@@ -188,7 +192,7 @@ pub fn replay(
     let mut engine = Engine {
         policy,
         index,
-        subjects: Subjects::default(),
+        subjects: Subjects::collecting(options.collect_calls),
         stats,
         problems,
         filters: &options.filters,

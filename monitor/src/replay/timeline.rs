@@ -128,7 +128,9 @@ pub struct CallRecord {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineFinding {
-    /// `foreign-source-ip`, `use-after-flagged-read`, `permission-probing`, `forbidden-calls`.
+    /// `foreign-source-ip`, `use-after-flagged-read`, `multiple-source-addresses`,
+    /// `minted-outside-kubelet`, `permission-probing`, `claimed-source-address`,
+    /// `forbidden-calls`.
     pub kind: &'static str,
     /// `high`, `medium`, `low`.
     pub severity: &'static str,
@@ -765,6 +767,59 @@ impl TokenIndex {
                 .collect();
             first_by_ip.sort();
             t.calls_by_ip = ips.into_iter().map(|(ip, (n, _))| (ip, n)).collect();
+            if t.foreign_calls > 0 {
+                let foreign: Vec<String> = t
+                    .calls_by_ip
+                    .iter()
+                    .filter(|(ip, _)| !t.pod_ips.contains(*ip))
+                    .map(|(ip, n)| format!("{ip} ({n} calls)"))
+                    .collect();
+                let own: Vec<&str> = t.pod_ips.iter().map(String::as_str).collect();
+                t.findings.push(TimelineFinding {
+                    kind: "foreign-source-ip",
+                    severity: "high",
+                    message: format!(
+                        "used from {} from {}, not from its bound pod's address {}: the token was probably copied",
+                        foreign.join(", "),
+                        t.first_foreign.as_deref().unwrap_or("?"),
+                        own.join(", ")
+                    ),
+                });
+            }
+            if t.after_flag_calls > 0
+                && let Some(f) = &t.flagged
+            {
+                t.findings.push(TimelineFinding {
+                    kind: "use-after-flagged-read",
+                    severity: "high",
+                    message: format!(
+                        "{} calls after {} was flagged ({}) at {}",
+                        t.after_flag_calls,
+                        f.process,
+                        f.findings.join(", "),
+                        f.time
+                    ),
+                });
+            }
+            if t.forbidden >= PROBE_THRESHOLD {
+                let mut targets: Vec<&str> = t.denied_targets.iter().map(String::as_str).collect();
+                targets.sort_unstable();
+                t.findings.push(TimelineFinding {
+                    kind: "permission-probing",
+                    severity: "medium",
+                    message: format!(
+                        "{} forbidden calls ({}): the subject is probing its permissions",
+                        t.forbidden,
+                        targets.join("; ")
+                    ),
+                });
+            } else if t.forbidden > 0 {
+                t.findings.push(TimelineFinding {
+                    kind: "forbidden-calls",
+                    severity: "low",
+                    message: format!("{} forbidden call(s)", t.forbidden),
+                });
+            }
             if let Some(m) = &t.minted
                 && !m.expected_minter
             {
@@ -828,59 +883,9 @@ impl TokenIndex {
             }
             t.reads
                 .sort_by_key(|r| parse_nanos(&r.time).unwrap_or(i64::MIN));
-            if t.foreign_calls > 0 {
-                let foreign: Vec<String> = t
-                    .calls_by_ip
-                    .iter()
-                    .filter(|(ip, _)| !t.pod_ips.contains(*ip))
-                    .map(|(ip, n)| format!("{ip} ({n} calls)"))
-                    .collect();
-                let own: Vec<&str> = t.pod_ips.iter().map(String::as_str).collect();
-                t.findings.push(TimelineFinding {
-                    kind: "foreign-source-ip",
-                    severity: "high",
-                    message: format!(
-                        "used from {} from {}, not from its bound pod's address {}: the token was probably copied",
-                        foreign.join(", "),
-                        t.first_foreign.as_deref().unwrap_or("?"),
-                        own.join(", ")
-                    ),
-                });
-            }
-            if t.after_flag_calls > 0
-                && let Some(f) = &t.flagged
-            {
-                t.findings.push(TimelineFinding {
-                    kind: "use-after-flagged-read",
-                    severity: "high",
-                    message: format!(
-                        "{} calls after {} was flagged ({}) at {}",
-                        t.after_flag_calls,
-                        f.process,
-                        f.findings.join(", "),
-                        f.time
-                    ),
-                });
-            }
-            if t.forbidden >= PROBE_THRESHOLD {
-                let mut targets: Vec<&str> = t.denied_targets.iter().map(String::as_str).collect();
-                targets.sort_unstable();
-                t.findings.push(TimelineFinding {
-                    kind: "permission-probing",
-                    severity: "medium",
-                    message: format!(
-                        "{} forbidden calls ({}): the subject is probing its permissions",
-                        t.forbidden,
-                        targets.join("; ")
-                    ),
-                });
-            } else if t.forbidden > 0 {
-                t.findings.push(TimelineFinding {
-                    kind: "forbidden-calls",
-                    severity: "low",
-                    message: format!("{} forbidden call(s)", t.forbidden),
-                });
-            }
+            // Most severe first; the order of the pushes above within one severity.
+            t.findings
+                .sort_by_key(|f| super::detect::severity_rank(f.severity));
         }
         let mut tokens = self.tokens;
         tokens.sort_by_key(|t| (!t.flagged_by_replay(), !t.in_trail, t.first_read));
