@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
-use tokenwatch::replay::decide::Policy;
-use tokenwatch::replay::detect::DetectConfig;
-use tokenwatch::replay::report::{EventRecord, Report};
-use tokenwatch::replay::{Options, replay};
+use tokenwatch_core::replay::decide::Policy;
+use tokenwatch_core::replay::detect::DetectConfig;
+use tokenwatch_core::replay::report::{EventRecord, Report};
+use tokenwatch_core::replay::{Options, replay};
 
 const WEB_SA: &str = "system:serviceaccount:shop:web";
 const RAW_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDp3ZWIifQ.c2lnbmF0dXJlLW5ldmVyLWNvcGllZA";
@@ -119,7 +119,7 @@ fn run(files: &[PathBuf]) -> (Report, Vec<EventRecord>) {
     run_with(files, DetectConfig::default())
 }
 
-fn token<'r>(report: &'r Report, jti: &str) -> &'r tokenwatch::replay::timeline::TokenTimeline {
+fn token<'r>(report: &'r Report, jti: &str) -> &'r tokenwatch_core::replay::timeline::TokenTimeline {
     report
         .tokens
         .iter()
@@ -127,14 +127,14 @@ fn token<'r>(report: &'r Report, jti: &str) -> &'r tokenwatch::replay::timeline:
         .unwrap_or_else(|| panic!("no timeline for {jti}"))
 }
 
-fn finding_kinds(t: &tokenwatch::replay::timeline::TokenTimeline) -> Vec<(&str, &str)> {
+fn finding_kinds(t: &tokenwatch_core::replay::timeline::TokenTimeline) -> Vec<(&str, &str)> {
     t.findings.iter().map(|f| (f.kind, f.severity)).collect()
 }
 
 fn detections<'r>(
     report: &'r Report,
     kind: &str,
-) -> Vec<&'r tokenwatch::replay::detect::Detection> {
+) -> Vec<&'r tokenwatch_core::replay::detect::Detection> {
     report
         .detections
         .iter()
@@ -476,7 +476,7 @@ fn every_jti_timeline_starts_at_its_minting() {
     assert_eq!(m.expiration_seconds, Some(3607));
     assert!(k.findings.is_empty(), "{:?}", k.findings);
     assert_eq!(k.calls_total, 1);
-    let rows = tokenwatch::replay::report::timeline_rows(k);
+    let rows = tokenwatch_core::replay::report::timeline_rows(k);
     assert_eq!(rows[0].what, "mint", "the timeline starts at the minting");
 
     let a = token(&report, "jti-alice");

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokenwatch::rbac::{Attributes, Authorizer, Snapshot, UserInfo, import};
-use tokenwatch::replay::decide::Policy;
-use tokenwatch::replay::{Options, replay, roles};
+use tokenwatch_core::rbac::{Attributes, Authorizer, Snapshot, UserInfo, import};
+use tokenwatch_core::replay::decide::Policy;
+use tokenwatch_core::replay::{Options, replay, roles};
 
 const SA: &str = "system:serviceaccount:shop:web";
 
