@@ -119,7 +119,10 @@ fn run(files: &[PathBuf]) -> (Report, Vec<EventRecord>) {
     run_with(files, DetectConfig::default())
 }
 
-fn token<'r>(report: &'r Report, jti: &str) -> &'r tokenwatch_core::replay::timeline::TokenTimeline {
+fn token<'r>(
+    report: &'r Report,
+    jti: &str,
+) -> &'r tokenwatch_core::replay::timeline::TokenTimeline {
     report
         .tokens
         .iter()

@@ -13,7 +13,9 @@
 //!    `create`, `list`, `watch`, `deletecollection`, which RBAC cannot limit
 //!    by a name the request does not carry) the rule covers every name.
 //! 3. **Verbs** are never widened (`get` does not bring `list`), no `*`
-//!    anywhere.
+//!    anywhere; a call whose verb, group or resource is literally `*` (or
+//!    whose URL ends in `*`) cannot be granted exactly and is left out
+//!    ([`grantable`]).
 //!
 //! [`check`] verifies a suggestion both ways: every observed call is
 //! allowed with the suggestion in place of the subject's own bindings
@@ -113,12 +115,26 @@ fn resource_key(a: &OwnedAttributes) -> String {
 /// (scope, group, resource[/sub], verb) -> names (None = every name).
 type Grants = BTreeMap<(String, String, String, String), Option<BTreeSet<String>>>;
 
+/// Whether a call can be granted exactly: RBAC reads `*` in verbs, groups
+/// and resources, and a trailing `*` in a URL, as a wildcard, so a call
+/// naming one literally is left out of suggestions (and of their check).
+#[must_use]
+pub fn grantable(a: &OwnedAttributes) -> bool {
+    if a.is_resource_request {
+        ![&a.verb, &a.api_group, &a.resource, &a.subresource]
+            .iter()
+            .any(|f| f.contains('*'))
+    } else {
+        a.verb != ALL && !a.path.ends_with('*')
+    }
+}
+
 /// The grants the observed calls need, after the expansions of the module docs.
 fn needed(calls: &[OwnedAttributes]) -> (Grants, BTreeMap<String, BTreeSet<String>>) {
     let mut grants: Grants = BTreeMap::new();
     // verb -> paths
     let mut non_resource: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for a in calls {
+    for a in calls.iter().filter(|a| grantable(a)) {
         if !a.is_resource_request {
             non_resource
                 .entry(a.verb.clone())
@@ -270,7 +286,7 @@ pub fn suggest(user: &str, calls: &[OwnedAttributes]) -> Result<Suggestion, Sugg
     Ok(Suggestion {
         subject: user.to_owned(),
         objects,
-        calls: calls.len(),
+        calls: calls.iter().filter(|a| grantable(a)).count(),
     })
 }
 
@@ -315,7 +331,7 @@ pub fn check(
     let replaced = Authorizer::new(Arc::new(Snapshot::build(substitute(
         current, &user.name, suggestion,
     ))));
-    for call in calls {
+    for call in calls.iter().filter(|a| grantable(a)) {
         if !replaced.decide(&call.as_attributes(), user).allowed {
             return Err(SuggestError::DenyObservedCall {
                 call: describe(call),

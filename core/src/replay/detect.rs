@@ -517,12 +517,16 @@ impl Detector {
     }
 }
 
-/// The ClusterRole aggregation controller rewrites aggregated ClusterRoles
-/// on every change of their parts: that is its job, not a finding.
+/// Controllers whose RBAC writes are their job, not a finding (Elastic's
+/// rule excludes the same two): the ClusterRole aggregation controller
+/// rewrites aggregated ClusterRoles, the garbage collector deletes roles and
+/// bindings whose owner is gone.
 fn aggregation_controller(user: &str, resource: &str, verb: &str) -> bool {
-    user == "system:serviceaccount:kube-system:clusterrole-aggregation-controller"
+    (user == "system:serviceaccount:kube-system:clusterrole-aggregation-controller"
         && resource == "clusterroles"
-        && matches!(verb, "update" | "patch")
+        && matches!(verb, "update" | "patch"))
+        || (user == "system:serviceaccount:kube-system:generic-garbage-collector"
+            && matches!(verb, "delete" | "deletecollection"))
 }
 
 /// 0 for high, 1 medium, 2 low.
