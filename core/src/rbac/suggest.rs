@@ -112,6 +112,9 @@ fn resource_key(a: &OwnedAttributes) -> String {
     }
 }
 
+/// (group, verbs, names) -> resources: the rules of one scope.
+type RulesOfScope = BTreeMap<(String, Vec<String>, Vec<String>), BTreeSet<String>>;
+
 /// (scope, group, resource[/sub], verb) -> names (None = every name).
 type Grants = BTreeMap<(String, String, String, String), Option<BTreeSet<String>>>;
 
@@ -186,10 +189,7 @@ pub fn suggest(user: &str, calls: &[OwnedAttributes]) -> Result<Suggestion, Sugg
         })?;
     let (grants, non_resource) = needed(calls);
     // scope -> (group, names) -> verbs -> resources; then merged.
-    let mut by_scope: BTreeMap<
-        String,
-        BTreeMap<(String, Vec<String>, Vec<String>), BTreeSet<String>>,
-    > = BTreeMap::new();
+    let mut by_scope: BTreeMap<String, RulesOfScope> = BTreeMap::new();
     // First: per (scope, group, resource, names) the verbs.
     let mut verbs_of: BTreeMap<(String, String, String, Vec<String>), BTreeSet<String>> =
         BTreeMap::new();
