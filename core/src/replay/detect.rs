@@ -133,11 +133,16 @@ pub struct Detector {
     /// Findings over [`MAX_DETECTIONS`].
     pub dropped: u64,
     secrets: FxHashMap<String, SecretWindow>,
-    /// `ns/name` of a pod -> addresses its token connected from.
-    pod_addrs: FxHashMap<String, Vec<String>>,
+    /// Hash of a pod's (namespace, name) -> addresses its token connected from.
+    pod_addrs: FxHashMap<u64, Vec<String>>,
     /// Address -> (`ns/name` of the deleted pod it belonged to, delete time).
     deleted_addrs: FxHashMap<String, (String, i64)>,
-    key: String,
+}
+
+fn pod_key(namespace: &str, name: &str) -> u64 {
+    let mut h = FxHasher::default();
+    (namespace, name).hash(&mut h);
+    h.finish()
 }
 
 fn is_service_account(user: &str) -> bool {
@@ -481,25 +486,22 @@ impl Detector {
         let Some((ns, _)) = crate::rbac::authorizer::split_service_account_user(auth_user) else {
             return;
         };
-        self.key.clear();
-        self.key.push_str(ns);
-        self.key.push('/');
-        self.key.push_str(pod);
-        if let Some(addrs) = self.pod_addrs.get_mut(self.key.as_str()) {
+        let key = pod_key(ns, pod);
+        if let Some(addrs) = self.pod_addrs.get_mut(&key) {
             if addrs.len() < MAX_ADDRS_PER_POD && !addrs.iter().any(|a| a == ip) {
                 addrs.push(ip.to_owned());
             }
         } else if self.pod_addrs.len() < MAX_PODS {
-            self.pod_addrs.insert(self.key.clone(), vec![ip.to_owned()]);
+            self.pod_addrs.insert(key, vec![ip.to_owned()]);
         }
     }
 
     fn pod_deleted(&mut self, ns: &str, name: &str, nanos: Option<i64>) {
         let Some(t) = nanos else { return };
-        let key = format!("{ns}/{name}");
-        if let Some(addrs) = self.pod_addrs.get(&key) {
+        if let Some(addrs) = self.pod_addrs.get(&pod_key(ns, name)) {
+            let pod = format!("{ns}/{name}");
             for a in addrs {
-                self.deleted_addrs.insert(a.clone(), (key.clone(), t));
+                self.deleted_addrs.insert(a.clone(), (pod.clone(), t));
             }
         }
     }
