@@ -20,8 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Value, json};
+use serde_json::Value;
+use tokenwatch_test_support::tokens;
 
 /// Where the fixtures are (`tests/fixtures`, in the repository).
 #[must_use]
@@ -32,20 +32,9 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 /// Signs claims with Kubernetes' own test RSA key (RS256), as the API server would.
-///
-/// # Panics
-/// When the fixture key cannot be read.
 #[must_use]
 pub fn sign(claims: &Value) -> String {
-    let pem = std::fs::read(fixture(
-        "tokens/kubernetes-serviceaccount-test-keys/rsa-private.pem",
-    ))
-    .expect("test key");
-    let key = EncodingKey::from_rsa_pem(&pem).expect("rsa key");
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("JHJehTTTZlsspKHT-GaJxK7Kd1NQgZJu3fyK6K_QDYU".into());
-    header.typ = None;
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    tokens::sign_as_apiserver(claims)
 }
 
 /// A bound (projected) token for a pod, valid for an hour from now.
@@ -53,35 +42,22 @@ pub fn sign(claims: &Value) -> String {
 pub fn bound_token(namespace: &str, sa: &str, pod_name: &str, pod_uid: &str, jti: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sign(&json!({
-        "aud": ["https://kubernetes.default.svc.cluster.local"],
-        "exp": now + 3600, "iat": now - 10, "nbf": now - 10,
-        "iss": "https://kubernetes.default.svc.cluster.local",
-        "jti": jti,
-        "sub": format!("system:serviceaccount:{namespace}:{sa}"),
-        "kubernetes.io": {
-            "namespace": namespace,
-            "node": {"name": "sim-node", "uid": "6c8b2e1a-0000-4000-8000-00000000000e"},
-            "pod": {"name": pod_name, "uid": pod_uid},
-            "serviceaccount": {"name": sa, "uid": format!("{sa}-uid")},
-            "warnafter": now + 3000
-        }
-    }))
+        .map_or(0, |d| d.as_secs().cast_signed());
+    sign(&tokens::pod_bound_claims(
+        namespace,
+        sa,
+        (pod_name, pod_uid),
+        "sim-node",
+        jti,
+        now - 10,
+        3600,
+    ))
 }
 
 /// A legacy Secret-based token.
 #[must_use]
 pub fn legacy_token(namespace: &str, sa: &str) -> String {
-    sign(&json!({
-        "iss": "kubernetes/serviceaccount",
-        "kubernetes.io/serviceaccount/namespace": namespace,
-        "kubernetes.io/serviceaccount/secret.name": format!("{sa}-token-q8x2m"),
-        "kubernetes.io/serviceaccount/service-account.name": sa,
-        "kubernetes.io/serviceaccount/service-account.uid": format!("{sa}-uid"),
-        "sub": format!("system:serviceaccount:{namespace}:{sa}")
-    }))
+    sign(&tokens::legacy_secret_claims(namespace, sa))
 }
 
 /// One pod's token volume in the kubelet tree.

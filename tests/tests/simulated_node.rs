@@ -17,37 +17,7 @@ const CONTAINER_A: &str = "aaaa0000000000000000000000000000000000000000000000000
 const CONTAINER_B: &str = "bbbb000000000000000000000000000000000000000000000000000000000002";
 const CONTAINER_C: &str = "cccc000000000000000000000000000000000000000000000000000000000003";
 
-const POLICY: &str = r"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: pod-reader, namespace: shop}
-rules:
-- apiGroups: ['']
-  resources: [pods]
-  verbs: [get, list]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: web-reads-pods, namespace: shop}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
-subjects:
-- {kind: ServiceAccount, name: web, namespace: shop}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: secret-reader}
-rules:
-- apiGroups: ['']
-  resources: [secrets]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: legacy-reads-secrets}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secret-reader}
-subjects:
-- {kind: ServiceAccount, name: legacy, namespace: shop}
-";
+use tokenwatch_test_support::policy::SHOP as POLICY;
 
 fn entries(trail: &[Value]) -> Vec<&Value> {
     trail.iter().map(|r| &r["entry"]).collect()

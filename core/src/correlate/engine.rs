@@ -7,7 +7,9 @@
 //!   observation, not three).
 //! - A connect to the API server is recorded when its outcome is known, as a
 //!   token use when the same process (or, failing that, the same container)
-//!   read a token within the use window, else as an API contact without a
+//!   read a token within the use window (flagged `foreign-token` when the
+//!   user is in another pod than the token's, `host-reader` when it is a
+//!   host process), else as an API contact without a
 //!   token.
 //! - Findings about the token or its subject (legacy, expired, stale,
 //!   unverified, privileged) are repeated for the same token and reader at
@@ -685,15 +687,18 @@ impl Correlator {
             })
             .cloned();
         match recent {
-            Some(read) => self.entry(
-                EntryKind::TokenUse,
-                time_source,
-                Some(reader),
-                Some(read.token),
-                read.rbac,
-                Some(connection),
-                Vec::new(),
-            ),
+            Some(read) => {
+                let findings = self.use_findings(&reader, &read.token, &connection);
+                self.entry(
+                    EntryKind::TokenUse,
+                    time_source,
+                    Some(reader),
+                    Some(read.token),
+                    read.rbac,
+                    Some(connection),
+                    findings,
+                )
+            }
             None => {
                 let allowed = reader.pod.is_none()
                     && listed(
@@ -729,6 +734,62 @@ impl Correlator {
                     findings,
                 )
             }
+        }
+    }
+
+    /// Findings of a token's use: the use of a stolen token is the moment
+    /// of the incident that matters most, so it is flagged at the use as at
+    /// the read. A process in another pod than the token's is
+    /// `foreign-token`; a host process (not an allowed host reader) using a
+    /// pod's token is `host-reader`; both high.
+    fn use_findings(
+        &self,
+        reader: &Reader,
+        token: &TokenInfo,
+        connection: &Connection,
+    ) -> Vec<Finding> {
+        let owner = token
+            .bound_pod
+            .as_ref()
+            .map(|p| p.uid.clone())
+            .filter(|u| !u.is_empty())
+            .or_else(|| token.file.as_ref().and_then(|f| f.volume_pod_uid.clone()));
+        let Some(owner) = owner else {
+            return Vec::new();
+        };
+        let who = reader.exe.as_deref().unwrap_or(&reader.comm);
+        let subject = token.subject.as_deref().unwrap_or("an unknown subject");
+        let owner_pod = token
+            .bound_pod
+            .as_ref()
+            .map_or_else(|| owner.clone(), PodRef::key);
+        let target = format!("{}:{}", connection.daddr, connection.dport);
+        match &reader.pod {
+            Some(pod) if pod.uid != owner => vec![Finding {
+                kind: FindingKind::ForeignToken,
+                severity: Severity::High,
+                reason: format!(
+                    "{who} in pod {} used the token of {subject} bound to pod {owner_pod} to reach the API server at {target}",
+                    pod.key(),
+                ),
+            }],
+            Some(_) => Vec::new(),
+            None if listed(
+                &self.config.host_readers,
+                reader.exe.as_deref(),
+                &reader.comm,
+            ) =>
+            {
+                Vec::new()
+            }
+            None => vec![Finding {
+                kind: FindingKind::HostReader,
+                severity: Severity::High,
+                reason: format!(
+                    "host process {who} (pid {}) used the token of {subject} bound to pod {owner_pod} to reach the API server at {target}",
+                    reader.tgid,
+                ),
+            }],
         }
     }
 

@@ -42,7 +42,7 @@ pub mod input;
 pub mod report;
 pub mod roles;
 pub mod summary;
-pub mod time;
+pub use crate::time;
 pub mod timeline;
 
 use std::path::PathBuf;

@@ -14,7 +14,6 @@
 
 pub mod config;
 pub mod http;
-pub mod metrics;
 
 use std::{
     collections::HashMap,
@@ -26,7 +25,7 @@ use std::{
 use tokio::sync::mpsc;
 
 pub use self::config::AgentConfig;
-use self::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::{
     correlate::{
         CorrelateConfig, Correlator, ENTRY_SCHEMA_VERSION, Enriched, EntryKind, PodRef,

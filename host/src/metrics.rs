@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     correlate::{EntryKind, FindingKind},
-    sensor::event::EventKind,
+    event::EventKind,
 };
 
 const EVENT_KINDS: [EventKind; 7] = [
