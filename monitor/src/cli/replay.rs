@@ -86,6 +86,24 @@ pub struct Args {
     /// Events kept for table and HTML output (counts stay exact).
     #[arg(long, default_value_t = 1000)]
     max_rows: usize,
+    /// Distinct secrets one subject must read within `--secrets-window`
+    /// to raise `secrets-burst`.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    secrets_burst: usize,
+    /// The window of `--secrets-burst`, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    secrets_window: u64,
+    /// A user allowed to mint ServiceAccount tokens without a finding,
+    /// besides the nodes' kubelets (`system:node:*`). Repeatable; replaces
+    /// the default, `system:kube-controller-manager`.
+    #[arg(long = "mint-allow", value_name = "USER")]
+    mint_allow: Vec<String>,
+    /// Print, instead of the report, a least-privilege Role/ClusterRole
+    /// (YAML; JSON lines with `-o json`) per ServiceAccount for the calls
+    /// the cluster allowed it, checked both ways against the snapshot, with
+    /// the dangerous permissions its bindings grant now.
+    #[arg(long)]
+    suggest_roles: bool,
     /// Never draw the progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
@@ -181,14 +199,28 @@ pub fn run(args: Args) -> ExitCode {
             OnlyArg::Forbidden => Only::Forbidden,
         }),
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        collect_calls: args.suggest_roles,
+        detect: {
+            let mut d = engine::detect::DetectConfig {
+                secrets_burst: args.secrets_burst,
+                secrets_window_secs: args.secrets_window,
+                ..engine::detect::DetectConfig::default()
+            };
+            if !args.mint_allow.is_empty() {
+                d.mint_allow.clone_from(&args.mint_allow);
+            }
+            d
+        },
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut events = EventList::new(args.max_rows);
     let mut write_error: Option<std::io::Error> = None;
     let json = args.output == ReplayOutput::Json;
+    let suggest = args.suggest_roles;
     let result = engine::replay(&options, &mut policy, &mut |e| {
-        if json {
+        if suggest {
+        } else if json {
             if write_error.is_none()
                 && let Err(err) = report::write_json_line(&mut out, "event", e)
             {
@@ -203,6 +235,16 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return super::fail(&e),
     };
     let written = match args.output {
+        _ if suggest => {
+            let suggestions = engine::roles::suggest_roles(&report, &policy);
+            if json {
+                suggestions
+                    .iter()
+                    .try_for_each(|s| report::write_json_line(&mut out, "suggestion", s))
+            } else {
+                out.write_all(engine::roles::to_yaml(&suggestions).as_bytes())
+            }
+        }
         ReplayOutput::Json => report::write_json_tail(&mut out, &report),
         ReplayOutput::Table => report::write_table(&mut out, &report, &events),
         ReplayOutput::Html => {
