@@ -151,7 +151,10 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], CheckpointError> {
 /// # Errors
 /// [`CheckpointError::ReadRandom`].
 pub fn new_origin() -> Result<String, CheckpointError> {
-    Ok(format!("{ORIGIN_PREFIX}{}", hex::encode(random_bytes::<16>()?)))
+    Ok(format!(
+        "{ORIGIN_PREFIX}{}",
+        hex::encode(random_bytes::<16>()?)
+    ))
 }
 
 /// A public key that checkpoints are checked with.
@@ -204,16 +207,15 @@ impl VerifierKey {
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| bad("the key id is not 8 hex digits"))?;
-        let raw = B64
-            .decode(key)
-            .map_err(|_| bad("the key is not base64"))?;
+        let raw = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
         let Some((&ALG_ED25519, public)) = raw.split_first() else {
             return Err(bad("not an Ed25519 key (type byte 0x01)"));
         };
         let public: [u8; 32] = public
             .try_into()
             .map_err(|_| bad("an Ed25519 key has 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(&public).map_err(|_| bad("not a valid Ed25519 point"))?;
+        let key =
+            VerifyingKey::from_bytes(&public).map_err(|_| bad("not a valid Ed25519 point"))?;
         if key_id(name, &public) != id {
             return Err(bad("the key id does not match the name and key"));
         }
@@ -239,7 +241,10 @@ impl VerifierKey {
     /// `sha256:<hex>` of the raw 32-byte public key.
     #[must_use]
     pub fn fingerprint(&self) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(self.key.as_bytes())))
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(self.key.as_bytes()))
+        )
     }
 
     /// The raw public key, base64.
@@ -331,7 +336,8 @@ impl CheckpointSigner {
             return Err(bad("expected PRIVATE+KEY+name+keyid+key"));
         };
         check_key_name(name).map_err(|_| bad("the key name is empty or has a space or '+'"))?;
-        let raw = zeroize::Zeroizing::new(B64.decode(key).map_err(|_| bad("the key is not base64"))?);
+        let raw =
+            zeroize::Zeroizing::new(B64.decode(key).map_err(|_| bad("the key is not base64"))?);
         let Some((&ALG_ED25519, seed)) = raw.split_first() else {
             return Err(bad("not an Ed25519 key (type byte 0x01)"));
         };
@@ -459,11 +465,11 @@ impl Checkpoint {
         let canonical = !size.is_empty()
             && size.bytes().all(|b| b.is_ascii_digit())
             && (size == "0" || !size.starts_with('0'));
-        let seq: u64 = size
-            .parse()
-            .ok()
-            .filter(|_| canonical)
-            .ok_or_else(|| checkpoint_error(format!("line 2 (tree size) {size:?} is not a decimal number")))?;
+        let seq: u64 = size.parse().ok().filter(|_| canonical).ok_or_else(|| {
+            checkpoint_error(format!(
+                "line 2 (tree size) {size:?} is not a decimal number"
+            ))
+        })?;
         let hash = lines
             .next()
             .ok_or_else(|| checkpoint_error("line 3 (root hash) is missing"))?;
@@ -471,7 +477,11 @@ impl Checkpoint {
             .decode(hash)
             .ok()
             .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| checkpoint_error(format!("line 3 (root hash) {hash:?} is not 32 bytes of base64")))?;
+            .ok_or_else(|| {
+                checkpoint_error(format!(
+                    "line 3 (root hash) {hash:?} is not 32 bytes of base64"
+                ))
+            })?;
         let mut node = None;
         let mut time = None;
         for (i, line) in lines.enumerate() {
@@ -590,7 +600,9 @@ pub fn parse_note(note: &str) -> Result<SignedNote, CheckpointError> {
     let (text, sigs) = note.split_at(split + 1);
     let sigs = &sigs[1..];
     if !sigs.ends_with('\n') {
-        return Err(note_error("the last signature line does not end with a newline"));
+        return Err(note_error(
+            "the last signature line does not end with a newline",
+        ));
     }
     let mut signatures = Vec::new();
     for line in sigs[..sigs.len() - 1].split('\n') {
@@ -600,14 +612,19 @@ pub fn parse_note(note: &str) -> Result<SignedNote, CheckpointError> {
             )));
         };
         let Some((name, blob)) = rest.split_once(' ') else {
-            return Err(note_error(format!("signature line {line:?} has no signature")));
+            return Err(note_error(format!(
+                "signature line {line:?} has no signature"
+            )));
         };
-        check_key_name(name).map_err(|_| note_error(format!("signature line {line:?}: bad key name")))?;
+        check_key_name(name)
+            .map_err(|_| note_error(format!("signature line {line:?}: bad key name")))?;
         let blob = B64
             .decode(blob)
             .map_err(|_| note_error(format!("signature line {line:?}: not base64")))?;
         let Some((id, sig)) = blob.split_first_chunk::<4>() else {
-            return Err(note_error(format!("signature line {line:?}: shorter than a key id")));
+            return Err(note_error(format!(
+                "signature line {line:?}: shorter than a key id"
+            )));
         };
         if signatures.len() == MAX_SIGNATURES {
             return Err(note_error("more than 100 signatures"));
@@ -703,7 +720,10 @@ impl CollectedSet {
                 if let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed)
                     && let Some(note) = json_note(&value, 0)
                 {
-                    match note.map_err(|e| e.clone()).and_then(|n| parse_signed(&n).map_err(|e| e.to_string())) {
+                    match note
+                        .map_err(|e| e.clone())
+                        .and_then(|n| parse_signed(&n).map_err(|e| e.to_string()))
+                    {
                         Ok((note, checkpoint)) => self.checkpoints.push(Collected {
                             source,
                             note,
@@ -722,7 +742,8 @@ impl CollectedSet {
             // A text note: lines up to a blank line, then signature lines.
             let start = i;
             let mut j = i;
-            while j < lines.len() && !lines[j].is_empty() && !lines[j].trim_start().starts_with('{') {
+            while j < lines.len() && !lines[j].is_empty() && !lines[j].trim_start().starts_with('{')
+            {
                 j += 1;
             }
             if j + 1 < lines.len() && lines[j].is_empty() && lines[j + 1].starts_with(SIG_PREFIX) {
@@ -793,7 +814,11 @@ fn check_keys(note: &SignedNote, keys: &[VerifierKey]) -> KeyCheck {
             bad = true;
         }
     }
-    if bad { KeyCheck::Bad } else { KeyCheck::Unknown }
+    if bad {
+        KeyCheck::Bad
+    } else {
+        KeyCheck::Unknown
+    }
 }
 
 /// What a verifier knows about the trail it checks.
@@ -813,7 +838,11 @@ pub struct TrailFacts {
 /// The seqs whose hashes the judgement needs: those of checkpoints signed by
 /// a trusted key (and of `origin`, when known).
 #[must_use]
-pub fn needed_seqs(set: &CollectedSet, keys: &[VerifierKey], origin: Option<&str>) -> BTreeSet<u64> {
+pub fn needed_seqs(
+    set: &CollectedSet,
+    keys: &[VerifierKey],
+    origin: Option<&str>,
+) -> BTreeSet<u64> {
     set.checkpoints
         .iter()
         .filter(|c| origin.is_none_or(|o| c.checkpoint.origin == o))
@@ -1071,7 +1100,10 @@ pub fn judge(set: &CollectedSet, keys: &[VerifierKey], facts: &TrailFacts) -> Ch
         }
     }
     report.failures.sort_by_key(|f| f.checkpoint.seq);
-    let limit = report.failures.first().map_or(u64::MAX, |f| f.checkpoint.seq);
+    let limit = report
+        .failures
+        .first()
+        .map_or(u64::MAX, |f| f.checkpoint.seq);
     report.matched = matched.len();
     report.vouched = matched
         .into_iter()
@@ -1161,7 +1193,9 @@ mod tests {
             assert!(VerifierKey::parse(key).is_err(), "{key}");
         }
         assert!(CheckpointSigner::parse("PRIVATE+KEY+a+00+AQ==", "x").is_err());
-        let err = CheckpointSigner::parse("hunter2", "x").unwrap_err().to_string();
+        let err = CheckpointSigner::parse("hunter2", "x")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("hunter2"), "{err}");
     }
 
@@ -1207,7 +1241,9 @@ mod tests {
             hashes: BTreeMap::new(),
         };
         for seq in needed_seqs(&set, &keys, facts.origin.as_deref()) {
-            facts.hashes.insert(seq, hex::encode([u8::try_from(seq).unwrap(); 32]));
+            facts
+                .hashes
+                .insert(seq, hex::encode([u8::try_from(seq).unwrap(); 32]));
         }
         let r = judge(&set, &keys, &facts);
         assert!(r.passed(), "{r:?}");

@@ -96,6 +96,33 @@ pub fn load(path: &Path) -> Result<CheckpointSigner, KeyFileError> {
     })
 }
 
+/// Writes a new key named `name` to `path` (mode 0600; an existing file
+/// is an error, never overwritten).
+///
+/// # Errors
+/// [`KeyFileError::CreateKeyFile`], [`KeyFileError::GenerateKey`].
+pub fn generate_file(path: &Path, name: &str) -> Result<CheckpointSigner, KeyFileError> {
+    let signer = CheckpointSigner::generate(name).map_err(KeyFileError::GenerateKey)?;
+    write_new(path, &signer)?;
+    Ok(signer)
+}
+
+fn write_new(path: &Path, signer: &CheckpointSigner) -> Result<(), KeyFileError> {
+    let create = |source| KeyFileError::CreateKeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(create)?;
+    file.write_all(signer.private_text().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(create)
+}
+
 /// The key in `data_dir`, created (mode 0600) under [`key_name`]`(node)`
 /// when there is none. Returns the signer and whether it was created.
 ///
@@ -116,20 +143,13 @@ pub fn load_or_create(
     };
     std::fs::create_dir_all(data_dir).map_err(create)?;
     // create_new: two agents starting at once never overwrite each other's key.
-    let mut file = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Ok((load(&path)?, false));
+    match write_new(&path, &signer) {
+        Ok(()) => Ok((signer, true)),
+        Err(KeyFileError::CreateKeyFile { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            Ok((load(&path)?, false))
         }
-        Err(e) => return Err(create(e)),
-    };
-    file.write_all(signer.private_text().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(create)?;
-    Ok((signer, true))
+        Err(e) => Err(e),
+    }
 }
