@@ -198,8 +198,8 @@ impl VerifierKey {
             input: input.to_owned(),
             what,
         };
-        let mut parts = input.rsplitn(3, '+');
-        let (Some(key), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        let mut parts = input.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected name+keyid+key"));
         };
         check_key_name(name).map_err(|_| bad("the name is empty or has a space or '+'"))?;
@@ -331,8 +331,8 @@ impl CheckpointSigner {
                 "expected PRIVATE+KEY+name+keyid+key or a PKCS#8 PEM Ed25519 key",
             ));
         };
-        let mut parts = rest.rsplitn(3, '+');
-        let (Some(key), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected PRIVATE+KEY+name+keyid+key"));
         };
         check_key_name(name).map_err(|_| bad("the key name is empty or has a space or '+'"))?;
@@ -1216,7 +1216,7 @@ mod tests {
         assert_eq!(seqs, [1, 1, 2]);
         assert_eq!(set.checkpoints[2].source, "out.jsonl:6");
         assert_eq!(set.unreadable.len(), 1);
-        assert_eq!(set.unreadable[0].source, "out.jsonl:9");
+        assert_eq!(set.unreadable[0].source, "out.jsonl:13");
     }
 
     #[test]
