@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tokenwatch::trail::Trail;
-use tokenwatch::trail::checkpoint::{CheckpointSigner, Checkpoint};
+use tokenwatch::trail::checkpoint::{Checkpoint, CheckpointSigner};
 use tokenwatch::trail::checkpoint_key;
 use trail_common::{cut_back, entry};
 
@@ -183,7 +183,8 @@ fn untouched_trail_passes_and_a_cut_one_names_the_checkpoint() {
     let cut = tmp.path().join("cut.jsonl");
     std::fs::write(&cut, lines.join("\n") + "\n").unwrap();
     let mut c = bin();
-    c.args(["trail", "verify", "-o", "json", "--file"]).arg(&cut);
+    c.args(["trail", "verify", "-o", "json", "--file"])
+        .arg(&cut);
     c.arg("--key").arg(node.signer.verifier().to_string());
     let o = c.arg("--checkpoints").arg(&shipped).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -309,7 +310,8 @@ fn forged_and_foreign_checkpoints_are_reported_not_trusted() {
         std::fs::write(&shared_shipped, signed.to_json() + "\n").unwrap();
     }
     let mut c = bin();
-    c.args(["trail", "verify", "-o", "json", "--data-dir"]).arg(&dir);
+    c.args(["trail", "verify", "-o", "json", "--data-dir"])
+        .arg(&dir);
     let o = c
         .arg("--checkpoints")
         .args([&shipped, &shared_shipped])
@@ -442,7 +444,10 @@ fn kill_9_leaves_an_unvouched_tail_not_tampering() {
     let o = verify(&dir, &[&shipped], &["-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // At least the 40 records flushed after the last checkpoint collected.
-    assert!(v["checkpoints"]["unvouched_records"].as_u64().unwrap() >= 40, "{v}");
+    assert!(
+        v["checkpoints"]["unvouched_records"].as_u64().unwrap() >= 40,
+        "{v}"
+    );
 }
 
 #[test]
@@ -468,7 +473,12 @@ fn key_file_is_private_and_trail_key_prints_its_public_half() {
     assert_eq!(v["verifier_key"], node.signer.verifier().to_string());
     assert_eq!(v["fingerprint"], node.signer.verifier().fingerprint());
     assert_eq!(v["name"], "tokenwatch/node-a");
-    assert!(v["origin"].as_str().unwrap().starts_with("tokenwatch/trail/"));
+    assert!(
+        v["origin"]
+            .as_str()
+            .unwrap()
+            .starts_with("tokenwatch/trail/")
+    );
     let private = std::fs::read_to_string(dir.join("checkpoint.key")).unwrap();
     assert!(!text(&o).contains(private.trim()));
 

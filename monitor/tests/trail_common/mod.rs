@@ -233,7 +233,10 @@ pub fn cut_back(db: &sled::Db, keep: u64) {
         let (k, v) = block_of(&tree, keep);
         let first = u64::from_be_bytes(k[1..].try_into().unwrap());
         let body = tokenwatch::trail::record::block_body(first, &v).unwrap();
-        let line = tokenwatch::trail::record::lines(&body).last().unwrap().to_vec();
+        let line = tokenwatch::trail::record::lines(&body)
+            .last()
+            .unwrap()
+            .to_vec();
         tokenwatch::trail::record::decode_line(keep, &line)
             .unwrap()
             .record
@@ -244,6 +247,7 @@ pub fn cut_back(db: &sled::Db, keep: u64) {
         hash,
         appended_bytes: 0,
     };
-    tree.insert(b"mhead", store::encode(&head).unwrap()).unwrap();
+    tree.insert(b"mhead", store::encode(&head).unwrap())
+        .unwrap();
     db.flush().unwrap();
 }
