@@ -5,6 +5,7 @@
 //! between a record and the next checkpoint. Keys are made in the tests
 //! (the agent's own key file code), trails are real sled stores.
 
+#[path = "../../host/tests/trail_common/mod.rs"]
 mod trail_common;
 
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -13,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tokenwatch::trail::Trail;
-use tokenwatch::trail::checkpoint::{Checkpoint, CheckpointSigner};
-use tokenwatch::trail::checkpoint_key;
+use tokenwatch_host::trail::Trail;
+use tokenwatch_host::trail::checkpoint::{Checkpoint, CheckpointSigner};
+use tokenwatch_host::trail::checkpoint_key;
 use trail_common::{cut_back, entry};
 
 fn bin() -> Command {
@@ -152,7 +153,7 @@ fn untouched_trail_passes_and_a_cut_one_names_the_checkpoint() {
 
     // Cut back by 20 records, head rewritten: the chain alone passes...
     {
-        let db = tokenwatch::store::open(&dir).unwrap();
+        let db = tokenwatch_host::store::open(&dir).unwrap();
         cut_back(&db, 40);
     }
     let o = bin()

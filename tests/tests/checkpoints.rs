@@ -13,8 +13,8 @@ use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokenwatch::store;
-use tokenwatch::trail::{ChainPoint, record};
+use tokenwatch_host::store;
+use tokenwatch_host::trail::{ChainPoint, record};
 use tokenwatch_tests::{
     require_root,
     sim::{self, IN_POD_TOKEN, PodCgroup},
@@ -211,7 +211,7 @@ fn shipped_checkpoints_catch_a_trail_cut_back_by_20_records() {
     let kubelet = work.path().join("kubelet");
     let data = work.path().join("data");
     let stdout = work.path().join("agent-stdout.jsonl");
-    let cgroup_root = tokenwatch::node::find_cgroup2_mount().expect("a cgroup v2 hierarchy");
+    let cgroup_root = tokenwatch_host::node::find_cgroup2_mount().expect("a cgroup v2 hierarchy");
     let vol = sim::volume(
         &kubelet,
         POD,

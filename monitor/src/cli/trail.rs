@@ -278,7 +278,9 @@ fn agent_row(n: u64, line: Vec<u8>) -> Result<(Record, Vec<u8>), CommandError> {
     if let Ok(cut) = serde_json::from_slice::<Cut>(&line) {
         return Err(LiveError::Refused(cut.error).into());
     }
-    let record = trail::record::decode_line(n, &line)?.record;
+    let record = trail::record::decode_line(n, &line)
+        .map_err(trail::TrailError::from)?
+        .record;
     Ok((record, line))
 }
 
@@ -552,7 +554,7 @@ fn key(a: &KeyArgs) -> Result<ExitCode, CommandError> {
     let info = KeyInfo {
         name: v.name().to_owned(),
         verifier_key: v.to_string(),
-        key_id: hex::encode(v.id()),
+        key_id: v.id_hex(),
         fingerprint: v.fingerprint(),
         public_key: v.public_base64(),
         file,
