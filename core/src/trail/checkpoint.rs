@@ -1272,3 +1272,27 @@ mod tests {
         assert_eq!(infer_origin(&set, &keys, &facts), Vec::<String>::new());
     }
 }
+
+#[cfg(test)]
+mod seeds {
+    use super::*;
+
+    /// The fuzz target's seeds (non-ASCII key name and node) are real,
+    /// verifying checkpoints in every collected form.
+    #[test]
+    fn fuzz_seeds_are_signed_checkpoints() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/trail_checkpoint");
+        let key = VerifierKey::parse(&std::fs::read_to_string(dir.join("verifier_key")).unwrap())
+            .unwrap();
+        assert_eq!(key.name(), "tokenwatch/nœud-ä");
+        for seed in ["json_line", "note", "wrapped"] {
+            let mut set = CollectedSet::default();
+            set.read(seed, &std::fs::read(dir.join(seed)).unwrap());
+            assert_eq!(set.checkpoints.len(), 1, "{seed}");
+            let c = &set.checkpoints[0];
+            assert_eq!(c.checkpoint.node, "nœud-ä-日本");
+            assert!(matches!(check_keys(&c.note, &[key.clone()]), KeyCheck::Signed));
+        }
+    }
+}
