@@ -18,7 +18,7 @@
 //!
 //! The key id is the first 4 bytes of SHA-256(key name || `\n` || 0x01 ||
 //! public key); a verifier key is written `name+<key id hex>+<base64(0x01
-//! || public key)>`, as the Go `golang.org/x/mod/sknote` tools write them.
+//! || public key)>`, as Go's `golang.org/x/mod/sumdb/note` writes them.
 //!
 //! Our "root hash" is the hash chain's head at `seq`, not a Merkle tree
 //! root: a checkpoint proves the trail's content up to `seq` (every record
@@ -1292,7 +1292,10 @@ mod seeds {
             assert_eq!(set.checkpoints.len(), 1, "{seed}");
             let c = &set.checkpoints[0];
             assert_eq!(c.checkpoint.node, "nœud-ä-日本");
-            assert!(matches!(check_keys(&c.note, &[key.clone()]), KeyCheck::Signed));
+            assert!(matches!(
+                check_keys(&c.note, &[key.clone()]),
+                KeyCheck::Signed
+            ));
         }
     }
 }
