@@ -1148,7 +1148,10 @@ mod tests {
         assert_eq!(note.signatures[0].sig.len(), 64);
         let v = VerifierKey::parse(&signer.verifier().to_string()).unwrap();
         assert_eq!(&v, signer.verifier());
-        assert!(matches!(check_keys(&note, &[v.clone()]), KeyCheck::Signed));
+        assert!(matches!(
+            check_keys(&note, std::slice::from_ref(&v)),
+            KeyCheck::Signed
+        ));
         let again = CheckpointSigner::parse(&signer.private_text(), "x").unwrap();
         assert_eq!(again.verifier(), signer.verifier());
         // The text changed by one byte no longer verifies.
@@ -1293,7 +1296,7 @@ mod seeds {
             let c = &set.checkpoints[0];
             assert_eq!(c.checkpoint.node, "nœud-ä-日本");
             assert!(matches!(
-                check_keys(&c.note, &[key.clone()]),
+                check_keys(&c.note, std::slice::from_ref(&key)),
                 KeyCheck::Signed
             ));
         }
