@@ -222,6 +222,24 @@ fn rollback_to_an_older_copy_and_a_fork_are_named() {
         "{out}"
     );
     assert!(out.contains("vouched for up to record 30"), "{out}");
+    // `replay` shows the same, per trail.
+    let o = bin()
+        .args(["replay", "--no-progress", "--trail"])
+        .arg(&old)
+        .arg("--trail")
+        .arg(&dir)
+        .arg("--checkpoints")
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("chain intact but CHECKPOINTS FAIL")
+            && out.contains("FAILED checkpoint of record 60"),
+        "{out}"
+    );
+    assert!(out.contains("vouched for up to record 60 "), "{out}");
 
     // The older copy continued (another history from record 31 on): a fork.
     {

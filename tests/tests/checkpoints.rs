@@ -256,6 +256,18 @@ fn shipped_checkpoints_catch_a_trail_cut_back_by_20_records() {
         rounds += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
+    // While the agent holds the data dir, `trail verify --checkpoints` asks it.
+    let o = Command::new(&bin)
+        .args(["trail", "verify", "--data-dir"])
+        .arg(&data)
+        .arg("--checkpoints")
+        .arg(&stdout)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("asked the running agent"), "{out}");
+    assert!(out.contains("vouched for up to record"), "{out}");
     agent.stop();
 
     let shipped = checkpoints(&stdout);
