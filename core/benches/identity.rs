@@ -2,7 +2,7 @@
 //! plus RS256 / ES256 verification, on bound tokens signed with Kubernetes'
 //! own test keys (`tests/fixtures/tokens/kubernetes-serviceaccount-test-keys`).
 //!
-//! `cargo bench -p tokenwatch --bench identity`; figures in
+//! `cargo bench -p tokenwatch-core --bench identity`; figures in
 //! `docs/performance.md`.
 
 use std::hint::black_box;
@@ -10,9 +10,9 @@ use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
 use secrecy::SecretString;
 use tokenwatch_core::identity::{Identity, IdentityCache, KeySet};
+use tokenwatch_test_support::tokens;
 
 const KEYS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -55,24 +55,10 @@ fn keys(pem: &str) -> KeySet {
 }
 
 fn bench(c: &mut Criterion) {
-    let rsa_key = EncodingKey::from_rsa_pem(&read("rsa-private.pem")).expect("rsa key");
-    let rsa_token = sign(
-        Algorithm::RS256,
-        &rsa_key,
-        "JHJehTTTZlsspKHT-GaJxK7Kd1NQgZJu3fyK6K_QDYU",
-    );
-    let ec_pkcs8 = p256::SecretKey::from_sec1_pem(
-        std::str::from_utf8(&read("ecdsa-p256-private.pem")).expect("utf-8"),
-    )
-    .expect("ec key")
-    .to_pkcs8_pem(LineEnding::LF)
-    .expect("pkcs8");
-    let ec_key = EncodingKey::from_ec_pem(ec_pkcs8.as_bytes()).expect("ec key");
-    let ec_token = sign(
-        Algorithm::ES256,
-        &ec_key,
-        "SoABiieYuNx4UdqYvZRVeuC6SihxgLrhLy9peHMHpTc",
-    );
+    let rsa_key = tokens::k8s_rsa_signing_key();
+    let rsa_token = sign(Algorithm::RS256, &rsa_key, tokens::K8S_RSA_KID);
+    let ec_key = tokens::k8s_ec_signing_key();
+    let ec_token = sign(Algorithm::ES256, &ec_key, tokens::K8S_EC_KID);
     let rsa_keys = keys("rsa-public.pem");
     let ec_keys = keys("ecdsa-p256-public.pem");
     let none = KeySet::new();

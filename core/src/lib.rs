@@ -14,4 +14,5 @@ pub mod event;
 pub mod identity;
 pub mod rbac;
 pub mod replay;
+pub mod time;
 pub mod trail;

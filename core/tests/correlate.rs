@@ -71,37 +71,7 @@ fn legacy_token(sa: &str) -> Arc<Identity> {
 }
 
 fn snapshot() -> RbacContext {
-    let yaml = r"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: secret-reader}
-rules:
-- apiGroups: ['']
-  resources: [secrets]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: legacy-reads-secrets}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secret-reader}
-subjects:
-- {kind: ServiceAccount, name: legacy, namespace: shop}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: pod-reader, namespace: shop}
-rules:
-- apiGroups: ['']
-  resources: [pods]
-  verbs: [get, list]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: web-reads-pods, namespace: shop}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
-subjects:
-- {kind: ServiceAccount, name: web, namespace: shop}
-";
+    let yaml = tokenwatch_test_support::policy::SHOP;
     let report = import::import_str("policy.yaml", yaml).expect("import");
     RbacContext::new(Arc::new(Snapshot::build(report.objects)), "test-policy")
 }
@@ -143,6 +113,8 @@ fn process(tgid: u32, exe: &str, cgroup_id: u64) -> Process {
         cgroup_id,
         mnt_ns: 4_026_532_000,
         start_ns: 0,
+        named_by: "event",
+        uncertain: false,
     }
 }
 
@@ -181,6 +153,7 @@ fn file_event(
             flags: None,
             matched: vec!["inode"],
             bytes,
+            seen: Vec::new(),
         }),
     }
 }
@@ -483,6 +456,58 @@ fn another_pods_reader_is_a_foreign_token_and_a_host_reader_is_flagged() {
         "the kubelet writes tokens: {:?}",
         entries[0].findings
     );
+}
+
+#[test]
+fn a_stolen_tokens_use_is_flagged_at_the_use() {
+    let mut c = correlator();
+    let web = bound_token("web-7d9f8b6c5d-x2x9q", POD_A, "web", "jti-web-1");
+    // Pod B's process reads pod A's token and connects within a millisecond.
+    let thief = process(400, "/usr/bin/python3", 22);
+    read_token(&mut c, SECOND, &thief, pod(POD_B, "batch-0"), &web, POD_A);
+    let uses = connect(
+        &mut c,
+        SECOND + 1_000_000,
+        &thief,
+        pod(POD_B, "batch-0"),
+        31,
+    );
+    assert_eq!(uses.len(), 1);
+    assert_eq!(uses[0].kind, EntryKind::TokenUse);
+    assert_eq!(uses[0].jti(), Some("jti-web-1"));
+    assert_eq!(kinds(&uses[0]), vec![FindingKind::ForeignToken]);
+    let reason = &uses[0].findings[0].reason;
+    assert!(
+        reason.contains("in pod shop/batch-0") && reason.contains("shop/web-7d9f8b6c5d-x2x9q"),
+        "{reason}"
+    );
+
+    // A host process that uses a pod's token.
+    let host = process(500, "/usr/bin/curl", 1);
+    read_token(&mut c, 2 * SECOND, &host, None, &web, POD_A);
+    let uses = connect(&mut c, 2 * SECOND + 1_000_000, &host, None, 32);
+    assert_eq!(uses[0].kind, EntryKind::TokenUse);
+    assert_eq!(kinds(&uses[0]), vec![FindingKind::HostReader]);
+
+    // The pod's own process using its own token: no finding.
+    let app = process(100, "/app/server", 11);
+    read_token(
+        &mut c,
+        3 * SECOND,
+        &app,
+        pod(POD_A, "web-7d9f8b6c5d-x2x9q"),
+        &web,
+        POD_A,
+    );
+    let uses = connect(
+        &mut c,
+        3 * SECOND + 1_000_000,
+        &app,
+        pod(POD_A, "web-7d9f8b6c5d-x2x9q"),
+        33,
+    );
+    assert_eq!(uses[0].kind, EntryKind::TokenUse);
+    assert!(uses[0].findings.is_empty(), "{:?}", uses[0].findings);
 }
 
 #[test]

@@ -73,3 +73,38 @@ fn files_that_are_not_tokens_are_errors_and_not_cached() {
     assert!(cache.is_empty());
     assert!(cache.load(&dir.path().join("missing")).is_err());
 }
+
+/// The agent's reader (the cache) and `tokenwatch decode`'s are one: a
+/// trailing newline is accepted by both, and what one refuses the other
+/// refuses with the same reason.
+#[test]
+fn the_agent_reads_token_files_as_decode_does() {
+    use tokenwatch_core::identity::{Identity, read_token_input};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = IdentityCache::new(KeySet::new());
+    let accepted = [
+        format!("{}\n", token("jti-newline")),
+        format!("  {}\r\n\n", token("jti-spaces")),
+    ];
+    for (i, text) in accepted.iter().enumerate() {
+        let path = dir.path().join(format!("ok-{i}"));
+        std::fs::write(&path, text).expect("write");
+        let (_, identity) = cache.load(&path).expect("the agent accepts it");
+        let decoded = Identity::from_token(
+            &read_token_input(Some(&path)).expect("decode accepts it"),
+            &KeySet::new(),
+        )
+        .expect("decode parses it");
+        assert_eq!(identity.fingerprint, decoded.fingerprint, "file {i}");
+    }
+    let refused: [&[u8]; 4] = [b"", b"\n \n", b"not a token at all", b"\xff\xfe token"];
+    for (i, bytes) in refused.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}"));
+        std::fs::write(&path, bytes).expect("write");
+        let agent = cache.load(&path).expect_err("the agent refuses it");
+        let decode = read_token_input(Some(&path))
+            .and_then(|t| Identity::from_token(&t, &KeySet::new()))
+            .expect_err("decode refuses it");
+        assert_eq!(agent.to_string(), decode.to_string(), "file {i}");
+    }
+}

@@ -15,8 +15,8 @@ use crate::rbac::import::{ImportReport, import_paths};
 use crate::rbac::model::RbacObjects;
 use crate::rbac::snapshot::Snapshot;
 use crate::replay::decide::{BoxError, Policy, SnapshotHistory};
-use crate::replay::time::{from_system_time, to_system_time};
 use crate::store::{self, StoreError, trees};
+use crate::time::{from_system_time, to_system_time};
 
 /// Errors of the snapshot store.
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +43,11 @@ pub enum SnapshotStoreError {
         #[source]
         source: crate::rbac::import::ImportError,
     },
-    /// A time given on the command line is not RFC 3339.
+    /// A time given on the command line is not RFC 3339 or `now`.
     #[error("invalid time {input:?}: expected RFC 3339 (2025-01-31T12:00:00Z) or `now`")]
     ParseTime {
         /// What was given.
         input: String,
-        /// humantime's error.
-        #[source]
-        source: humantime::TimestampError,
     },
 }
 
@@ -114,10 +111,11 @@ pub fn parse_time(input: &str) -> Result<SystemTime, SnapshotStoreError> {
     if input == "now" {
         return Ok(SystemTime::now());
     }
-    humantime::parse_rfc3339_weak(input).map_err(|source| SnapshotStoreError::ParseTime {
-        input: input.to_owned(),
-        source,
-    })
+    crate::time::parse_nanos(input)
+        .map(crate::time::to_system_time)
+        .ok_or_else(|| SnapshotStoreError::ParseTime {
+            input: input.to_owned(),
+        })
 }
 
 /// Formats a time as the snapshot id.

@@ -10,7 +10,7 @@ mod cli;
 
 // The library crates' modules, named from the crate root so that the
 // commands say `crate::rbac`, `crate::trail` whichever crate holds them.
-use tokenwatch_core::{identity, rbac, replay};
+use tokenwatch_core::{identity, rbac, replay, time};
 use tokenwatch_host::{agent, kubesync, sensor, snapshot_store, store, trail};
 
 fn main() -> ExitCode {

@@ -5,9 +5,11 @@
 //!   and ServiceAccount tokens minted with them (bound and legacy);
 //! - [`incident`]: a generated incident (trail lines and audit events of a
 //!   stolen token) for the replay tests;
+//! - [`policy`]: the RBAC test policy of the correlator and simulated-node tests;
 //! - [`fixtures`]: the path of the repository's fixtures (`tests/fixtures`).
 
 pub mod incident;
+pub mod policy;
 pub mod tokens;
 
 /// The repository's fixtures.

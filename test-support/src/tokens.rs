@@ -154,3 +154,56 @@ pub fn k8s_ec_signing_key() -> EncodingKey {
 
 pub const K8S_RSA_KID: &str = "JHJehTTTZlsspKHT-GaJxK7Kd1NQgZJu3fyK6K_QDYU";
 pub const K8S_EC_KID: &str = "SoABiieYuNx4UdqYvZRVeuC6SihxgLrhLy9peHMHpTc";
+
+/// Signs claims as a kube-apiserver with Kubernetes' own test RSA key
+/// would: RS256, its `kid`, no `typ`.
+#[must_use]
+pub fn sign_as_apiserver(claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(K8S_RSA_KID.to_owned());
+    header.typ = None;
+    jsonwebtoken::encode(&header, claims, &k8s_rsa_signing_key()).expect("sign")
+}
+
+/// The claims of a bound (projected) token of ServiceAccount `sa` for the
+/// pod `pod_name` (`pod_uid`) on node `node`, issued `iat` (Unix seconds)
+/// for `ttl` seconds, with JTI `jti`.
+#[must_use]
+pub fn pod_bound_claims(
+    namespace: &str,
+    sa: &str,
+    pod: (&str, &str),
+    node: &str,
+    jti: &str,
+    iat: i64,
+    ttl: i64,
+) -> Value {
+    let (pod_name, pod_uid) = pod;
+    json!({
+        "aud": ["https://kubernetes.default.svc.cluster.local"],
+        "exp": iat + ttl, "iat": iat, "nbf": iat,
+        "iss": "https://kubernetes.default.svc.cluster.local",
+        "jti": jti,
+        "sub": format!("system:serviceaccount:{namespace}:{sa}"),
+        "kubernetes.io": {
+            "namespace": namespace,
+            "node": {"name": node, "uid": "6c8b2e1a-0000-4000-8000-00000000000e"},
+            "pod": {"name": pod_name, "uid": pod_uid},
+            "serviceaccount": {"name": sa, "uid": format!("{sa}-uid")},
+            "warnafter": iat + ttl * 8 / 10
+        }
+    })
+}
+
+/// The claims of a legacy (Secret-based) token of ServiceAccount `sa`.
+#[must_use]
+pub fn legacy_secret_claims(namespace: &str, sa: &str) -> Value {
+    json!({
+        "iss": "kubernetes/serviceaccount",
+        "kubernetes.io/serviceaccount/namespace": namespace,
+        "kubernetes.io/serviceaccount/secret.name": format!("{sa}-token-q8x2m"),
+        "kubernetes.io/serviceaccount/service-account.name": sa,
+        "kubernetes.io/serviceaccount/service-account.uid": format!("{sa}-uid"),
+        "sub": format!("system:serviceaccount:{namespace}:{sa}")
+    })
+}

@@ -20,8 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Value, json};
+use serde_json::Value;
+use tokenwatch_test_support::tokens;
 
 /// Where the fixtures are (`tests/fixtures`, in the repository).
 #[must_use]
@@ -32,20 +32,9 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 /// Signs claims with Kubernetes' own test RSA key (RS256), as the API server would.
-///
-/// # Panics
-/// When the fixture key cannot be read.
 #[must_use]
 pub fn sign(claims: &Value) -> String {
-    let pem = std::fs::read(fixture(
-        "tokens/kubernetes-serviceaccount-test-keys/rsa-private.pem",
-    ))
-    .expect("test key");
-    let key = EncodingKey::from_rsa_pem(&pem).expect("rsa key");
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("JHJehTTTZlsspKHT-GaJxK7Kd1NQgZJu3fyK6K_QDYU".into());
-    header.typ = None;
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    tokens::sign_as_apiserver(claims)
 }
 
 /// A bound (projected) token for a pod, valid for an hour from now.
@@ -53,35 +42,22 @@ pub fn sign(claims: &Value) -> String {
 pub fn bound_token(namespace: &str, sa: &str, pod_name: &str, pod_uid: &str, jti: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sign(&json!({
-        "aud": ["https://kubernetes.default.svc.cluster.local"],
-        "exp": now + 3600, "iat": now - 10, "nbf": now - 10,
-        "iss": "https://kubernetes.default.svc.cluster.local",
-        "jti": jti,
-        "sub": format!("system:serviceaccount:{namespace}:{sa}"),
-        "kubernetes.io": {
-            "namespace": namespace,
-            "node": {"name": "sim-node", "uid": "6c8b2e1a-0000-4000-8000-00000000000e"},
-            "pod": {"name": pod_name, "uid": pod_uid},
-            "serviceaccount": {"name": sa, "uid": format!("{sa}-uid")},
-            "warnafter": now + 3000
-        }
-    }))
+        .map_or(0, |d| d.as_secs().cast_signed());
+    sign(&tokens::pod_bound_claims(
+        namespace,
+        sa,
+        (pod_name, pod_uid),
+        "sim-node",
+        jti,
+        now - 10,
+        3600,
+    ))
 }
 
 /// A legacy Secret-based token.
 #[must_use]
 pub fn legacy_token(namespace: &str, sa: &str) -> String {
-    sign(&json!({
-        "iss": "kubernetes/serviceaccount",
-        "kubernetes.io/serviceaccount/namespace": namespace,
-        "kubernetes.io/serviceaccount/secret.name": format!("{sa}-token-q8x2m"),
-        "kubernetes.io/serviceaccount/service-account.name": sa,
-        "kubernetes.io/serviceaccount/service-account.uid": format!("{sa}-uid"),
-        "sub": format!("system:serviceaccount:{namespace}:{sa}")
-    }))
+    sign(&tokens::legacy_secret_claims(namespace, sa))
 }
 
 /// One pod's token volume in the kubelet tree.
@@ -124,7 +100,9 @@ impl Volume {
     }
 }
 
-/// Creates a volume for `pod_uid` under `kubelet_root` and writes `token`.
+/// Creates a volume for `pod_uid` under `kubelet_root`, a tmpfs of its own
+/// as the kubelet mounts projected and secret volumes, and writes `token`.
+/// Unmount with [`crate::unmount_under`] (or a [`Mounts`] guard).
 #[must_use]
 pub fn volume(kubelet_root: &Path, pod_uid: &str, kind: &str, name: &str, token: &str) -> Volume {
     let dir = kubelet_root
@@ -134,9 +112,20 @@ pub fn volume(kubelet_root: &Path, pod_uid: &str, kind: &str, name: &str, token:
         .join(kind)
         .join(name);
     std::fs::create_dir_all(&dir).unwrap();
+    crate::mount_tmpfs(&dir);
     let mut v = Volume { dir, generation: 0 };
     v.write(token);
     v
+}
+
+/// Unmounts every mount under a directory when dropped (the volumes' tmpfs).
+#[derive(Debug)]
+pub struct Mounts(pub PathBuf);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        crate::unmount_under(&self.0);
+    }
 }
 
 /// A kubepods cgroup for one container, named as the systemd driver does.
@@ -328,6 +317,21 @@ impl Agent {
     /// When it does not become ready in time.
     #[must_use]
     pub fn start(binary: &Path, args: &[String], log_dir: &Path) -> Self {
+        Self::start_wrapped(&[], binary, args, log_dir)
+    }
+
+    /// Like [`Agent::start`], run through `wrapper` (e.g. `setpriv` with a
+    /// restricted capability bounding set).
+    ///
+    /// # Panics
+    /// When it does not become ready in time.
+    #[must_use]
+    pub fn start_wrapped(
+        wrapper: &[String],
+        binary: &Path,
+        args: &[String],
+        log_dir: &Path,
+    ) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -335,7 +339,15 @@ impl Agent {
             .port();
         let listen = format!("127.0.0.1:{port}");
         let stderr_log = log_dir.join(format!("agent-{port}.log"));
-        let child = Command::new(binary)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
+        let child = cmd
             .arg("--log")
             .arg("info")
             .arg("agent")
@@ -380,6 +392,12 @@ impl Agent {
         let mut out = String::new();
         stream.read_to_string(&mut out).ok()?;
         Some(out)
+    }
+
+    /// The agent's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The agent's log so far.

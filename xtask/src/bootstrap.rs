@@ -155,31 +155,61 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the tests drive besides Rust: headless Chromium (the replay HTML
-/// report is checked in a real browser) and python3 (the simulated node's
-/// workloads). Installed from Debian's packages when missing and root.
+/// Debian packages the root-only tests and the sensor bench use, each with
+/// a file that shows it is installed.
+const TEST_PACKAGES: [(&str, &str, &str); 6] = [
+    (
+        "/usr/bin/chromium",
+        "chromium",
+        "the replay report's browser test",
+    ),
+    (
+        "/usr/include/liburing.h",
+        "liburing-dev",
+        "the sensor test's io_uring reader (built with cc at test time)",
+    ),
+    ("/usr/bin/cc", "gcc", "the sensor test's C helpers"),
+    (
+        "/usr/sbin/capsh",
+        "libcap2-bin",
+        "the capability test (bounding set as the DaemonSet's)",
+    ),
+    ("/usr/sbin/auditctl", "auditd", "`cargo xtask bench sensor`"),
+    (
+        "/usr/bin/bpftrace",
+        "bpftrace",
+        "`cargo xtask bench sensor`",
+    ),
+];
+
+/// Installs the Debian packages the root-only tests and benches need
+/// (chromium, liburing-dev, gcc, libcap2-bin, auditd, bpftrace) when missing.
+///
+/// # Errors
+/// apt-get fails.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let chromium = Path::new("/usr/bin/chromium");
-    if chromium.exists() {
+    let missing: Vec<(&str, &str)> = TEST_PACKAGES
+        .iter()
+        .filter(|(path, _, _)| !Path::new(path).exists())
+        .map(|(_, package, why)| (*package, *why))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     if !crate::is_root() {
-        eprintln!(
-            "xtask: /usr/bin/chromium is missing and installing it needs root; the browser test will say so"
-        );
+        for (package, why) in &missing {
+            eprintln!("xtask: {package} ({why}) is missing and installing it needs root");
+        }
         return Ok(());
     }
-    eprintln!("xtask: installing chromium (Debian) for the replay report's browser test");
+    for (package, why) in &missing {
+        eprintln!("xtask: installing {package} (Debian) for {why}");
+    }
     run(Command::new("apt-get").args(["update", "-qq"]))
-        .context("apt-get update failed; chromium cannot be installed")?;
+        .context("apt-get update failed; test tools cannot be installed")?;
     run(Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-        ])
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(missing.iter().map(|(package, _)| *package))
         .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("cannot install chromium from Debian's packages")
+    .context("cannot install the test tools from Debian's packages")
 }

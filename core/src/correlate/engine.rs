@@ -2,12 +2,17 @@
 //! the token's identity, in; trail entries with findings out. Pure logic:
 //! no kernel, no files, no clock of its own (time comes from the events).
 //!
-//! - A token read is recorded once per open: at the first read that
-//!   returned bytes (a client library's `read` + `read` = 0 + `close` is one
-//!   observation, not three).
+//! - A token access (fanotify) is recorded at its open or first access,
+//!   whatever syscall made it, once until the process closes the file: the
+//!   entry says which of open, access and close were seen.
+//! - In the syscall path-match mode, a token read is recorded once per
+//!   open: at the first read that returned bytes (a client library's
+//!   `read` + `read` = 0 + `close` is one observation, not three).
 //! - A connect to the API server is recorded when its outcome is known, as a
 //!   token use when the same process (or, failing that, the same container)
-//!   read a token within the use window, else as an API contact without a
+//!   read a token within the use window (flagged `foreign-token` when the
+//!   user is in another pod than the token's, `host-reader` when it is a
+//!   host process), else as an API contact without a
 //!   token.
 //! - Findings about the token or its subject (legacy, expired, stale,
 //!   unverified, privileged) are repeated for the same token and reader at
@@ -176,6 +181,9 @@ pub struct Correlator {
     rbac: Option<RbacContext>,
     baseline: Baseline,
     open_fds: HashMap<(u32, i32), OpenFd>,
+    /// Token files a process has open and whose access was recorded:
+    /// `(tgid, dev, ino)`, until a close is seen.
+    accessing: std::collections::HashSet<(u32, u64, u64)>,
     by_process: HashMap<u32, RecentRead>,
     by_container: HashMap<u64, RecentRead>,
     pending: HashMap<u64, PendingConnect>,
@@ -230,6 +238,7 @@ impl Correlator {
             config,
             rbac: None,
             open_fds: HashMap::new(),
+            accessing: std::collections::HashSet::new(),
             by_process: HashMap::new(),
             by_container: HashMap::new(),
             pending: HashMap::new(),
@@ -272,7 +281,27 @@ impl Correlator {
                 self.by_process.remove(&ev.process.tgid);
                 self.open_fds
                     .retain(|(tgid, _), _| *tgid != ev.process.tgid);
+                self.accessing
+                    .retain(|(tgid, _, _)| *tgid != ev.process.tgid);
                 Vec::new()
+            }
+            (EventKind::TokenAccess, Detail::File(f)) => {
+                let id = (ev.process.tgid, f.dev, f.ino);
+                let closed = f.seen.contains(&"close");
+                let first = !self.accessing.contains(&id);
+                if closed {
+                    self.accessing.remove(&id);
+                } else {
+                    self.accessing.insert(id);
+                }
+                if !first {
+                    return Vec::new();
+                }
+                let mut entry = self.token_read(&input, f.path.clone(), f.dev, f.ino);
+                if let Some(file) = entry.token.as_mut().and_then(|t| t.file.as_mut()) {
+                    file.seen = f.seen.iter().map(|s| (*s).to_owned()).collect();
+                }
+                vec![entry]
             }
             (EventKind::TokenOpen, Detail::File(f)) => {
                 self.open_fds.insert(
@@ -393,6 +422,8 @@ impl Correlator {
             cgroup_id: p.cgroup_id,
             mnt_ns: p.mnt_ns,
             pod: input.pod.clone(),
+            named_by: Some(p.named_by.to_owned()),
+            uncertain: p.uncertain,
         }
     }
 
@@ -463,6 +494,7 @@ impl Correlator {
             dev,
             ino,
             volume_pod_uid: input.volume_pod_uid.clone(),
+            seen: Vec::new(),
         };
         let mut findings = Vec::new();
         let Some(identity) = input.identity.as_deref() else {
@@ -685,15 +717,18 @@ impl Correlator {
             })
             .cloned();
         match recent {
-            Some(read) => self.entry(
-                EntryKind::TokenUse,
-                time_source,
-                Some(reader),
-                Some(read.token),
-                read.rbac,
-                Some(connection),
-                Vec::new(),
-            ),
+            Some(read) => {
+                let findings = self.use_findings(&reader, &read.token, &connection);
+                self.entry(
+                    EntryKind::TokenUse,
+                    time_source,
+                    Some(reader),
+                    Some(read.token),
+                    read.rbac,
+                    Some(connection),
+                    findings,
+                )
+            }
             None => {
                 let allowed = reader.pod.is_none()
                     && listed(
@@ -729,6 +764,62 @@ impl Correlator {
                     findings,
                 )
             }
+        }
+    }
+
+    /// Findings of a token's use: the use of a stolen token is the moment
+    /// of the incident that matters most, so it is flagged at the use as at
+    /// the read. A process in another pod than the token's is
+    /// `foreign-token`; a host process (not an allowed host reader) using a
+    /// pod's token is `host-reader`; both high.
+    fn use_findings(
+        &self,
+        reader: &Reader,
+        token: &TokenInfo,
+        connection: &Connection,
+    ) -> Vec<Finding> {
+        let owner = token
+            .bound_pod
+            .as_ref()
+            .map(|p| p.uid.clone())
+            .filter(|u| !u.is_empty())
+            .or_else(|| token.file.as_ref().and_then(|f| f.volume_pod_uid.clone()));
+        let Some(owner) = owner else {
+            return Vec::new();
+        };
+        let who = reader.exe.as_deref().unwrap_or(&reader.comm);
+        let subject = token.subject.as_deref().unwrap_or("an unknown subject");
+        let owner_pod = token
+            .bound_pod
+            .as_ref()
+            .map_or_else(|| owner.clone(), PodRef::key);
+        let target = format!("{}:{}", connection.daddr, connection.dport);
+        match &reader.pod {
+            Some(pod) if pod.uid != owner => vec![Finding {
+                kind: FindingKind::ForeignToken,
+                severity: Severity::High,
+                reason: format!(
+                    "{who} in pod {} used the token of {subject} bound to pod {owner_pod} to reach the API server at {target}",
+                    pod.key(),
+                ),
+            }],
+            Some(_) => Vec::new(),
+            None if listed(
+                &self.config.host_readers,
+                reader.exe.as_deref(),
+                &reader.comm,
+            ) =>
+            {
+                Vec::new()
+            }
+            None => vec![Finding {
+                kind: FindingKind::HostReader,
+                severity: Severity::High,
+                reason: format!(
+                    "host process {who} (pid {}) used the token of {subject} bound to pod {owner_pod} to reach the API server at {target}",
+                    reader.tgid,
+                ),
+            }],
         }
     }
 

@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rustc_hash::FxHashMap;
-use secrecy::SecretString;
 
-use super::jwt::MAX_TOKEN_BYTES;
+use super::input::{MAX_INPUT_BYTES, token_from_input};
 use super::{Error, Identity, KeySet};
 
 /// A file's modification time, to the nanosecond.
@@ -110,18 +109,13 @@ impl IdentityCache {
                 return Ok((id, Arc::clone(&entry.identity)));
             }
         }
-        let limit = u64::try_from(MAX_TOKEN_BYTES).unwrap_or(u64::MAX) + 1;
-        let mut text = String::new();
-        file.take(limit)
-            .read_to_string(&mut text)
-            .map_err(|source| {
-                if source.kind() == std::io::ErrorKind::InvalidData {
-                    Error::DecodeUtf8 { offset: text.len() }
-                } else {
-                    read_err(source)
-                }
-            })?;
-        let token = SecretString::from(text);
+        // The same reader as `tokenwatch decode`: surrounding whitespace (a
+        // trailing newline) is not part of the token, and what one refuses
+        // the other refuses with the same reason.
+        let limit = u64::try_from(MAX_INPUT_BYTES).unwrap_or(u64::MAX) + 1;
+        let mut bytes = Vec::new();
+        file.take(limit).read_to_end(&mut bytes).map_err(read_err)?;
+        let token = token_from_input(bytes)?;
         let identity = Arc::new(Identity::from_token(&token, &self.keys)?);
         self.parses.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);

@@ -35,7 +35,7 @@ pub mod html;
 pub mod input;
 pub mod report;
 pub mod summary;
-pub mod time;
+pub use crate::time;
 pub mod timeline;
 
 use std::path::PathBuf;

@@ -23,7 +23,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use crate::{agent::metrics::Metrics, correlate::TrailEntry, trail::checkpoint::CheckpointLine};
+use crate::{correlate::TrailEntry, metrics::Metrics, trail::checkpoint::CheckpointLine};
 
 /// Errors setting a sink up.
 #[derive(Debug, thiserror::Error)]

@@ -167,17 +167,9 @@ pub enum TrailError {
         #[source]
         source: std::io::Error,
     },
-    /// A time is neither RFC 3339 nor a duration.
-    #[error(
-        "invalid time {input:?}: expected RFC 3339 (2026-01-31T12:00:00Z), `now`, or a duration ago (90s, 15m, 1h, 7d)"
-    )]
-    ParseTime {
-        /// What was given.
-        input: String,
-        /// Why it is not RFC 3339.
-        #[source]
-        source: humantime::TimestampError,
-    },
+    /// A time is neither RFC 3339, `now`, nor a duration.
+    #[error(transparent)]
+    ParseTime(#[from] crate::time::ParseTimeError),
     /// A size is not a number of bytes with an optional unit.
     #[error(
         "invalid size {input:?}: expected bytes, optionally with K, M, G, T, KiB, MiB, GiB or TiB"

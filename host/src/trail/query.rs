@@ -47,19 +47,8 @@ pub struct Query {
 /// # Errors
 /// [`TrailError::ParseTime`].
 pub fn parse_time(input: &str, now: SystemTime) -> Result<SystemTime, TrailError> {
-    if input == "now" {
-        return Ok(now);
-    }
-    match humantime::parse_rfc3339_weak(input) {
-        Ok(t) => Ok(t),
-        Err(source) => match humantime::parse_duration(input) {
-            Ok(ago) => Ok(now.checked_sub(ago).unwrap_or(UNIX_EPOCH)),
-            Err(_) => Err(TrailError::ParseTime {
-                input: input.to_owned(),
-                source,
-            }),
-        },
-    }
+    let nanos = crate::time::parse_bound(input, now)?;
+    Ok(crate::time::to_system_time(nanos))
 }
 
 fn nanos(t: SystemTime) -> u64 {

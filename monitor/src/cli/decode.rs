@@ -44,8 +44,8 @@ pub struct Args {
     #[arg(long = "audience", value_name = "AUD")]
     pub audiences: Vec<String>,
 
-    /// Judge validity at this time (RFC 3339, or Unix seconds) instead of
-    /// now: for incident review of old tokens.
+    /// Judge validity at this time (RFC 3339, Unix seconds, or a duration
+    /// before now such as 2h) instead of now: for incident review of old tokens.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub at: Option<i64>,
 
@@ -58,12 +58,9 @@ fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(secs) = text.parse::<i64>() {
         return Ok(secs);
     }
-    let time = humantime::parse_rfc3339_weak(text).map_err(|e| e.to_string())?;
-    let secs = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| "times before 1970 are not supported".to_owned())?
-        .as_secs();
-    i64::try_from(secs).map_err(|e| e.to_string())
+    let nanos =
+        crate::time::parse_bound(text, std::time::SystemTime::now()).map_err(|e| e.to_string())?;
+    Ok(nanos.div_euclid(1_000_000_000))
 }
 
 fn load_keys(args: &Args) -> Result<KeySet, crate::identity::Error> {

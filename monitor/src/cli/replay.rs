@@ -179,9 +179,11 @@ fn parse_time_flag(
 ) -> Result<Option<i64>, ReplayArgsError> {
     value
         .map(|v| {
-            time::parse_nanos(v).ok_or_else(|| ReplayArgsError::ParseTime {
-                flag,
-                value: v.clone(),
+            time::parse_bound(v, std::time::SystemTime::now()).map_err(|_| {
+                ReplayArgsError::ParseTime {
+                    flag,
+                    value: v.clone(),
+                }
             })
         })
         .transpose()

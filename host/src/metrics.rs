@@ -8,10 +8,11 @@ use std::{
 
 use crate::{
     correlate::{EntryKind, FindingKind},
-    sensor::event::EventKind,
+    event::EventKind,
 };
 
-const EVENT_KINDS: [EventKind; 7] = [
+const EVENT_KINDS: [EventKind; 8] = [
+    EventKind::TokenAccess,
     EventKind::TokenOpen,
     EventKind::TokenRead,
     EventKind::TokenClose,
@@ -29,6 +30,7 @@ const ENTRY_KINDS: [EntryKind; 4] = [
 
 fn event_name(kind: EventKind) -> &'static str {
     match kind {
+        EventKind::TokenAccess => "token_access",
         EventKind::TokenOpen => "token_open",
         EventKind::TokenRead => "token_read",
         EventKind::TokenClose => "token_close",
@@ -42,7 +44,7 @@ fn event_name(kind: EventKind) -> &'static str {
 /// Every metric the agent exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    events: [AtomicU64; 7],
+    events: [AtomicU64; 8],
     entries: [AtomicU64; 4],
     findings: [AtomicU64; 9],
     /// Records the kernel could not reserve (a gauge of the kernel's counter).
@@ -67,6 +69,13 @@ pub struct Metrics {
     pub watched_inodes: AtomicU64,
     /// The sensor is attached.
     pub sensor_attached: AtomicBool,
+    /// fanotify `FAN_Q_OVERFLOW` events (the kernel's queue was full; how
+    /// many events were lost each time is not known).
+    pub fanotify_overflows: AtomicU64,
+    /// fanotify events whose fd the kernel could not open for the agent.
+    pub fanotify_fd_failures: AtomicU64,
+    /// fanotify events lost because the agent's own queue was full.
+    pub fanotify_queue_lost: AtomicU64,
 }
 
 /// Sink indexes into `sink_drops` / `sink_errors`.
@@ -246,14 +255,35 @@ impl Metrics {
             &mut out,
             "tokenwatch_watched_inodes",
             "gauge",
-            "Token inodes watched in the kernel.",
+            "Token files watched (fanotify marks: one filesystem mark per token volume, or inode marks).",
             self.watched_inodes.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_fanotify_overflows_total",
+            "counter",
+            "fanotify queue overflows (FAN_Q_OVERFLOW; each lost an unknown number of token accesses).",
+            self.fanotify_overflows.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_fanotify_fd_failures_total",
+            "counter",
+            "Token-volume events whose file descriptor the kernel could not open for the agent (lost).",
+            self.fanotify_fd_failures.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_fanotify_queue_lost_total",
+            "counter",
+            "Token accesses lost because the agent's own queue was full.",
+            self.fanotify_queue_lost.load(Relaxed),
         );
         single(
             &mut out,
             "tokenwatch_sensor_attached",
             "gauge",
-            "1 while the eBPF programs are attached.",
+            "1 while the sensor (fanotify marks and eBPF programs) is attached.",
             u64::from(self.sensor_attached.load(Relaxed)),
         );
         out
