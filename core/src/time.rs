@@ -20,7 +20,7 @@ use jiff::tz::TimeZone;
 /// A time argument that is none of the accepted forms.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{input:?} is not a time: give RFC 3339 (2025-06-01T10:00:00Z), `now`, or a duration before now (15m, 1h30m, 7d)"
+    "invalid time {input:?}: expected RFC 3339 (2025-06-01T10:00:00Z), `now`, or a duration before now (90s, 15m, 1h30m, 7d)"
 )]
 pub struct ParseTimeError {
     /// What was given.
@@ -147,7 +147,7 @@ mod tests {
         );
         let err = parse_bound("last tuesday", now).unwrap_err();
         assert!(
-            err.to_string().contains("\"last tuesday\" is not a time"),
+            err.to_string().contains("invalid time \"last tuesday\""),
             "{err}"
         );
     }

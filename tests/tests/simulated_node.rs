@@ -176,6 +176,25 @@ fn the_agent_on_a_simulated_node() {
         &cg_b,
         &["cat".into(), vol_a.token_path().display().to_string()],
     );
+    // 3b. A process in pod B uses pod A's token: reads it and calls the API server.
+    let stolen_use: Vec<String> = [
+        "python3".to_owned(),
+        "-c".to_owned(),
+        CLIENT_PY.to_owned(),
+        vol_a.token_path().display().to_string(),
+        port.clone(),
+        ca.clone(),
+    ]
+    .to_vec();
+    run(&vol_b, &cg_b, &stolen_use);
+    // 4e. A host process uses pod A's token.
+    let status = std::process::Command::new("python3")
+        .args(["-c", CLIENT_PY])
+        .arg(vol_a.token_path())
+        .args([&port, &ca])
+        .status()
+        .unwrap();
+    assert!(status.success());
     // 4. A host process reads pod A's token.
     let status = std::process::Command::new("cat")
         .arg(vol_a.token_path())
@@ -211,7 +230,7 @@ fn the_agent_on_a_simulated_node() {
     );
     // 6. Pod C reads its legacy token and calls the API server.
     run(&vol_c, &cg_c, &app);
-    wait_reads(&agent, 8.0);
+    wait_reads(&agent, 10.0);
 
     // 5. The kubelet rotates pod A's token mid-run; the app reads the new one, twice.
     vol_a.write(&sim::bound_token(
@@ -334,6 +353,37 @@ fn the_agent_on_a_simulated_node() {
     assert_eq!(
         foreign["token"]["subject"],
         "system:serviceaccount:shop:web"
+    );
+
+    // 3b and 4e: the use of a stolen token is flagged at the use too.
+    let uses_of_a = |pod_uid: Option<&str>| -> Vec<&Value> {
+        entries(&trail)
+            .into_iter()
+            .filter(|e| {
+                e["kind"] == "token-use"
+                    && e["token"]["jti"] == "jti-a-1"
+                    && match pod_uid {
+                        Some(uid) => e["reader"]["pod"]["uid"] == uid,
+                        None => e["reader"]["pod"].is_null(),
+                    }
+            })
+            .collect()
+    };
+    let foreign_use = uses_of_a(Some(POD_B));
+    assert!(
+        foreign_use
+            .first()
+            .is_some_and(|e| findings(e).contains(&"foreign-token".to_owned())),
+        "pod B's use of pod A's token:\n{}",
+        describe()
+    );
+    let host_use = uses_of_a(None);
+    assert!(
+        host_use
+            .first()
+            .is_some_and(|e| findings(e) == ["host-reader"]),
+        "a host process's use of pod A's token:\n{}",
+        describe()
     );
 
     // 4: the host process.
