@@ -11,10 +11,12 @@
 //! RBAC files (polled) ──► snapshot ──► Correlator
 //! API server (kubesync reflectors) ──► stored snapshot + pod metadata ──► Correlator, enrich
 //! timers ──► trail flush (durable seq), retention, cgroup cache cleanup
+//! timer (and start, shutdown) ──► signed checkpoint of the durable head ──► sinks, trail tree
 //! <data dir>/agent.sock ──► `tokenwatch trail query|export|stats|verify` while running
 //! SIGTERM / SIGINT ──► detach, record what is pending, flush the trail, exit 0
 //! ```
 
+pub mod checkpoint;
 pub mod config;
 pub mod http;
 
@@ -86,6 +88,9 @@ pub enum AgentError {
     /// An endpoint did not resolve.
     #[error("resolving API-server endpoints")]
     ResolveEndpoints(#[source] crate::sensor::SensorError),
+    /// The checkpoint task could not start.
+    #[error("starting trail checkpoints")]
+    StartCheckpoints(#[source] checkpoint::CheckpointTaskError),
     /// Waiting for a signal failed.
     #[error("installing signal handlers")]
     InstallSignals(#[source] std::io::Error),
@@ -384,7 +389,7 @@ fn agent_entry(node: &str, message: String) -> TrailEntry {
 /// The running agent's outputs.
 struct Outputs {
     trail: Trail,
-    sinks: Sinks,
+    sinks: Arc<Sinks>,
     metrics: Arc<Metrics>,
 }
 
@@ -570,9 +575,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         Arc::clone(&metrics),
     )
     .map_err(AgentError::StartSinks)?;
+    let checkpointer = checkpoint::Checkpointer::new(&config, &node, &trail)
+        .map_err(AgentError::StartCheckpoints)?;
     let outputs = Outputs {
         trail,
-        sinks,
+        sinks: Arc::new(sinks),
         metrics: Arc::clone(&metrics),
     };
 
@@ -698,6 +705,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         config.trail.max_age,
         config.trail.max_bytes,
     ));
+    let checkpoints = tokio::spawn(checkpointer.clone().run(Arc::clone(&outputs.sinks)));
     let mut drops_tick = tokio::time::interval(Duration::from_secs(1));
     let mut slow_tick = tokio::time::interval(Duration::from_secs(60));
     let mut rbac_tick = tokio::time::interval(config.rbac_reload_interval);
@@ -801,6 +809,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
     drop(sensor);
     maintenance.abort();
+    checkpoints.abort();
+    let _ = checkpoints.await;
     metrics.sensor_attached.store(false, Relaxed);
     for entry in correlator.drain() {
         outputs.record(entry);
@@ -808,6 +818,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     outputs.record(agent_entry(&node, "agent stopped".to_owned()));
     store_baseline(&mut correlator, outputs.trail.db());
     outputs.flush().await;
+    checkpointer.emit(&outputs.sinks).await;
     if let Some(watch) = &enricher.watch {
         watch.abort();
     }
@@ -816,8 +827,15 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         task.abort();
         let _ = std::fs::remove_file(&trail_socket);
     }
-    let Outputs { sinks, .. } = outputs;
-    let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+    let Outputs { sinks, trail, .. } = outputs;
+    // The checkpoint's copy in the tree: durable too.
+    let _ = tokio::task::spawn_blocking(move || trail.flush()).await;
+    match Arc::try_unwrap(sinks) {
+        Ok(sinks) => {
+            let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+        }
+        Err(_) => tracing::warn!("sinks still shared at shutdown: not waiting for them"),
+    }
     tracing::info!("agent stopped");
     Ok(())
 }
