@@ -417,9 +417,9 @@ fn the_agent_on_a_simulated_node() {
     );
     assert_eq!(sendfile["schema"], 2);
 
-    // 5: both reads of the rotated token were seen, with the new JTI.
-    // (The writer's own open, the kubelet's here, is an access too; whether
-    // it parses as the new token depends on when the agent reads the file.)
+    // 5: both reads of the rotated token were seen, with the new JTI. (The
+    // test process writing the new token, as the kubelet does, may also
+    // show: fanotify's FAN_OPEN fires for opens for writing too.)
     let rotated = reads
         .iter()
         .filter(|e| e["token"]["jti"] == "jti-a-2" && e["reader"]["pod"]["uid"] == POD_A)
