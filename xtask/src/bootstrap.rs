@@ -155,31 +155,46 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the tests drive besides Rust: headless Chromium (the replay HTML
-/// report is checked in a real browser) and python3 (the simulated node's
-/// workloads). Installed from Debian's packages when missing and root.
+/// What the tests drive besides Rust, from Debian's packages (installed
+/// when missing and root): headless Chromium (the replay HTML report is
+/// checked in a real browser); for the container test, containerd (with
+/// `ctr`), runc, the CNI plugins and iproute2, and `protoc`, which compiles
+/// the vendored CRI protobuf definitions.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let chromium = Path::new("/usr/bin/chromium");
-    if chromium.exists() {
+    let wanted: &[(&str, &str)] = &[
+        ("/usr/bin/chromium", "chromium"),
+        ("/usr/bin/containerd", "containerd"),
+        ("/usr/sbin/runc", "runc"),
+        ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+        ("/usr/bin/protoc", "protobuf-compiler"),
+        ("/usr/sbin/ip", "iproute2"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     if !crate::is_root() {
         eprintln!(
-            "xtask: /usr/bin/chromium is missing and installing it needs root; the browser test will say so"
+            "xtask: {} missing and installing needs root; the tests that need them will say so",
+            missing.join(", ")
         );
         return Ok(());
     }
-    eprintln!("xtask: installing chromium (Debian) for the replay report's browser test");
+    eprintln!("xtask: installing {} (Debian)", missing.join(", "));
     run(Command::new("apt-get").args(["update", "-qq"]))
-        .context("apt-get update failed; chromium cannot be installed")?;
+        .context("apt-get update failed; the test tools cannot be installed")?;
     run(Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-        ])
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("cannot install chromium from Debian's packages")
+    .with_context(|| {
+        format!(
+            "cannot install {} from Debian's packages",
+            missing.join(", ")
+        )
+    })
 }

@@ -19,6 +19,8 @@ use super::metrics::Metrics;
 pub struct Readiness {
     /// Whether an RBAC snapshot is required before the agent is ready.
     pub needs_snapshot: bool,
+    /// Required capabilities the process lacks (`CAP_...`), named in the 503.
+    pub missing_capabilities: Vec<&'static str>,
 }
 
 fn response(status: &str, content_type: &str, body: &str) -> String {
@@ -42,7 +44,16 @@ pub fn route(request_line: &str, metrics: &Metrics, readiness: &Readiness) -> St
         "/readyz" => {
             let attached = metrics.sensor_attached.load(Relaxed);
             let snapshot = metrics.snapshot_loaded_unix.load(Relaxed) != 0;
-            if !attached {
+            if !attached && !readiness.missing_capabilities.is_empty() {
+                response(
+                    "503 Service Unavailable",
+                    "text/plain",
+                    &format!(
+                        "sensor not attached: missing {}\n",
+                        readiness.missing_capabilities.join(", ")
+                    ),
+                )
+            } else if !attached {
                 response(
                     "503 Service Unavailable",
                     "text/plain",
@@ -117,7 +128,14 @@ mod tests {
         let m = Metrics::default();
         let needs = Readiness {
             needs_snapshot: true,
+            missing_capabilities: Vec::new(),
         };
+        let no_bpf = Readiness {
+            needs_snapshot: false,
+            missing_capabilities: vec!["CAP_BPF"],
+        };
+        assert!(route("GET /readyz HTTP/1.1", &m, &no_bpf).contains("503 Service Unavailable\r\n"));
+        assert!(route("GET /readyz HTTP/1.1", &m, &no_bpf).ends_with("missing CAP_BPF\n"));
         assert!(route("GET /healthz HTTP/1.1", &m, &needs).starts_with("HTTP/1.1 200"));
         assert!(route("GET /readyz HTTP/1.1", &m, &needs).contains("sensor not attached"));
         m.sensor_attached.store(true, Relaxed);

@@ -12,6 +12,7 @@
 //! SIGTERM / SIGINT ──► detach, record what is pending, flush the trail, exit 0
 //! ```
 
+pub mod caps;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -495,6 +496,33 @@ fn load_keys(config: &AgentConfig) -> Result<KeySet, AgentError> {
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::default());
     let node = config.effective_node_name();
+    // The capabilities docs/capabilities.md lists, one line for each missing one.
+    let missing = caps::effective().map(caps::missing).unwrap_or_default();
+    metrics
+        .capabilities_missing
+        .store(caps::mask(&missing), Relaxed);
+    for need in &missing {
+        if need.required {
+            tracing::error!(
+                capability = need.name,
+                "not ready: {} is missing: {}",
+                need.name,
+                need.without
+            );
+        } else {
+            tracing::warn!(
+                capability = need.name,
+                "degraded: {} is missing: {}",
+                need.name,
+                need.without
+            );
+        }
+    }
+    let missing_required: Vec<&'static str> = missing
+        .iter()
+        .filter(|n| n.required)
+        .map(|n| n.name)
+        .collect();
 
     // Outputs first, so that everything after can be recorded.
     let trail = Trail::open(&config.data_dir).map_err(|source| AgentError::OpenTrail {
@@ -537,6 +565,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         })?;
     let readiness = Arc::new(http::Readiness {
         needs_snapshot: !config.rbac.is_empty(),
+        missing_capabilities: missing_required.clone(),
     });
     let http_task = tokio::spawn(http::serve(listener, Arc::clone(&metrics), readiness));
     // The trail commands ask the running agent on a socket in the data dir.
@@ -620,13 +649,48 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             crate::sensor::resolve_endpoint(endpoint).map_err(AgentError::ResolveEndpoints)?,
         );
     }
-    let mut sensor = Sensor::load(&SensorConfig {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(AgentError::InstallSignals)?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(AgentError::InstallSignals)?;
+    let loaded = Sensor::load(&SensorConfig {
         path_suffixes: config.token_path_suffixes.clone(),
         endpoints,
         ring_buffer_bytes: config.ring_buffer_bytes,
         ..SensorConfig::default()
-    })
-    .map_err(AgentError::StartSensor)?;
+    });
+    let mut sensor = match loaded {
+        Ok(sensor) => sensor,
+        Err(err) if !missing_required.is_empty() => {
+            // Stay up, unready, so the pod shows why instead of crash-looping.
+            let missing = missing_required.join(", ");
+            tracing::error!(error = %crate::cli::error_chain(&err), "the sensor cannot load without {missing}; /readyz answers 503 until the agent is stopped");
+            outputs.record(agent_entry(
+                &node,
+                format!("sensor not loaded: missing {missing}"),
+            ));
+            outputs.flush().await;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            outputs.record(agent_entry(&node, "agent stopped".to_owned()));
+            outputs.flush().await;
+            if let Some(watch) = &enricher.watch {
+                watch.abort();
+            }
+            http_task.abort();
+            if let Some(task) = live_task {
+                task.abort();
+                let _ = std::fs::remove_file(&trail_socket);
+            }
+            let Outputs { sinks, .. } = outputs;
+            let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+            tracing::info!("agent stopped");
+            return Ok(());
+        }
+        Err(err) => return Err(AgentError::StartSensor(err)),
+    };
     let control = sensor.control();
     metrics.sensor_attached.store(true, Relaxed);
     outputs.record(agent_entry(
@@ -638,10 +702,6 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     ));
     tracing::info!(node = %node, data_dir = %config.data_dir.display(), "agent running");
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(AgentError::InstallSignals)?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(AgentError::InstallSignals)?;
     let maintenance = tokio::spawn(maintain_trail(
         outputs.trail.clone(),
         Arc::clone(&metrics),
