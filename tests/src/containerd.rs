@@ -27,7 +27,10 @@ impl NetNs {
     /// When `ip netns add` fails.
     #[must_use]
     pub fn create(name: &str) -> Self {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
         run(Command::new("ip").args(["netns", "add", name]));
         run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]));
         Self {

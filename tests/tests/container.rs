@@ -155,6 +155,21 @@ impl Cri {
             .expect("a status")
     }
 
+    /// The container's main process, as the runtime reports it.
+    fn container_pid(&mut self, id: &str) -> i32 {
+        let reply = self
+            .rt
+            .block_on(self.runtime.container_status(v1::ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: true,
+            }))
+            .unwrap_or_else(|s| panic!("ContainerStatus: {s}"))
+            .into_inner();
+        let info: Value = serde_json::from_str(reply.info.get("info").expect("verbose info"))
+            .expect("verbose info is JSON");
+        i32::try_from(info["pid"].as_i64().expect("the container's pid")).expect("a pid")
+    }
+
     fn stop_container(&mut self, id: &str, timeout: i64) {
         self.rt
             .block_on(self.runtime.stop_container(v1::StopContainerRequest {
@@ -573,6 +588,52 @@ fn daemonset_pod_through_cri() {
     let body = agent.wait_readyz(200, Duration::from_secs(90));
     assert_eq!(body, "ready\n");
 
+    // What the kernel says the agent runs with: exactly the manifest's
+    // capabilities, the runtime's default seccomp filter, no_new_privs,
+    // uid 0, the host's PID namespace, a read-only root.
+    let pid = node.cri.container_pid(&agent.container_id);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            .to_owned()
+    };
+    let expected: u64 = [39u32, 38, 2, 19].iter().map(|b| 1u64 << b).sum();
+    assert_eq!(
+        u64::from_str_radix(&field("CapEff:"), 16).unwrap(),
+        expected,
+        "CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE only"
+    );
+    assert_eq!(
+        field("CapBnd:"),
+        field("CapEff:"),
+        "the bounding set is the same"
+    );
+    assert_eq!(field("Seccomp:"), "2", "a seccomp filter (RuntimeDefault)");
+    assert_eq!(field("NoNewPrivs:"), "1", "allowPrivilegeEscalation: false");
+    assert!(field("Uid:").starts_with("0\t"), "runAsUser: 0");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
+        std::fs::read_link("/proc/self/ns/pid").unwrap(),
+        "hostPID"
+    );
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .expect("a root mount");
+    assert!(
+        root.split_whitespace()
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "readOnlyRootFilesystem: {root}"
+    );
+
     // The workload pod: its token volume is mounted after the agent started.
     let workload = PodIdentity {
         name: "web-5d9c7f-abcde".into(),
@@ -621,6 +682,17 @@ fn daemonset_pod_through_cri() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The volume mounted after the agent started reached it (HostToContainer).
+    let agent_mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let in_agent = format!(
+        "/var/lib/kubelet/pods/{WORKLOAD_UID}/volumes/kubernetes.io~projected/kube-api-access-test"
+    );
+    assert!(
+        agent_mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(in_agent.as_str())),
+        "the workload's token tmpfs did not propagate into the agent's container:\n{agent_mounts}"
+    );
     // A host process reads the same token through the kubelet's path.
     let status = std::process::Command::new("cat")
         .arg(volume.join("token"))
