@@ -9,11 +9,11 @@
 use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch::rbac::authorizer::decide;
-use tokenwatch::rbac::{RbacObjects, Snapshot, UserInfo};
-use tokenwatch::replay::attributes::attributes;
-use tokenwatch::replay::event::AuditEvent;
-use tokenwatch::replay::input::{Problems, RecordSource};
+use tokenwatch_core::rbac::authorizer::decide;
+use tokenwatch_core::rbac::{RbacObjects, Snapshot, UserInfo};
+use tokenwatch_core::replay::attributes::attributes;
+use tokenwatch_core::replay::event::AuditEvent;
+use tokenwatch_core::replay::input::{Problems, RecordSource};
 
 fuzz_target!(|data: &[u8]| {
     let snapshot = Snapshot::build(RbacObjects::default());

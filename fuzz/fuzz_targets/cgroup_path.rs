@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch::node::{Attribution, parse_cgroup_path, parse_mountinfo_cgroup2};
+use tokenwatch_host::node::{Attribution, parse_cgroup_path, parse_mountinfo_cgroup2};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch::identity::{Identity, KeySet, Report, token_from_input};
+use tokenwatch_core::identity::{Identity, KeySet, Report, token_from_input};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(token) = token_from_input(data.to_vec()) else {

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch::rbac::authorizer::decide;
-use tokenwatch::rbac::import::import_str;
-use tokenwatch::rbac::{Attributes, Snapshot, UserInfo, risk};
+use tokenwatch_core::rbac::authorizer::decide;
+use tokenwatch_core::rbac::import::import_str;
+use tokenwatch_core::rbac::{Attributes, Snapshot, UserInfo, risk};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch::sensor::{
+use tokenwatch_host::sensor::{
     Clock, ProcessTable,
     btf::Btf,
     pattern::{compile, matches},

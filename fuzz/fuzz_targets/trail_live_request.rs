@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch::trail::{Trail, live};
+use tokenwatch_host::trail::{Trail, live};
 
 /// One small trail for the whole run (sled opens a directory once per process).
 fn trail() -> &'static Trail {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch::trail::record::{block_body, decode_block, decode_line, lines};
+use tokenwatch_host::trail::record::{block_body, decode_block, decode_line, lines};
 
 fuzz_target!(|data: &[u8]| {
     let first_seq = u64::from(data.first().copied().unwrap_or(0));

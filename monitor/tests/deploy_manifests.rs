@@ -21,10 +21,8 @@ use k8s_openapi::api::{
 };
 use serde::Deserialize as _;
 use serde_json::Value;
-use tokenwatch::{
-    agent::{AgentConfig, http, metrics::Metrics},
-    rbac::{Attributes, Authorizer, Snapshot, UserInfo, import},
-};
+use tokenwatch_core::rbac::{Attributes, Authorizer, Snapshot, UserInfo, import};
+use tokenwatch_host::agent::{AgentConfig, http, metrics::Metrics};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

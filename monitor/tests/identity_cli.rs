@@ -1,7 +1,7 @@
 //! `tokenwatch decode` through the real binary: inputs (file, stdin,
 //! Secret manifest), formats, exit codes, `--at`, and no token echo.
 
-mod identity_common;
+use tokenwatch_test_support::tokens as identity_common;
 
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};

@@ -2,13 +2,15 @@
 //! and no message quotes the token. The same corpus through the real
 //! `tokenwatch decode` binary exits 2 with the message on stderr.
 
-mod identity_common;
+use tokenwatch_test_support::tokens as identity_common;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use identity_common::*;
-use tokenwatch::identity::{Error, Identity, KeySet, MAX_INPUT_BYTES, Segment, token_from_input};
+use tokenwatch_core::identity::{
+    Error, Identity, KeySet, MAX_INPUT_BYTES, Segment, token_from_input,
+};
 
 const SIG: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -226,7 +228,7 @@ fn each_malformed_token_gets_its_clear_error() {
             Err(err) => err,
         };
         assert!((case.check)(&err), "{}: wrong error {err:?}", case.name);
-        let text = tokenwatch::cli::error_chain(&err);
+        let text = tokenwatch_core::error::error_chain(&err);
         assert!(
             text.contains(case.message),
             "{}: {text:?} lacks {:?}",
@@ -256,7 +258,7 @@ fn a_wrong_kid_is_reported_not_an_error() {
     let identity = Identity::from_token(&secret(&token), &keys).expect("parses");
     assert_eq!(
         identity.signature,
-        tokenwatch::identity::SignatureCheck::UnknownKeyId {
+        tokenwatch_core::identity::SignatureCheck::UnknownKeyId {
             kid: "wrong-kid".to_owned()
         }
     );

@@ -14,9 +14,10 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tokenwatch::{
+use tokenwatch_core::rbac::{Attributes, Authorizer, UserInfo};
+use tokenwatch_host::{
     kubesync::{self, RbacUpdate, SyncConfig, SyncHandles},
-    rbac::{Attributes, Authorizer, UserInfo, snapshot_store},
+    snapshot_store,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -483,7 +484,7 @@ async fn snapshot_follows_every_change_through_relists_and_drops() {
     tokio::spawn(api.clone().serve(listener));
 
     let dir = tempfile::tempdir().unwrap();
-    let db = tokenwatch::store::open(dir.path()).unwrap();
+    let db = tokenwatch_host::store::open(dir.path()).unwrap();
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let mut handles = kubesync::start(
@@ -720,7 +721,7 @@ async fn rbac_pull_command_stores_a_snapshot() {
     let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(meta["clusterRoles"], 1);
     assert_eq!(meta["clusterRoleBindings"], 1);
-    let db = tokenwatch::store::open(&data).unwrap();
+    let db = tokenwatch_host::store::open(&data).unwrap();
     assert_eq!(stored(&db), 1);
     // An unreachable server is an error with a message, not a panic.
     std::fs::write(

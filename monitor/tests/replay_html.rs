@@ -3,7 +3,7 @@
 //! events and subjects. Without `/usr/bin/chromium` the test is skipped,
 //! unless `TOKENWATCH_REQUIRE_EBPF=1` (CI's strict mode) makes that a failure.
 
-mod replay_common;
+use tokenwatch_test_support::incident as replay_common;
 
 use std::path::Path;
 use std::process::Command;

@@ -3,28 +3,28 @@
 //! the reading process, the pod and every call, and flag the stolen token's
 //! foreign use, the calls after the flagged read and the probing.
 
-mod replay_common;
+use tokenwatch_test_support::incident as replay_common;
 
 use std::process::Command;
 
 use replay_common::*;
 use serde_json::Value;
-use tokenwatch::replay::decide::{Outcome, Policy};
-use tokenwatch::replay::report::EventRecord;
-use tokenwatch::replay::{Filters, Only, Options, replay};
+use tokenwatch_core::replay::decide::{Outcome, Policy};
+use tokenwatch_core::replay::report::EventRecord;
+use tokenwatch_core::replay::{Filters, Only, Options, replay};
 
 fn run_lib(
     dir: &std::path::Path,
     only: Option<Only>,
     filters: Filters,
-) -> (tokenwatch::replay::report::Report, Vec<EventRecord>) {
+) -> (tokenwatch_core::replay::report::Report, Vec<EventRecord>) {
     let mut policy = Policy::from_files(&[dir.join("rbac.yaml")], "default").expect("policy");
     let options = Options {
         trails: vec![dir.join("trail.jsonl")],
         audits: vec![dir.join("audit.log")],
         filters,
         only,
-        progress: false,
+        ..Options::default()
     };
     let mut events = Vec::new();
     let report = replay(&options, &mut policy, &mut |e| events.push(e.clone())).expect("replay");
@@ -185,7 +185,7 @@ fn filters_and_only() {
     );
     assert!(events.is_empty());
     assert_eq!(report.tokens.len(), 1);
-    let since = tokenwatch::replay::time::parse_nanos("2025-06-01T10:14:00Z");
+    let since = tokenwatch_core::replay::time::parse_nanos("2025-06-01T10:14:00Z");
     let (report, events) = run_lib(
         dir.path(),
         None,

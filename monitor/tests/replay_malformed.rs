@@ -9,9 +9,9 @@ use std::process::Command;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use tokenwatch::replay::decide::Policy;
-use tokenwatch::replay::report::{EventRecord, Report};
-use tokenwatch::replay::{Options, replay};
+use tokenwatch_core::replay::decide::Policy;
+use tokenwatch_core::replay::report::{EventRecord, Report};
+use tokenwatch_core::replay::{Options, replay};
 
 fn event(second: u32, user: &str, verb: &str) -> String {
     format!(
@@ -21,7 +21,7 @@ fn event(second: u32, user: &str, verb: &str) -> String {
 
 fn run(files: &[PathBuf]) -> (Report, Vec<EventRecord>) {
     let mut policy = Policy::fixed(
-        tokenwatch::rbac::Snapshot::build(tokenwatch::rbac::RbacObjects::default()),
+        tokenwatch_core::rbac::Snapshot::build(tokenwatch_core::rbac::RbacObjects::default()),
         "empty".into(),
     );
     let options = Options {

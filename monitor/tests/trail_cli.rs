@@ -2,13 +2,14 @@
 //! binary: outputs, exit codes, tampering, a data dir held by another
 //! process, and the independent verifier documented in docs/trail.md.
 
+#[path = "../../host/tests/trail_common/mod.rs"]
 mod trail_common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use tokenwatch::trail::Trail;
+use tokenwatch_host::trail::Trail;
 use trail_common::{edit_line, entry};
 
 fn bin() -> Command {

@@ -1,16 +1,17 @@
 //! The `trail` commands while another process holds the store: they ask
 //! that process over the socket in the data directory
-//! (`tokenwatch::trail::live`), which is how they reach a running agent.
+//! (`tokenwatch_host::trail::live`), which is how they reach a running agent.
 //! Here the holder is this test process, serving exactly what the agent
 //! serves; the commands are the real binary.
 
+#[path = "../../host/tests/trail_common/mod.rs"]
 mod trail_common;
 
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use tokenwatch::trail::{Trail, live};
+use tokenwatch_host::trail::{Trail, live};
 use trail_common::{entry, subject};
 
 fn trail_cmd(dir: &Path, args: &[&str]) -> Output {

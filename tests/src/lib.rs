@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokenwatch::sensor::{Sensor, SensorConfig, SensorEvent, event::Detail};
+use tokenwatch_host::sensor::{Sensor, SensorConfig, SensorEvent, event::Detail};
 
 /// How long a test waits for an expected event.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,7 +142,7 @@ impl Harness {
 /// An error and its sources, joined.
 #[must_use]
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    tokenwatch::cli::error_chain(err)
+    tokenwatch_core::error::error_chain(err)
 }
 
 /// A projected-volume directory laid out like the kubelet's atomic writer:
@@ -197,13 +197,13 @@ impl TokenVolume {
     /// When the file cannot be examined.
     #[must_use]
     pub fn file_id(&self) -> (u64, u64) {
-        tokenwatch::sensor::file_id(&self.real_file).expect("stat token")
+        tokenwatch_host::sensor::file_id(&self.real_file).expect("stat token")
     }
 }
 
 /// The file detail of an event, if it is a file event.
 #[must_use]
-pub fn file(event: &SensorEvent) -> Option<&tokenwatch::sensor::event::FileDetail> {
+pub fn file(event: &SensorEvent) -> Option<&tokenwatch_host::sensor::event::FileDetail> {
     match &event.detail {
         Detail::File(f) => Some(f),
         _ => None,
@@ -212,7 +212,7 @@ pub fn file(event: &SensorEvent) -> Option<&tokenwatch::sensor::event::FileDetai
 
 /// The connect detail of an event, if it is a connect event.
 #[must_use]
-pub fn connect(event: &SensorEvent) -> Option<&tokenwatch::sensor::event::ConnectDetail> {
+pub fn connect(event: &SensorEvent) -> Option<&tokenwatch_host::sensor::event::ConnectDetail> {
     match &event.detail {
         Detail::Connect(c) => Some(c),
         _ => None,

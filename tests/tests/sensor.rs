@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use tokenwatch::sensor::{SensorConfig, event::EventKind};
+use tokenwatch_host::sensor::{SensorConfig, event::EventKind};
 use tokenwatch_tests::{Harness, TokenVolume, connect, cpath, file};
 
 const TOKEN: &[u8] = b"eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl";
@@ -42,7 +42,7 @@ fn token_opens_by_every_route_are_seen_with_exact_reads() {
     };
     let (dev, ino) = volume.file_id();
     let is_token_open = |path: String| {
-        move |e: &tokenwatch::sensor::SensorEvent| {
+        move |e: &tokenwatch_host::sensor::SensorEvent| {
             e.kind == EventKind::TokenOpen
                 && e.process.tgid == me()
                 && file(e).is_some_and(|f| {
@@ -121,7 +121,7 @@ fn token_opens_by_every_route_are_seen_with_exact_reads() {
             && file(e).is_some_and(|f| {
                 f.fd == fd
                     && f.bytes == Some(16)
-                    && f.syscall == Some(tokenwatch::sensor::event::Syscall::Pread64)
+                    && f.syscall == Some(tokenwatch_host::sensor::event::Syscall::Pread64)
             })
     });
 
@@ -164,7 +164,7 @@ fn token_opens_by_every_route_are_seen_with_exact_reads() {
     let open = h.wait_for("openat2", is_token_open(path.display().to_string()));
     assert_eq!(
         file(&open).unwrap().syscall,
-        Some(tokenwatch::sensor::event::Syscall::Openat2)
+        Some(tokenwatch_host::sensor::event::Syscall::Openat2)
     );
     h.wait_for("the readv of 15 bytes", |e| {
         e.kind == EventKind::TokenRead
@@ -309,8 +309,8 @@ fn unrelated_opens_and_reads_produce_no_events() {
     h.wait_for("the marker token open", |e| {
         e.kind == EventKind::TokenOpen && e.process.tgid == me()
     });
-    let (decoy_dev, decoy_ino) = tokenwatch::sensor::file_id(&decoy).unwrap();
-    let (_, notes_ino) = tokenwatch::sensor::file_id(&notes).unwrap();
+    let (decoy_dev, decoy_ino) = tokenwatch_host::sensor::file_id(&decoy).unwrap();
+    let (_, notes_ino) = tokenwatch_host::sensor::file_id(&notes).unwrap();
     let (_, token_ino) = volume.file_id();
     for event in &h.seen {
         if let Some(f) = file(event) {

@@ -104,7 +104,7 @@ fn the_agent_on_a_simulated_node() {
     let data = work.path().join("data");
     let rbac = work.path().join("rbac.yaml");
     std::fs::write(&rbac, POLICY).unwrap();
-    let cgroup_root = tokenwatch::node::find_cgroup2_mount().expect("a cgroup v2 hierarchy");
+    let cgroup_root = tokenwatch_host::node::find_cgroup2_mount().expect("a cgroup v2 hierarchy");
 
     // Pods: A (web, bound token), B (batch, bound token), C (legacy Secret token).
     let mut vol_a = sim::volume(

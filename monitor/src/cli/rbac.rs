@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::OutputFormat;
 use crate::rbac::import::{DEFAULT_NAMESPACE, Importer};
-use crate::rbac::snapshot_store::{self, SnapshotSource, SnapshotStoreError};
 use crate::rbac::{Snapshot, UserInfo, diff, risk};
+use crate::snapshot_store::{self, SnapshotSource, SnapshotStoreError};
 use crate::store;
 
 /// Where RBAC objects come from: files given with `--rbac`, or the stored

@@ -10,11 +10,12 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 
 use crate::rbac::import::DEFAULT_NAMESPACE;
-use crate::rbac::snapshot_store;
 use crate::replay::decide::Policy;
 use crate::replay::report::{self, EventList};
 use crate::replay::{self as engine, Filters, Only, Options, html, time};
+use crate::snapshot_store;
 use crate::store;
+use crate::trail::DataDirTrails;
 
 /// Output of `replay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -120,9 +121,12 @@ fn parse_time_flag(
         .transpose()
 }
 
-fn policy(args: &Args) -> Result<Policy, Box<dyn std::error::Error>> {
+/// The policy, and how trail data directories are read (through the
+/// snapshots' open store when they share a directory).
+fn policy(args: &Args) -> Result<(Policy, DataDirTrails), Box<dyn std::error::Error>> {
     if !args.rbac.is_empty() {
-        return Ok(Policy::from_files(&args.rbac, &args.rbac_namespace)?);
+        let policy = Policy::from_files(&args.rbac, &args.rbac_namespace)?;
+        return Ok((policy, DataDirTrails::default()));
     }
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -130,7 +134,7 @@ fn policy(args: &Args) -> Result<Policy, Box<dyn std::error::Error>> {
             let d = PathBuf::from(store::DEFAULT_DATA_DIR);
             if !d.exists() {
                 tracing::warn!("no --rbac and no data directory: decisions are not evaluated");
-                return Ok(Policy::None);
+                return Ok((Policy::None, DataDirTrails::default()));
             }
             d
         }
@@ -140,7 +144,8 @@ fn policy(args: &Args) -> Result<Policy, Box<dyn std::error::Error>> {
         .as_deref()
         .map(snapshot_store::parse_time)
         .transpose()?;
-    Ok(Policy::from_store(&data_dir, at)?)
+    let (policy, db) = snapshot_store::replay_policy(&data_dir, at)?;
+    Ok((policy, DataDirTrails::sharing(&data_dir, db)))
 }
 
 /// Runs the command.
@@ -159,12 +164,13 @@ pub fn run(args: Args) -> ExitCode {
         },
         (Err(e), _) | (_, Err(e)) => return super::fail(&e),
     };
-    let mut policy = match policy(&args) {
+    let (mut policy, trail_dirs) = match policy(&args) {
         Ok(p) => p,
         Err(e) => return super::fail(e.as_ref()),
     };
     let options = Options {
         trails: args.trail.clone(),
+        trail_dirs: Some(std::sync::Arc::new(trail_dirs)),
         audits: args.audit.clone(),
         filters,
         only: args.only.map(|o| match o {

@@ -235,7 +235,9 @@ fn agent_row(n: u64, line: Vec<u8>) -> Result<(Record, Vec<u8>), CommandError> {
     if let Ok(cut) = serde_json::from_slice::<Cut>(&line) {
         return Err(LiveError::Refused(cut.error).into());
     }
-    let record = trail::record::decode_line(n, &line)?.record;
+    let record = trail::record::decode_line(n, &line)
+        .map_err(trail::TrailError::from)?
+        .record;
     Ok((record, line))
 }
 

@@ -50,24 +50,7 @@ pub struct Args {
     pub ring_buffer_bytes: u32,
 }
 
-/// The API-server endpoints to watch when none are given: the in-cluster
-/// service address from the environment, and the usual local port.
-#[must_use]
-pub fn default_apiservers() -> Vec<String> {
-    let mut endpoints = Vec::new();
-    if let (Ok(host), Ok(port)) = (
-        std::env::var("KUBERNETES_SERVICE_HOST"),
-        std::env::var("KUBERNETES_SERVICE_PORT"),
-    ) {
-        if host.contains(':') && !host.starts_with('[') {
-            endpoints.push(format!("[{host}]:{port}"));
-        } else {
-            endpoints.push(format!("{host}:{port}"));
-        }
-    }
-    endpoints.push("127.0.0.1:6443".to_owned());
-    endpoints
-}
+pub use crate::sensor::default_apiservers;
 
 impl Args {
     /// The sensor configuration these flags describe.

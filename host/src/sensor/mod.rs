@@ -1,0 +1,611 @@
+//! The kernel sensor: loads and attaches the eBPF programs, fills their
+//! filter maps, and yields typed events from the ring buffer.
+//!
+//! ```text
+//! Sensor::load(config) -> Sensor
+//!   .control()            SensorControl: watch/unwatch inodes, set patterns,
+//!                         add/remove API-server endpoints, while running
+//!   .next_batch().await   typed SensorEvents (tokio AsyncFd on the ring buffer)
+//!   .kernel_drops()       records the kernel could not reserve (all CPUs)
+//! drop(sensor)            detaches every program
+//! ```
+//!
+//! Struct offsets come from BTF ([`btf`]), tracepoint field offsets from
+//! tracefs ([`tracefs`], mounted when missing); neither is hard-coded.
+
+pub mod btf;
+pub use tokenwatch_core::event;
+pub mod pattern;
+pub mod tracefs;
+
+use std::{
+    net::{IpAddr, SocketAddr, ToSocketAddrs as _},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+};
+use monitor_common::{
+    AF_INET, AF_INET6, EndpointKey, Event, InodeKey, MAX_PATTERNS, PATTERN_PART_LEN, PathPattern,
+};
+use tokio::io::unix::AsyncFd;
+
+pub use event::{Clock, ProcessTable, SensorEvent};
+
+/// The API-server endpoints to watch when none are given: the in-cluster
+/// service address from the environment, and the usual local port.
+#[must_use]
+pub fn default_apiservers() -> Vec<String> {
+    let mut endpoints = Vec::new();
+    if let (Ok(host), Ok(port)) = (
+        std::env::var("KUBERNETES_SERVICE_HOST"),
+        std::env::var("KUBERNETES_SERVICE_PORT"),
+    ) {
+        if host.contains(':') && !host.starts_with('[') {
+            endpoints.push(format!("[{host}]:{port}"));
+        } else {
+            endpoints.push(format!("{host}:{port}"));
+        }
+    }
+    endpoints.push("127.0.0.1:6443".to_owned());
+    endpoints
+}
+
+/// The compiled kernel programs, embedded at build time by `build.rs`.
+#[cfg(not(tokenwatch_no_ebpf))]
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+#[cfg(tokenwatch_no_ebpf)]
+static EBPF_OBJECT: &[u8] = &[];
+
+/// Tracepoint programs and where they attach, lineage first, so a
+/// reader's exec is seen before its reads.
+const TRACEPOINTS: [(&str, &str, &str); 3] = [
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+];
+
+/// Raw tracepoint programs: every syscall's exit, for token opens, reads
+/// and closes (see `monitor-ebpf/src/files.rs` for why not `syscalls:*`).
+const RAW_TRACEPOINTS: [(&str, &str); 1] = [("sys_exit", "sys_exit")];
+
+/// Errors loading, attaching or driving the sensor.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    /// The process lacks the privileges to load BPF programs.
+    #[error("the sensor needs root, or CAP_BPF and CAP_PERFMON (effective uid {uid} has neither)")]
+    CheckPrivileges {
+        /// The effective uid.
+        uid: u32,
+    },
+    /// This binary was built with `AYA_BUILD_SKIP=1`, without kernel programs.
+    #[error(
+        "this tokenwatch was built without its eBPF programs (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
+    )]
+    FindEbpfObject,
+    /// BTF is missing or lacks a field.
+    #[error("reading kernel struct offsets from BTF")]
+    ReadKernelOffsets(#[source] btf::BtfError),
+    /// tracefs is missing or lacks a tracepoint.
+    #[error("reading tracepoint formats")]
+    ReadTracepoints(#[source] tracefs::TracefsError),
+    /// The kernel refused the object (maps or BTF).
+    #[error("loading the eBPF object")]
+    LoadObject(#[source] aya::EbpfError),
+    /// A program is missing from the object.
+    #[error("the eBPF object has no program {0}")]
+    FindProgram(&'static str),
+    /// The verifier or kernel refused a program.
+    #[error("loading program {name}")]
+    LoadProgram {
+        /// Program name.
+        name: &'static str,
+        /// Why (the verifier log is in the source).
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// Attaching a program to its tracepoint failed.
+    #[error("attaching to tracepoint {category}:{tracepoint}")]
+    AttachTracepoint {
+        /// Tracepoint category.
+        category: &'static str,
+        /// Tracepoint name.
+        tracepoint: &'static str,
+        /// Why.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map is missing from the object.
+    #[error("the eBPF object has no map {0}")]
+    FindMap(&'static str),
+    /// A map has an unexpected type or layout.
+    #[error("opening map {name}")]
+    OpenMap {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Updating a filter map failed (for example, it is full).
+    #[error("updating map {name}")]
+    UpdateMap {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A file to watch could not be examined.
+    #[error("cannot stat {path} to watch its inode")]
+    StatWatchFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path pattern is invalid.
+    #[error("invalid path pattern")]
+    CompilePattern(#[source] pattern::PatternError),
+    /// An endpoint could not be resolved to addresses.
+    #[error("cannot resolve API-server endpoint {endpoint}")]
+    ResolveEndpoint {
+        /// As given.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Registering the ring buffer with tokio failed.
+    #[error("polling the ring buffer")]
+    PollRingBuffer(#[source] std::io::Error),
+}
+
+/// What to load and watch.
+#[derive(Debug, Clone)]
+pub struct SensorConfig {
+    /// Path-suffix patterns (see [`pattern`]).
+    pub path_suffixes: Vec<String>,
+    /// Files whose inodes are watched from the start.
+    pub watch_files: Vec<PathBuf>,
+    /// API-server endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// BTF file to read offsets from.
+    pub btf_path: PathBuf,
+    /// Exited processes remembered for naming late events.
+    pub keep_exited: usize,
+    /// Also report this process's own opens (tests); the agent leaves its
+    /// own token reads out.
+    pub report_self: bool,
+}
+
+impl Default for SensorConfig {
+    fn default() -> Self {
+        Self {
+            path_suffixes: pattern::DEFAULT_SUFFIXES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            watch_files: Vec::new(),
+            endpoints: Vec::new(),
+            // 8 MiB holds ~20,000 records: a second of a 20k reads/s burst.
+            ring_buffer_bytes: 8 * 1024 * 1024,
+            btf_path: PathBuf::from(btf::VMLINUX_BTF),
+            // Enough to name every reader of a busy node's last few seconds.
+            keep_exited: 4096,
+            report_self: false,
+        }
+    }
+}
+
+/// Resolves `HOST:PORT` (names, IPv4, `[IPv6]`) to socket addresses.
+///
+/// # Errors
+/// [`SensorError::ResolveEndpoint`] when it does not resolve.
+pub fn resolve_endpoint(endpoint: &str) -> Result<Vec<SocketAddr>, SensorError> {
+    endpoint
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|source| SensorError::ResolveEndpoint {
+            endpoint: endpoint.to_owned(),
+            source,
+        })
+}
+
+fn endpoint_key(addr: SocketAddr) -> EndpointKey {
+    let mut key = EndpointKey {
+        family: AF_INET,
+        port: addr.port(),
+        _pad: 0,
+        addr: [0; 16],
+    };
+    match addr.ip() {
+        IpAddr::V4(v4) => key.addr[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => {
+            key.family = AF_INET6;
+            key.addr = v6.octets();
+        }
+    }
+    key
+}
+
+/// `(dev, ino)` of a file as `stat` (following symlinks) reports it.
+///
+/// # Errors
+/// [`SensorError::StatWatchFile`] when the file cannot be examined.
+pub fn file_id(path: &Path) -> Result<(u64, u64), SensorError> {
+    let meta = std::fs::metadata(path).map_err(|source| SensorError::StatWatchFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+fn inode_key(dev: u64, ino: u64) -> InodeKey {
+    InodeKey {
+        dev: event::kernel_dev(dev),
+        _pad: 0,
+        ino,
+    }
+}
+
+struct Maps {
+    watched: BpfHashMap<MapData, InodeKey, u8>,
+    endpoints: BpfHashMap<MapData, EndpointKey, u8>,
+    patterns: Array<MapData, PathPattern>,
+}
+
+/// A handle to change what the running sensor watches; cheap to clone and
+/// usable from any task.
+#[derive(Clone)]
+pub struct SensorControl {
+    maps: Arc<Mutex<Maps>>,
+}
+
+impl std::fmt::Debug for SensorControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorControl").finish_non_exhaustive()
+    }
+}
+
+impl SensorControl {
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        // A panic while holding the lock leaves the maps themselves intact.
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Watches a file by its `st_dev`/`st_ino`.
+    ///
+    /// # Errors
+    /// [`SensorError::UpdateMap`] when the map is full.
+    pub fn watch_inode(&self, dev: u64, ino: u64) -> Result<(), SensorError> {
+        self.maps()
+            .watched
+            .insert(inode_key(dev, ino), 1, 0)
+            .map_err(|source| SensorError::UpdateMap {
+                name: "WATCHED_INODES",
+                source,
+            })
+    }
+
+    /// Stops watching a file; a no-op when it was not watched.
+    ///
+    /// # Errors
+    /// [`SensorError::UpdateMap`] on a kernel error other than "not there".
+    pub fn unwatch_inode(&self, dev: u64, ino: u64) -> Result<(), SensorError> {
+        match self.maps().watched.remove(&inode_key(dev, ino)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(SensorError::UpdateMap {
+                name: "WATCHED_INODES",
+                source,
+            }),
+        }
+    }
+
+    /// Watches the file at `path` (symlinks followed) by inode.
+    ///
+    /// # Errors
+    /// The file cannot be examined, or the map is full.
+    pub fn watch_file(&self, path: &Path) -> Result<(u64, u64), SensorError> {
+        let (dev, ino) = file_id(path)?;
+        self.watch_inode(dev, ino)?;
+        Ok((dev, ino))
+    }
+
+    /// Replaces the path-suffix patterns.
+    ///
+    /// # Errors
+    /// An invalid pattern (nothing is changed then), or a map error.
+    pub fn set_patterns<S: AsRef<str>>(&self, patterns: &[S]) -> Result<(), SensorError> {
+        let compiled = pattern::compile_all(patterns).map_err(SensorError::CompilePattern)?;
+        let unused = PathPattern {
+            head_len: 0,
+            tail_len: 0,
+            has_star: 0,
+            tail_slashes: 0,
+            name_len: 0,
+            _pad: 0,
+            head: [0; PATTERN_PART_LEN],
+            tail: [0; PATTERN_PART_LEN],
+        };
+        let mut maps = self.maps();
+        for index in 0..MAX_PATTERNS {
+            let value = compiled.get(index as usize).copied().unwrap_or(unused);
+            maps.patterns
+                .set(index, value, 0)
+                .map_err(|source| SensorError::UpdateMap {
+                    name: "PATTERNS",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Reports connects to `addr`.
+    ///
+    /// # Errors
+    /// [`SensorError::UpdateMap`] when the map is full.
+    pub fn add_endpoint(&self, addr: SocketAddr) -> Result<(), SensorError> {
+        self.maps()
+            .endpoints
+            .insert(endpoint_key(addr), 1, 0)
+            .map_err(|source| SensorError::UpdateMap {
+                name: "ENDPOINTS",
+                source,
+            })
+    }
+
+    /// Stops reporting connects to `addr`.
+    ///
+    /// # Errors
+    /// [`SensorError::UpdateMap`] on a kernel error other than "not there".
+    pub fn remove_endpoint(&self, addr: SocketAddr) -> Result<(), SensorError> {
+        match self.maps().endpoints.remove(&endpoint_key(addr)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(SensorError::UpdateMap {
+                name: "ENDPOINTS",
+                source,
+            }),
+        }
+    }
+}
+
+/// Whether the effective capability set allows loading the sensor.
+fn check_privileges() -> Result<(), SensorError> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return Ok(());
+    }
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if (has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN) {
+        Ok(())
+    } else {
+        Err(SensorError::CheckPrivileges { uid })
+    }
+}
+
+/// The loaded, attached sensor.
+pub struct Sensor {
+    /// Owns the programs and their links: dropping it detaches them.
+    _ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    drops: PerCpuArray<MapData, u64>,
+    control: SensorControl,
+    table: ProcessTable,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Sensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sensor").finish_non_exhaustive()
+    }
+}
+
+/// Copies every available record out of the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>, into: &mut Vec<Event>) {
+    while let Some(item) = ring.next() {
+        if item.len() >= std::mem::size_of::<Event>() {
+            // SAFETY: the record holds at least one `Event`, which is plain
+            // old data; read_unaligned copes with any alignment.
+            into.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+        }
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, SensorError> {
+    ebpf.take_map(name).ok_or(SensorError::FindMap(name))
+}
+
+impl Sensor {
+    /// Loads and attaches every program and fills the maps from `config`.
+    /// Must run inside a tokio runtime (the ring buffer is polled by it).
+    ///
+    /// # Errors
+    /// The first thing that fails, named: privileges, BTF, tracefs, the
+    /// verifier, attaching, the filter configuration.
+    pub fn load(config: &SensorConfig) -> Result<Self, SensorError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(SensorError::FindEbpfObject);
+        }
+        check_privileges()?;
+        // Validate user input before touching the kernel.
+        pattern::compile_all(&config.path_suffixes).map_err(SensorError::CompilePattern)?;
+        let watch_ids = config
+            .watch_files
+            .iter()
+            .map(|p| file_id(p))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let btf = btf::Btf::from_file(&config.btf_path).map_err(SensorError::ReadKernelOffsets)?;
+        let kernel_offsets = btf
+            .kernel_offsets()
+            .map_err(SensorError::ReadKernelOffsets)?;
+        let syscall_abi = btf.syscall_abi().map_err(SensorError::ReadKernelOffsets)?;
+        let tracefs_root = tracefs::ensure_mounted().map_err(SensorError::ReadTracepoints)?;
+        let tp_offsets =
+            tracefs::tracepoint_offsets(&tracefs_root).map_err(SensorError::ReadTracepoints)?;
+        // tgid 0 (the idle task) never opens files: it disables the filter.
+        let self_tgid = if config.report_self {
+            0
+        } else {
+            std::process::id()
+        };
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("KERNEL_OFFSETS", &kernel_offsets, true)
+            .override_global("TP_OFFSETS", &tp_offsets, true)
+            .override_global("SYSCALL_ABI", &syscall_abi, true)
+            .override_global("SELF_TGID", &self_tgid, true)
+            .map_max_entries("EVENTS", config.ring_buffer_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(SensorError::LoadObject)?;
+
+        let open = |name: &'static str| move |source| SensorError::OpenMap { name, source };
+        let maps = Maps {
+            watched: BpfHashMap::try_from(take_map(&mut ebpf, "WATCHED_INODES")?)
+                .map_err(open("WATCHED_INODES"))?,
+            endpoints: BpfHashMap::try_from(take_map(&mut ebpf, "ENDPOINTS")?)
+                .map_err(open("ENDPOINTS"))?,
+            patterns: Array::try_from(take_map(&mut ebpf, "PATTERNS")?)
+                .map_err(open("PATTERNS"))?,
+        };
+        let control = SensorControl {
+            maps: Arc::new(Mutex::new(maps)),
+        };
+        control.set_patterns(&config.path_suffixes)?;
+        for (dev, ino) in watch_ids {
+            control.watch_inode(dev, ino)?;
+        }
+        for addr in &config.endpoints {
+            control.add_endpoint(*addr)?;
+        }
+        let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(open("EVENTS"))?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and
+        // unchanged for as long as the AsyncFd holds the ring buffer.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|err| SensorError::PollRingBuffer(err.into_parts().1))?;
+        let drops = PerCpuArray::try_from(take_map(&mut ebpf, "DROPS")?).map_err(open("DROPS"))?;
+
+        for (name, category, tracepoint) in TRACEPOINTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(SensorError::FindProgram(name))?
+                .try_into()
+                .map_err(|source| SensorError::LoadProgram { name, source })?;
+            program
+                .load()
+                .map_err(|source| SensorError::LoadProgram { name, source })?;
+            program.attach(category, tracepoint).map_err(|source| {
+                SensorError::AttachTracepoint {
+                    category,
+                    tracepoint,
+                    source,
+                }
+            })?;
+        }
+        for (name, tracepoint) in RAW_TRACEPOINTS {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(SensorError::FindProgram(name))?
+                .try_into()
+                .map_err(|source| SensorError::LoadProgram { name, source })?;
+            program
+                .load()
+                .map_err(|source| SensorError::LoadProgram { name, source })?;
+            program
+                .attach(tracepoint)
+                .map_err(|source| SensorError::AttachTracepoint {
+                    category: "raw_syscalls",
+                    tracepoint,
+                    source,
+                })?;
+        }
+        tracing::info!(
+            programs = TRACEPOINTS.len() + RAW_TRACEPOINTS.len(),
+            "sensor attached"
+        );
+        Ok(Self {
+            _ebpf: ebpf,
+            ring,
+            drops,
+            control,
+            table: ProcessTable::new(config.keep_exited),
+            clock: Clock::new(),
+        })
+    }
+
+    /// A handle to change the filters while the sensor runs.
+    #[must_use]
+    pub fn control(&self) -> SensorControl {
+        self.control.clone()
+    }
+
+    /// Records the kernel could not reserve in the ring buffer, summed over CPUs.
+    #[must_use]
+    pub fn kernel_drops(&self) -> u64 {
+        self.drops
+            .get(&0, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the ring buffer has records, then returns all of them,
+    /// decoded, in order.
+    ///
+    /// # Errors
+    /// [`SensorError::PollRingBuffer`] if polling fails. A record of unknown
+    /// kind is skipped with a warning; the rest of the batch is kept.
+    pub async fn next_batch(&mut self) -> Result<Vec<SensorEvent>, SensorError> {
+        loop {
+            let mut guard = self
+                .ring
+                .readable_mut()
+                .await
+                .map_err(SensorError::PollRingBuffer)?;
+            let mut raws = Vec::new();
+            drain(guard.get_inner_mut(), &mut raws);
+            guard.clear_ready();
+            // The kernel wakes a reader only when it submits into an empty
+            // ring: records that arrived after the drain above but before
+            // `clear_ready` would never wake us again. Drain once more.
+            drain(guard.get_inner_mut(), &mut raws);
+            if raws.is_empty() {
+                continue;
+            }
+            let mut events = Vec::with_capacity(raws.len());
+            let mut unknown = None;
+            for raw in &raws {
+                match self.table.decode(raw, &self.clock) {
+                    Ok(event) => events.push(event),
+                    Err(err) => unknown = Some(err),
+                }
+            }
+            if let Some(err) = unknown {
+                tracing::warn!(error = %err, "skipped a kernel record");
+            }
+            return Ok(events);
+        }
+    }
+}
