@@ -232,8 +232,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     }
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
+impl Containerd {
+    /// Stops containerd (SIGTERM, then SIGKILL after 10 s) and removes its
+    /// socket directory; the shims of pods still running are left to the
+    /// caller (stop and remove the pods first).
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -244,5 +247,14 @@ impl Drop for Containerd {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(dir) = self.socket.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

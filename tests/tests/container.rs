@@ -337,6 +337,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.cri.remove_all_pods();
+        self.containerd.stop();
         for dir in self.tmpfs.iter().rev() {
             let path = tokenwatch_tests::cpath(dir);
             // SAFETY: valid path.
@@ -350,7 +351,6 @@ impl Drop for Node {
         } else {
             eprintln!("kept {}", self.dir.display());
         }
-        let _ = &self.containerd;
     }
 }
 
