@@ -17,6 +17,8 @@
 pub mod agent;
 pub mod baseline_store;
 pub mod kubesync;
+pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod sensor;
 pub mod sinks;
@@ -24,4 +26,4 @@ pub mod snapshot_store;
 pub mod store;
 pub mod trail;
 
-use tokenwatch_core::{correlate, error, identity, rbac, replay};
+use tokenwatch_core::{correlate, error, event, identity, rbac, replay};

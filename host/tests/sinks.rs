@@ -14,7 +14,7 @@ use tokenwatch_core::correlate::{
     ENTRY_SCHEMA_VERSION, EntryKind, Finding, FindingKind, Severity, TokenInfo, TrailEntry,
 };
 use tokenwatch_host::{
-    agent::metrics::Metrics,
+    metrics::Metrics,
     sinks::{SinkConfig, Sinks, file::FileConfig, otlp::OtlpConfig},
 };
 

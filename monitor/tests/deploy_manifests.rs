@@ -22,7 +22,8 @@ use k8s_openapi::api::{
 use serde::Deserialize as _;
 use serde_json::Value;
 use tokenwatch_core::rbac::{Attributes, Authorizer, Snapshot, UserInfo, import};
-use tokenwatch_host::agent::{AgentConfig, http, metrics::Metrics};
+use tokenwatch_host::agent::{AgentConfig, http};
+use tokenwatch_host::metrics::Metrics;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -570,8 +571,8 @@ fn probes_config_and_env_are_what_the_agent_serves_and_reads() {
     for probe in [&c.liveness_probe, &c.readiness_probe] {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         let path = get.path.as_deref().unwrap();
-        let reply = http::route(&format!("GET {path} HTTP/1.1"), &metrics, &readiness);
-        assert!(reply.starts_with("HTTP/1.1 200"), "{path}: {reply}");
+        let reply = http::route(&http::Method::GET, path, &metrics, &readiness);
+        assert_eq!(reply.status, http::StatusCode::OK, "{path}: {reply:?}");
         assert_eq!(
             get.port,
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into())

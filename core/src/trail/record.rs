@@ -71,32 +71,6 @@ fn hash_head(seq: u64, time_unix_nanos: u64, time: &str, prev_hash: &str) -> Str
     format!("{HASH_DOMAIN}\n{seq}\n{time_unix_nanos}\n{time}\n{prev_hash}\n")
 }
 
-/// A number's decimal digits, without allocating.
-struct Decimal {
-    digits: [u8; 20],
-    start: usize,
-}
-
-impl Decimal {
-    fn new(mut n: u64) -> Self {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Self { digits, start }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.digits[self.start..]
-    }
-}
-
 /// The record hash, lowercase hex.
 #[must_use]
 pub fn compute_hash(
@@ -107,13 +81,14 @@ pub fn compute_hash(
     entry_json: &[u8],
 ) -> String {
     // The bytes of `hash_input`, fed piece by piece.
+    let (mut seq_digits, mut nanos_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
     let mut h = Sha256::new();
     for piece in [
         HASH_DOMAIN.as_bytes(),
         b"\n",
-        Decimal::new(seq).bytes(),
+        seq_digits.format(seq).as_bytes(),
         b"\n",
-        Decimal::new(time_unix_nanos).bytes(),
+        nanos_digits.format(time_unix_nanos).as_bytes(),
         b"\n",
         time.as_bytes(),
         b"\n",
@@ -149,15 +124,16 @@ const _: () = assert!(
 impl LineHead<'_> {
     /// Calls `f` with each piece of the line up to and including `"entry":`.
     fn pieces(&self, mut f: impl FnMut(&[u8])) {
-        let (seq, nanos) = (Decimal::new(self.seq), Decimal::new(self.time_unix_nanos));
+        let (mut seq, mut nanos) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (seq, nanos) = (seq.format(self.seq), nanos.format(self.time_unix_nanos));
         // `time` is humantime's RFC 3339 and the hashes are hex: nothing to escape.
         for piece in [
             b"{\"trail_schema\":1,\"seq\":".as_slice(),
-            seq.bytes(),
+            seq.as_bytes(),
             b",\"time\":\"",
             self.time.as_bytes(),
             b"\",\"time_unix_nanos\":",
-            nanos.bytes(),
+            nanos.as_bytes(),
             b",\"prev_hash\":\"",
             self.prev_hash.as_bytes(),
             b"\",\"hash\":\"",
@@ -402,9 +378,6 @@ mod tests {
             hash: &hash,
         };
         assert_eq!(line.len(), head.line_len(json.len()));
-        for n in [0, 9, 10, 1_234_567_890, u64::MAX] {
-            assert_eq!(Decimal::new(n).bytes(), n.to_string().as_bytes());
-        }
         let d = decode_line(7, &line).unwrap();
         assert_eq!(d.entry_json, json.as_slice());
         assert_eq!(d.record.entry, entry());

@@ -15,7 +15,6 @@
 pub mod caps;
 pub mod config;
 pub mod http;
-pub mod metrics;
 
 use std::{
     collections::HashMap,
@@ -27,7 +26,7 @@ use std::{
 use tokio::sync::mpsc;
 
 pub use self::config::AgentConfig;
-use self::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::{
     correlate::{
         CorrelateConfig, Correlator, ENTRY_SCHEMA_VERSION, Enriched, EntryKind, PodRef,

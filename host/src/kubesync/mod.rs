@@ -13,7 +13,8 @@
 //! - Reconnects: the watchers relist after `410 Gone`, rewatch from the last
 //!   resourceVersion after a dropped connection, and back off exponentially
 //!   ([`SyncConfig::backoff_initial`] doubling up to
-//!   [`SyncConfig::backoff_max`]) while the API server is unreachable. What
+//!   [`SyncConfig::backoff_max`], each delay with a random jitter of up to
+//!   its length) while the API server is unreachable. What
 //!   was published stays valid meanwhile; the agent keeps its files as the
 //!   fallback until the first snapshot arrives.
 //! - [`pull`]: one paginated list of the four kinds (`tokenwatch rbac pull`).
@@ -36,7 +37,6 @@ use kube::{
     runtime::{
         WatchStreamExt as _, reflector,
         reflector::Store,
-        utils::Backoff,
         watcher::{self, Event},
     },
 };
@@ -272,38 +272,19 @@ impl Default for SyncConfig {
     }
 }
 
-/// Doubling delays with a ceiling; reset after a success.
-#[derive(Debug, Clone)]
-struct Doubling {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Doubling {
-    fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-}
-
-impl Iterator for Doubling {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let now = self.next;
-        self.next = (self.next * 2).min(self.max);
-        Some(now)
-    }
-}
-
-impl Backoff for Doubling {
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
+/// Exponential delays from `initial`, doubling up to `max`, each with a
+/// random jitter of up to its own length (so that the agents of a whole
+/// DaemonSet do not reconnect in step after an API-server outage); reset
+/// after a success. kube-runtime's backoff over backon, as its
+/// `DefaultBackoff` is, with our bounds.
+fn backoff(initial: Duration, max: Duration) -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(initial)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
 }
 
 /// What [`start`] hands the agent.
@@ -358,7 +339,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
-    let backoff = Doubling::new(config.backoff_initial, config.backoff_max);
+    let backoff = backoff(config.backoff_initial, config.backoff_max);
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let task = tokio::spawn(async move {
         let stream = reflector(writer, watcher::watcher(api, wc)).backoff(backoff);
@@ -629,6 +610,34 @@ pub fn save_pulled(
 }
 
 #[cfg(test)]
+mod backoff_tests {
+    use kube::runtime::utils::Backoff as _;
+
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_ceiling_and_resets() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let mut b = backoff(initial, max);
+        let delays: Vec<Duration> = b.by_ref().take(12).collect();
+        assert_eq!(delays.len(), 12, "the backoff never gives up");
+        for (i, d) in delays.iter().enumerate() {
+            let base = (initial * 2u32.pow(u32::try_from(i).unwrap())).min(max);
+            assert!(
+                *d >= base && *d <= base * 2,
+                "delay {i}: {d:?} against {base:?}"
+            );
+        }
+        b.reset();
+        let first = b.next().unwrap();
+        assert!(
+            first >= initial && first <= initial * 2,
+            "{first:?} after reset"
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -712,14 +721,5 @@ mod tests {
             report.objects.roles[0].rules[0].verbs,
             vec!["get".to_owned()]
         );
-    }
-
-    #[test]
-    fn backoff_doubles_to_the_ceiling_and_resets() {
-        let mut b = Doubling::new(Duration::from_millis(100), Duration::from_millis(350));
-        let got: Vec<_> = (0..4).filter_map(|_| b.next()).collect();
-        assert_eq!(got, [100, 200, 350, 350].map(Duration::from_millis));
-        b.reset();
-        assert_eq!(b.next(), Some(Duration::from_millis(100)));
     }
 }

@@ -253,9 +253,9 @@ pub fn find_cgroup2_mount() -> Result<PathBuf, Error> {
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 fn is_cgroup2(path: &Path) -> bool {
-    let Ok(c_path) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
-        path.as_os_str(),
-    )) else {
+    let Ok(c_path) =
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+    else {
         return false;
     };
     let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();

@@ -19,7 +19,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use crate::{agent::metrics::Metrics, correlate::TrailEntry};
+use crate::{correlate::TrailEntry, metrics::Metrics};
 
 /// Errors setting a sink up.
 #[derive(Debug, thiserror::Error)]

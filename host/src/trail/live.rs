@@ -309,9 +309,17 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, trail: Trail) {
             return;
         }
     };
+    let mut failures = 0;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                failures = 0;
+                stream
+            }
+            Err(err) => {
+                crate::net::after_accept_error("trail socket", &err, &mut failures).await;
+                continue;
+            }
         };
         let trail = trail.clone();
         tokio::task::spawn_blocking(move || {

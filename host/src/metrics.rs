@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     correlate::{EntryKind, FindingKind},
-    sensor::event::EventKind,
+    event::EventKind,
 };
 
 const EVENT_KINDS: [EventKind; 7] = [
@@ -67,7 +67,7 @@ pub struct Metrics {
     pub watched_inodes: AtomicU64,
     /// The sensor is attached.
     pub sensor_attached: AtomicBool,
-    /// Capabilities of [`super::caps::NEEDS`] the process lacks (bit i: `NEEDS[i]`).
+    /// Capabilities of [`crate::agent::caps::NEEDS`] the process lacks (bit i: `NEEDS[i]`).
     pub capabilities_missing: AtomicU64,
 }
 
@@ -265,7 +265,7 @@ impl Metrics {
             "1 for each capability of docs/capabilities.md the agent lacks (required ones keep it unready, the others degrade it).",
         );
         let missing = self.capabilities_missing.load(Relaxed);
-        for (i, need) in super::caps::NEEDS.iter().enumerate() {
+        for (i, need) in crate::agent::caps::NEEDS.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "tokenwatch_capability_missing{{capability=\"{}\",required=\"{}\"}} {}",
