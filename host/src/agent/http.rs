@@ -203,6 +203,7 @@ mod tests {
             metrics,
             Arc::new(Readiness {
                 needs_snapshot: false,
+                missing_capabilities: Vec::new(),
             }),
         ));
         for (request, expect) in [
