@@ -17,13 +17,18 @@ use monitor_common::{
 use serde::Serialize;
 
 /// Version of the JSON event schema printed by `tokenwatch watch`.
-pub const EVENT_SCHEMA_VERSION: u32 = 1;
+/// Version 2 added `token_access` (fanotify), `detail.seen`, `process.named_by`
+/// and `process.uncertain`.
+pub const EVENT_SCHEMA_VERSION: u32 = 2;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// A token file was opened.
+    /// A token file was opened, read or closed (fanotify: whatever syscall
+    /// did it; `detail.seen` says which of open, access and close).
+    TokenAccess,
+    /// A token file was opened (syscall path-match mode only).
     TokenOpen,
     /// A token fd was read.
     TokenRead,
@@ -86,6 +91,16 @@ pub struct Process {
     pub mnt_ns: u32,
     /// Start time, CLOCK_MONOTONIC nanoseconds.
     pub start_ns: u64,
+    /// Where these facts come from: `event` (the eBPF program, in the
+    /// process's own context), `pidfd` (`/proc` checked against the
+    /// event's pidfd), `proc` (`/proc` without a pidfd, kernel < 5.15),
+    /// `lineage` (the eBPF exec/exit record of an exited process), or
+    /// `unknown`.
+    pub named_by: &'static str,
+    /// The pid may have been reused between the access and its naming:
+    /// the facts may describe another process.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub uncertain: bool,
 }
 
 /// Which syscall a file event came from.
@@ -152,6 +167,9 @@ pub struct FileDetail {
     /// Bytes read (reads only); negative is `-errno`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<i64>,
+    /// Token accesses: which of `open`, `access`, `close` were seen.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<&'static str>,
 }
 
 /// A connect's details.
@@ -212,6 +230,83 @@ pub struct SensorEvent {
     pub process: Process,
     /// Kind-specific fields.
     pub detail: Detail,
+}
+
+/// How a token file came to be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkKind {
+    /// A filesystem mark on the volume's own superblock.
+    Filesystem,
+    /// An inode mark on the file.
+    Inode,
+}
+
+impl MarkKind {
+    /// The name used in events and docs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Filesystem => "filesystem",
+            Self::Inode => "inode",
+        }
+    }
+}
+
+/// Facts about a live process, read from `/proc/<pid>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcFacts {
+    /// Parent's pid.
+    pub ppid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// `comm`.
+    pub comm: String,
+    /// `/proc/<pid>/exe`.
+    pub exe: Option<String>,
+    /// cgroup v2 id (inode of the cgroup directory), 0 when unknown.
+    pub cgroup_id: u64,
+    /// Mount-namespace inode, 0 when unknown.
+    pub mnt_ns: u32,
+    /// Start time since boot in ns (clock-tick precision), 0 when unknown.
+    pub start_ns: u64,
+}
+
+/// How the reader of an access was named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderSource {
+    /// `/proc/<pid>` checked against the event's pidfd: certainly the reader.
+    Pidfd,
+    /// `/proc/<pid>` without a pidfd (kernel < 5.15): the pid may have been
+    /// reused between the access and our read.
+    Proc,
+    /// The process was gone: to be named from the eBPF lineage.
+    Gone,
+}
+
+/// One token access as the sensor's fanotify reader saw it (built in
+/// `tokenwatch-host`'s `sensor::fanotify`, named here by [`ProcessTable::access_event`]).
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// `FAN_*` bits seen (merged events OR their masks).
+    pub mask: u64,
+    /// The reader's pid (thread-group id).
+    pub pid: u32,
+    /// `st_dev` of the file.
+    pub dev: u64,
+    /// `st_ino` of the file.
+    pub ino: u64,
+    /// The file's path in the agent's mount namespace.
+    pub path: Option<String>,
+    /// Which mark reported it.
+    pub mark: MarkKind,
+    /// The reader, when it could be read from `/proc`.
+    pub facts: Option<ProcFacts>,
+    /// How `facts` was obtained.
+    pub source: ReaderSource,
+    /// CLOCK_MONOTONIC ns when the event was read from the kernel.
+    pub read_ns: u64,
 }
 
 /// Kernel `dev_t` (`major << 20 | minor`) to the userspace `st_dev` encoding.
@@ -290,10 +385,28 @@ impl Default for Clock {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct ProcEntry {
     exe: Option<String>,
     ppid: u32,
+    /// The latest lineage record (exec) of this pid, when one was seen.
+    lineage: Option<Lineage>,
+    /// Distinct processes (start times) seen with this pid.
+    generations: u32,
+    /// An exit of this pid was seen after its latest exec.
+    exited: bool,
+}
+
+/// What the eBPF exec record said about a process.
+#[derive(Debug, Clone)]
+struct Lineage {
+    ppid: u32,
+    uid: u32,
+    gid: u32,
+    comm: String,
+    cgroup_id: u64,
+    mnt_ns: u32,
+    start_ns: u64,
 }
 
 /// What userspace remembers of processes: exe and parent by tgid, from exec
@@ -325,6 +438,7 @@ impl ProcessTable {
                 .ok()
                 .map(|p| escape_bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))),
             ppid,
+            ..ProcEntry::default()
         })
     }
 
@@ -336,12 +450,131 @@ impl ProcessTable {
     }
 
     fn forget_exited(&mut self, tgid: u32) {
+        if let Some(entry) = self.live.get_mut(&tgid) {
+            if entry.exited {
+                // A second exit without an exec between: a process the
+                // lineage never saw exec (a fork) had this pid.
+                entry.generations += 1;
+            }
+            entry.exited = true;
+        }
         self.exited.push_back(tgid);
         while self.exited.len() > self.keep_exited {
             if let Some(old) = self.exited.pop_front() {
-                self.live.remove(&old);
+                // Only if it did not come back (a reused pid) meanwhile.
+                if self.live.get(&old).is_some_and(|e| e.exited) {
+                    self.live.remove(&old);
+                }
                 self.fd_paths.retain(|(t, _), _| *t != old);
             }
+        }
+    }
+
+    /// Names the reader of a fanotify access and builds its event: from
+    /// `/proc` (checked with the pidfd) while the process lived, else from
+    /// its latest eBPF lineage record, marked uncertain when the pid may
+    /// have been reused.
+    pub fn access_event(&mut self, access: Access, clock: &Clock) -> SensorEvent {
+        let pid = access.pid;
+        let record = self.live.get(&pid).cloned();
+        let process = match (&access.facts, access.source) {
+            (Some(f), ReaderSource::Pidfd | ReaderSource::Proc) => {
+                // Without a pidfd, /proc may show a newer process with the
+                // same pid: uncertain when the lineage saw that pid exit, or
+                // saw more than one process with it.
+                let uncertain = access.source == ReaderSource::Proc
+                    && record
+                        .as_ref()
+                        .is_some_and(|r| r.exited || r.generations > 1);
+                Process {
+                    tgid: pid,
+                    pid,
+                    ppid: f.ppid,
+                    uid: f.uid,
+                    gid: f.gid,
+                    comm: f.comm.clone(),
+                    exe: f.exe.clone(),
+                    parent_exe: self.exe_of(f.ppid),
+                    cgroup_id: f.cgroup_id,
+                    mnt_ns: f.mnt_ns,
+                    start_ns: f.start_ns,
+                    named_by: if access.source == ReaderSource::Pidfd {
+                        "pidfd"
+                    } else {
+                        "proc"
+                    },
+                    uncertain,
+                }
+            }
+            _ => match record
+                .as_ref()
+                .and_then(|r| r.lineage.clone().map(|l| (r, l)))
+            {
+                Some((r, l)) => Process {
+                    tgid: pid,
+                    pid,
+                    ppid: l.ppid,
+                    uid: l.uid,
+                    gid: l.gid,
+                    comm: l.comm,
+                    exe: r.exe.clone(),
+                    parent_exe: self.exe_of(l.ppid),
+                    cgroup_id: l.cgroup_id,
+                    mnt_ns: l.mnt_ns,
+                    start_ns: l.start_ns,
+                    named_by: "lineage",
+                    // Another process had this pid since the sensor
+                    // started, or the one recorded has not exited (so the
+                    // reader was one the lineage never saw exec).
+                    uncertain: r.generations > 1 || !r.exited,
+                },
+                None => Process {
+                    tgid: pid,
+                    pid,
+                    ppid: 0,
+                    uid: 0,
+                    gid: 0,
+                    comm: String::new(),
+                    exe: None,
+                    parent_exe: None,
+                    cgroup_id: 0,
+                    mnt_ns: 0,
+                    start_ns: 0,
+                    named_by: "unknown",
+                    uncertain: true,
+                },
+            },
+        };
+        let mut seen = Vec::new();
+        if access.mask & libc::FAN_OPEN != 0 {
+            seen.push("open");
+        }
+        if access.mask & libc::FAN_ACCESS != 0 {
+            seen.push("access");
+        }
+        if access.mask & libc::FAN_CLOSE_NOWRITE != 0 {
+            seen.push("close");
+        }
+        let dev32 = kernel_dev(access.dev);
+        SensorEvent {
+            schema: EVENT_SCHEMA_VERSION,
+            kind: EventKind::TokenAccess,
+            monotonic_ns: access.read_ns,
+            time: humantime::format_rfc3339_nanos(clock.wall(access.read_ns)).to_string(),
+            process,
+            detail: Detail::File(FileDetail {
+                syscall: None,
+                dev: access.dev,
+                dev_name: format!("{}:{}", dev32 >> 20, dev32 & 0xf_ffff),
+                ino: access.ino,
+                fd: -1,
+                path: access.path,
+                path_truncated: false,
+                flags: None,
+                matched: vec![access.mark.name()],
+                bytes: None,
+                seen,
+            }),
         }
     }
 
@@ -363,15 +596,29 @@ impl ProcessTable {
     /// [`UnknownKind`] when the record's kind is not one this build knows.
     pub fn decode(&mut self, raw: &Event, clock: &Clock) -> Result<SensorEvent, UnknownKind> {
         let kind = EventKind::try_from(raw.kind)?;
+        let comm_end = raw.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         if kind == EventKind::Exec {
             let filename = escape_bytes(&raw.path);
-            self.live.insert(
-                raw.tgid,
-                ProcEntry {
-                    exe: Some(filename),
-                    ppid: raw.ppid,
-                },
-            );
+            let entry = self.live.entry(raw.tgid).or_default();
+            let same = entry
+                .lineage
+                .as_ref()
+                .is_some_and(|l| l.start_ns == raw.start_ns);
+            if !same {
+                entry.generations += 1;
+            }
+            entry.exe = Some(filename);
+            entry.ppid = raw.ppid;
+            entry.exited = false;
+            entry.lineage = Some(Lineage {
+                ppid: raw.ppid,
+                uid: raw.uid,
+                gid: raw.gid,
+                comm: escape_bytes(&raw.comm[..comm_end]),
+                cgroup_id: raw.cgroup_id,
+                mnt_ns: raw.mnt_ns,
+                start_ns: raw.start_ns,
+            });
         }
         let ppid = if raw.ppid != 0 {
             raw.ppid
@@ -380,7 +627,6 @@ impl ProcessTable {
         };
         let exe = self.exe_of(raw.tgid);
         let parent_exe = self.exe_of(ppid);
-        let comm_end = raw.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         let process = Process {
             tgid: raw.tgid,
             pid: raw.pid,
@@ -393,11 +639,15 @@ impl ProcessTable {
             cgroup_id: raw.cgroup_id,
             mnt_ns: raw.mnt_ns,
             start_ns: raw.start_ns,
+            named_by: "event",
+            uncertain: false,
         };
         let detail = match kind {
-            EventKind::TokenOpen | EventKind::TokenRead | EventKind::TokenClose => {
-                Detail::File(self.file_detail(kind, raw))
-            }
+            // TokenAccess never comes from the wire (see `access_event`).
+            EventKind::TokenAccess
+            | EventKind::TokenOpen
+            | EventKind::TokenRead
+            | EventKind::TokenClose => Detail::File(self.file_detail(kind, raw)),
             EventKind::Connect | EventKind::ConnectResult => {
                 Detail::Connect(connect_detail(kind, raw))
             }
@@ -460,6 +710,7 @@ impl ProcessTable {
             flags: (kind == EventKind::TokenOpen).then_some(raw.flags),
             matched,
             bytes: (kind == EventKind::TokenRead).then_some(raw.ret),
+            seen: Vec::new(),
         }
     }
 }

@@ -143,6 +143,8 @@ fn process(tgid: u32, exe: &str, cgroup_id: u64) -> Process {
         cgroup_id,
         mnt_ns: 4_026_532_000,
         start_ns: 0,
+        named_by: "event",
+        uncertain: false,
     }
 }
 
@@ -181,6 +183,7 @@ fn file_event(
             flags: None,
             matched: vec!["inode"],
             bytes,
+            seen: Vec::new(),
         }),
     }
 }

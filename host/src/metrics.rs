@@ -11,7 +11,8 @@ use crate::{
     event::EventKind,
 };
 
-const EVENT_KINDS: [EventKind; 7] = [
+const EVENT_KINDS: [EventKind; 8] = [
+    EventKind::TokenAccess,
     EventKind::TokenOpen,
     EventKind::TokenRead,
     EventKind::TokenClose,
@@ -29,6 +30,7 @@ const ENTRY_KINDS: [EntryKind; 4] = [
 
 fn event_name(kind: EventKind) -> &'static str {
     match kind {
+        EventKind::TokenAccess => "token_access",
         EventKind::TokenOpen => "token_open",
         EventKind::TokenRead => "token_read",
         EventKind::TokenClose => "token_close",
@@ -42,7 +44,7 @@ fn event_name(kind: EventKind) -> &'static str {
 /// Every metric the agent exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    events: [AtomicU64; 7],
+    events: [AtomicU64; 8],
     entries: [AtomicU64; 4],
     findings: [AtomicU64; 9],
     /// Records the kernel could not reserve (a gauge of the kernel's counter).
@@ -69,6 +71,13 @@ pub struct Metrics {
     pub sensor_attached: AtomicBool,
     /// Capabilities of [`crate::agent::caps::NEEDS`] the process lacks (bit i: `NEEDS[i]`).
     pub capabilities_missing: AtomicU64,
+    /// fanotify `FAN_Q_OVERFLOW` events (the kernel's queue was full; how
+    /// many events were lost each time is not known).
+    pub fanotify_overflows: AtomicU64,
+    /// fanotify events whose fd the kernel could not open for the agent.
+    pub fanotify_fd_failures: AtomicU64,
+    /// fanotify events lost because the agent's own queue was full.
+    pub fanotify_queue_lost: AtomicU64,
 }
 
 /// Sink indexes into `sink_drops` / `sink_errors`.
@@ -248,14 +257,35 @@ impl Metrics {
             &mut out,
             "tokenwatch_watched_inodes",
             "gauge",
-            "Token inodes watched in the kernel.",
+            "Token files watched (fanotify marks: one filesystem mark per token volume, or inode marks).",
             self.watched_inodes.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_fanotify_overflows_total",
+            "counter",
+            "fanotify queue overflows (FAN_Q_OVERFLOW; each lost an unknown number of token accesses).",
+            self.fanotify_overflows.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_fanotify_fd_failures_total",
+            "counter",
+            "Token-volume events whose file descriptor the kernel could not open for the agent (lost).",
+            self.fanotify_fd_failures.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_fanotify_queue_lost_total",
+            "counter",
+            "Token accesses lost because the agent's own queue was full.",
+            self.fanotify_queue_lost.load(Relaxed),
         );
         single(
             &mut out,
             "tokenwatch_sensor_attached",
             "gauge",
-            "1 while the eBPF programs are attached.",
+            "1 while the sensor (fanotify marks and eBPF programs) is attached.",
             u64::from(self.sensor_attached.load(Relaxed)),
         );
         header(
@@ -297,16 +327,14 @@ mod tests {
         assert!(text.contains("tokenwatch_findings_total{kind=\"host-reader\"} 1"));
         assert!(text.contains("tokenwatch_userspace_drops_total{sink=\"otlp\"} 3"));
         assert!(text.contains("tokenwatch_rbac_snapshot_age_seconds -1"));
-        m.capabilities_missing.store(0b1000, Relaxed);
+        m.capabilities_missing.store(0b100, Relaxed);
         let text = m.render(100);
         assert!(text.contains(
             "tokenwatch_capability_missing{capability=\"CAP_SYS_PTRACE\",required=\"false\"} 1"
         ));
-        assert!(
-            text.contains(
-                "tokenwatch_capability_missing{capability=\"CAP_BPF\",required=\"true\"} 0"
-            )
-        );
+        assert!(text.contains(
+            "tokenwatch_capability_missing{capability=\"CAP_SYS_ADMIN\",required=\"true\"} 0"
+        ));
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let name = line.split_whitespace().nth(2).unwrap();
             assert_eq!(

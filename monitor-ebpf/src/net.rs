@@ -5,7 +5,9 @@
 //! reported and remembered by socket. The socket's next move out of
 //! SYN_SENT (to ESTABLISHED, or to CLOSE when refused, reset or timed out)
 //! may run in softirq context, so it is reported with the remembered caller.
-//! Every other state change costs one lookup.
+//! Every other state change costs one lookup. An IPv4-mapped IPv6
+//! destination (`::ffff:a.b.c.d`, an IPv6 socket connecting to an IPv4
+//! address) matches the IPv4 endpoint.
 
 use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
 use monitor_common::{
@@ -52,7 +54,37 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
             return Ok(0);
         }
         // SAFETY: only the presence of the key is used.
-        if unsafe { ENDPOINTS.get(&key) }.is_none() {
+        let mut found = unsafe { ENDPOINTS.get(&key) }.is_some();
+        if !found && family == AF_INET6 && is_v4_mapped(&key.addr) {
+            // `::ffff:a.b.c.d` (an IPv6 socket reaching an IPv4 address)
+            // matches the IPv4 endpoint.
+            let v4 = EndpointKey {
+                family: AF_INET,
+                port: dport,
+                _pad: 0,
+                addr: [
+                    key.addr[12],
+                    key.addr[13],
+                    key.addr[14],
+                    key.addr[15],
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            };
+            // SAFETY: as above.
+            found = unsafe { ENDPOINTS.get(&v4) }.is_some();
+        }
+        if !found {
             return Ok(0);
         }
         let Some(o) = offsets() else { return Ok(0) };
@@ -97,6 +129,24 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
     } else {
         Ok(0)
     }
+}
+
+/// Whether an IPv6 address is IPv4-mapped (`::ffff:0:0/96`).
+#[inline(always)]
+fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    addr[0]
+        | addr[1]
+        | addr[2]
+        | addr[3]
+        | addr[4]
+        | addr[5]
+        | addr[6]
+        | addr[7]
+        | addr[8]
+        | addr[9]
+        == 0
+        && addr[10] == 0xff
+        && addr[11] == 0xff
 }
 
 /// Reports a connect attempt or result with the tracepoint's addresses.

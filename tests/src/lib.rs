@@ -145,6 +145,74 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     tokenwatch_core::error::error_chain(err)
 }
 
+/// Mounts a fresh tmpfs on `dir` (as the kubelet does for a projected or
+/// secret volume: an emptyDir with medium Memory).
+///
+/// # Panics
+/// When mounting fails.
+pub fn mount_tmpfs(dir: &Path) {
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tokenwatch-test"])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(
+        status.success(),
+        "mount -t tmpfs on {} failed",
+        dir.display()
+    );
+}
+
+/// Unmounts (lazily) every mount at or under `root`, deepest first.
+pub fn unmount_under(root: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let c = cpath(&point);
+        // SAFETY: a NUL-terminated path; failure is harmless here.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Compiles a small C program with `cc` into a temp dir (once per test
+/// process and name) and returns its path.
+///
+/// # Panics
+/// When `cc` fails (the message has its output).
+#[must_use]
+pub fn c_helper(name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tokenwatch-helpers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("helper dir");
+    let bin = dir.join(name);
+    if bin.exists() {
+        return bin;
+    }
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).expect("write helper source");
+    let out = std::process::Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .args(flags)
+        .output()
+        .expect("run cc (installed by `cargo xtask bootstrap`)");
+    assert!(
+        out.status.success(),
+        "cc {name}.c failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
 /// A projected-volume directory laid out like the kubelet's atomic writer:
 /// `..2026_01_01_00_00_00.1/token`, `..data -> ..2026_01_01_00_00_00.1`,
 /// `token -> ..data/token`, under
@@ -158,6 +226,17 @@ pub struct TokenVolume {
     pub real_file: PathBuf,
     /// The token's content.
     pub content: Vec<u8>,
+    /// Whether `dir` is a tmpfs mounted for this volume.
+    pub on_tmpfs: bool,
+    generation: u32,
+}
+
+impl Drop for TokenVolume {
+    fn drop(&mut self) {
+        if self.on_tmpfs {
+            unmount_under(&self.dir);
+        }
+    }
 }
 
 impl TokenVolume {
@@ -167,22 +246,67 @@ impl TokenVolume {
     /// When the temp dir cannot be written.
     #[must_use]
     pub fn new(content: &[u8]) -> Self {
+        Self::create(content, false)
+    }
+
+    /// The same layout on a tmpfs of its own, as the kubelet mounts a
+    /// projected volume, with `ca.crt` and `namespace` beside the token.
+    ///
+    /// # Panics
+    /// When the tmpfs cannot be mounted or written.
+    #[must_use]
+    pub fn on_tmpfs(content: &[u8]) -> Self {
+        Self::create(content, true)
+    }
+
+    fn create(content: &[u8], on_tmpfs: bool) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
         let dir = root
             .path()
             .join("pods/0a1b2c3d-0000-4000-8000-000000000001/volumes/kubernetes.io~projected/kube-api-access-7q2xk");
-        let stamp = "..2026_01_01_00_00_00.1";
-        std::fs::create_dir_all(dir.join(stamp)).expect("volume dir");
-        let real_file = dir.join(stamp).join("token");
-        std::fs::write(&real_file, content).expect("token file");
-        std::os::unix::fs::symlink(stamp, dir.join("..data")).expect("..data link");
-        std::os::unix::fs::symlink("..data/token", dir.join("token")).expect("token link");
-        Self {
-            root,
-            dir,
-            real_file,
-            content: content.to_vec(),
+        std::fs::create_dir_all(&dir).expect("volume dir");
+        if on_tmpfs {
+            mount_tmpfs(&dir);
         }
+        let mut volume = Self {
+            root,
+            real_file: dir.clone(),
+            dir,
+            content: Vec::new(),
+            on_tmpfs,
+            generation: 0,
+        };
+        volume.rotate(content);
+        for name in ["token", "ca.crt", "namespace"] {
+            std::os::unix::fs::symlink(format!("..data/{name}"), volume.dir.join(name))
+                .expect("volume link");
+        }
+        volume
+    }
+
+    /// Writes a new token the way the kubelet's atomic writer does: a new
+    /// timestamped directory, then `..data` swapped to it with a rename.
+    ///
+    /// # Panics
+    /// On I/O errors.
+    pub fn rotate(&mut self, content: &[u8]) {
+        self.generation += 1;
+        let stamp = format!(
+            "..2026_01_01_00_00_{:02}.{}",
+            self.generation,
+            1000 + self.generation
+        );
+        let ts = self.dir.join(&stamp);
+        std::fs::create_dir_all(&ts).expect("timestamp dir");
+        std::fs::write(ts.join("token"), content).expect("token file");
+        std::fs::write(ts.join("ca.crt"), b"-----BEGIN CERTIFICATE-----\n").expect("ca.crt");
+        std::fs::write(ts.join("namespace"), b"default").expect("namespace");
+        let tmp = self.dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&stamp, &tmp).expect("..data_tmp link");
+        std::fs::rename(&tmp, self.dir.join("..data")).expect("swap ..data");
+        self.real_file = ts.join("token");
+        self.content = content.to_vec();
     }
 
     /// The path a pod's process would use on the host: `<volume>/token`.

@@ -124,7 +124,9 @@ impl Volume {
     }
 }
 
-/// Creates a volume for `pod_uid` under `kubelet_root` and writes `token`.
+/// Creates a volume for `pod_uid` under `kubelet_root`, a tmpfs of its own
+/// as the kubelet mounts projected and secret volumes, and writes `token`.
+/// Unmount with [`crate::unmount_under`] (or a [`Mounts`] guard).
 #[must_use]
 pub fn volume(kubelet_root: &Path, pod_uid: &str, kind: &str, name: &str, token: &str) -> Volume {
     let dir = kubelet_root
@@ -134,9 +136,20 @@ pub fn volume(kubelet_root: &Path, pod_uid: &str, kind: &str, name: &str, token:
         .join(kind)
         .join(name);
     std::fs::create_dir_all(&dir).unwrap();
+    crate::mount_tmpfs(&dir);
     let mut v = Volume { dir, generation: 0 };
     v.write(token);
     v
+}
+
+/// Unmounts every mount under a directory when dropped (the volumes' tmpfs).
+#[derive(Debug)]
+pub struct Mounts(pub PathBuf);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        crate::unmount_under(&self.0);
+    }
 }
 
 /// A kubepods cgroup for one container, named as the systemd driver does.
@@ -328,6 +341,21 @@ impl Agent {
     /// When it does not become ready in time.
     #[must_use]
     pub fn start(binary: &Path, args: &[String], log_dir: &Path) -> Self {
+        Self::start_wrapped(&[], binary, args, log_dir)
+    }
+
+    /// Like [`Agent::start`], run through `wrapper` (e.g. `setpriv` with a
+    /// restricted capability bounding set).
+    ///
+    /// # Panics
+    /// When it does not become ready in time.
+    #[must_use]
+    pub fn start_wrapped(
+        wrapper: &[String],
+        binary: &Path,
+        args: &[String],
+        log_dir: &Path,
+    ) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -335,7 +363,15 @@ impl Agent {
             .port();
         let listen = format!("127.0.0.1:{port}");
         let stderr_log = log_dir.join(format!("agent-{port}.log"));
-        let child = Command::new(binary)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
+        let child = cmd
             .arg("--log")
             .arg("info")
             .arg("agent")
@@ -380,6 +416,12 @@ impl Agent {
         let mut out = String::new();
         stream.read_to_string(&mut out).ok()?;
         Some(out)
+    }
+
+    /// The agent's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The agent's log so far.

@@ -1,6 +1,7 @@
-//! The kernel sensor on the real kernel: token opens by every route, reads
-//! with exact byte counts, lineage of short-lived readers, silence for
-//! unrelated files, and connects to registered API-server endpoints.
+//! The kernel sensor on the real kernel, in its opt-in syscall path-match
+//! mode (token opens by path suffix, reads with exact byte counts), and
+//! connects to registered API-server endpoints (IPv4, IPv6, IPv4-mapped
+//! IPv6, refused). The default, fanotify file side is in `fanotify.rs`.
 
 use std::{
     io::Read as _,
@@ -14,9 +15,18 @@ use tokenwatch_tests::{Harness, TokenVolume, connect, cpath, file};
 
 const TOKEN: &[u8] = b"eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl";
 
+/// The opt-in syscall path-match mode, watching the volume's token by inode.
 fn config_watching(volume: &TokenVolume) -> SensorConfig {
     SensorConfig {
         watch_files: vec![volume.real_file.clone()],
+        syscall_path_match: true,
+        ..SensorConfig::default()
+    }
+}
+
+fn syscall_mode() -> SensorConfig {
+    SensorConfig {
+        syscall_path_match: true,
         ..SensorConfig::default()
     }
 }
@@ -196,7 +206,7 @@ fn token_opens_by_every_route_are_seen_with_exact_reads() {
 fn suffix_alone_catches_an_unwatched_token_and_a_relative_open_after_chdir_by_inode() {
     let volume = TokenVolume::new(TOKEN);
     // Not watched by inode: only the suffix rule can catch it.
-    let Some(mut h) = Harness::start("suffix_alone", SensorConfig::default()) else {
+    let Some(mut h) = Harness::start("suffix_alone", syscall_mode()) else {
         return;
     };
     let path = volume.token_path();
@@ -324,7 +334,12 @@ fn unrelated_opens_and_reads_produce_no_events() {
 }
 
 fn connect_and_expect(h: &mut Harness, listener_addr: SocketAddr) {
-    let stream = TcpStream::connect(listener_addr).expect("connect");
+    connect_to_and_expect(h, listener_addr, listener_addr);
+}
+
+/// Connects to `dial` and expects events for the endpoint it reaches, `listener_addr`.
+fn connect_to_and_expect(h: &mut Harness, dial: SocketAddr, listener_addr: SocketAddr) {
+    let stream = TcpStream::connect(dial).expect("connect");
     let local = stream.local_addr().unwrap();
     let attempt = h.wait_for("the connect attempt", |e| {
         e.kind == EventKind::Connect
@@ -332,7 +347,7 @@ fn connect_and_expect(h: &mut Harness, listener_addr: SocketAddr) {
             && connect(e).is_some_and(|c| c.dport == listener_addr.port())
     });
     let c = connect(&attempt).unwrap();
-    assert_eq!(c.daddr, listener_addr.ip());
+    assert_eq!(c.daddr, dial.ip());
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     assert_eq!(i64::from(attempt.process.pid), tid, "the connecting thread");
@@ -343,17 +358,10 @@ fn connect_and_expect(h: &mut Harness, listener_addr: SocketAddr) {
     assert_eq!(r.established, Some(true));
     assert_eq!(r.sport, local.port());
     assert_eq!(r.saddr, local.ip());
-    assert_eq!(r.daddr, listener_addr.ip());
+    assert_eq!(r.daddr, dial.ip());
     assert_eq!(result.process.tgid, me());
     assert_eq!(result.process.comm, attempt.process.comm);
-    assert_eq!(
-        r.family,
-        if listener_addr.is_ipv4() {
-            "ipv4"
-        } else {
-            "ipv6"
-        }
-    );
+    assert_eq!(r.family, if dial.is_ipv4() { "ipv4" } else { "ipv6" });
 }
 
 #[test]
@@ -384,6 +392,37 @@ fn connects_to_registered_endpoints_are_reported_for_ipv4_and_ipv6() {
         h.describe()
     );
     drop((v4, v6, unregistered));
+}
+
+#[test]
+fn an_ipv4_mapped_ipv6_connect_matches_the_ipv4_endpoint() {
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let v4_addr = v4.local_addr().unwrap();
+    let config = SensorConfig {
+        endpoints: vec![v4_addr],
+        ..SensorConfig::default()
+    };
+    let Some(mut h) = Harness::start("v4_mapped_connect", config) else {
+        return;
+    };
+    // An IPv6 socket reaching 127.0.0.1 through ::ffff:127.0.0.1.
+    let mapped = SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+        v4_addr.port(),
+    );
+    connect_to_and_expect(&mut h, mapped, v4_addr);
+    // An endpoint registered in its mapped form matches plain IPv4 connects too.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    h.sensor()
+        .control()
+        .add_endpoint(SocketAddr::new(
+            std::net::IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+            other_addr.port(),
+        ))
+        .expect("add mapped endpoint");
+    connect_and_expect(&mut h, other_addr);
+    drop((v4, other));
 }
 
 #[test]
@@ -420,7 +459,7 @@ fn the_watched_inode_map_can_change_while_running() {
     // A name no suffix rule matches, so only the inode map decides.
     let plain = volume.root.path().join("plain-file");
     std::fs::write(&plain, b"0123456789").unwrap();
-    let Some(mut h) = Harness::start("map_updates", SensorConfig::default()) else {
+    let Some(mut h) = Harness::start("map_updates", syscall_mode()) else {
         return;
     };
     let control = h.sensor().control();

@@ -49,6 +49,25 @@ subjects:
 - {kind: ServiceAccount, name: legacy, namespace: shop}
 ";
 
+/// A 64-bit program reading argv[1] through `int $0x80` (compat syscalls;
+/// non-PIE so its static buffers have 32-bit addresses).
+const INT80_READER: &str = r#"
+#include <stdio.h>
+#include <string.h>
+static char path[4096];
+static char buf[4096];
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    strncpy(path, argv[1], sizeof path - 1);
+    long fd, n, rc;
+    __asm__ volatile("int $0x80" : "=a"(fd) : "a"(5L), "b"(path), "c"(0L) : "memory");
+    if (fd < 0) return 3;
+    __asm__ volatile("int $0x80" : "=a"(n) : "a"(3L), "b"(fd), "c"(buf), "d"((long)sizeof buf) : "memory");
+    __asm__ volatile("int $0x80" : "=a"(rc) : "a"(6L), "b"(fd) : "memory");
+    return n > 0 ? 0 : 4;
+}
+"#;
+
 fn entries(trail: &[Value]) -> Vec<&Value> {
     trail.iter().map(|r| &r["entry"]).collect()
 }
@@ -105,6 +124,9 @@ fn the_agent_on_a_simulated_node() {
     let rbac = work.path().join("rbac.yaml");
     std::fs::write(&rbac, POLICY).unwrap();
     let cgroup_root = tokenwatch_host::node::find_cgroup2_mount().expect("a cgroup v2 hierarchy");
+    std::fs::create_dir_all(&kubelet).unwrap();
+    // The volumes are tmpfs mounts (as the kubelet makes them): unmounted at the end.
+    let _mounts = sim::Mounts(kubelet.clone());
 
     // Pods: A (web, bound token), B (batch, bound token), C (legacy Secret token).
     let mut vol_a = sim::volume(
@@ -191,9 +213,35 @@ fn the_agent_on_a_simulated_node() {
         .status()
         .unwrap();
     assert!(status.success());
+    // 4b. A host `cp` of pod A's token (copy_file_range: no read(2) at all).
+    let copy = work.path().join("stolen-token");
+    let status = std::process::Command::new("cp")
+        .arg(vol_a.token_path())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // 4c. A host program reading pod A's token through `int $0x80`.
+    let int80 = tokenwatch_tests::c_helper("int80_reader", INT80_READER, &["-no-pie", "-fno-pie"]);
+    let out = std::process::Command::new(&int80)
+        .arg(vol_a.token_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // 4d. Pod C `sendfile`s pod A's token (host path) to a file of its own.
+    run(
+        &vol_c,
+        &cg_c,
+        &[
+            "python3".into(),
+            "-c".into(),
+            "import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nout=os.open('/run/stolen',os.O_WRONLY|os.O_CREAT,0o600)\nassert os.sendfile(out,fd,0,65536)>0".into(),
+            vol_a.token_path().display().to_string(),
+        ],
+    );
     // 6. Pod C reads its legacy token and calls the API server.
     run(&vol_c, &cg_c, &app);
-    wait_reads(&agent, 5.0);
+    wait_reads(&agent, 8.0);
 
     // 5. The kubelet rotates pod A's token mid-run; the app reads the new one, twice.
     vol_a.write(&sim::bound_token(
@@ -206,8 +254,18 @@ fn the_agent_on_a_simulated_node() {
     std::thread::sleep(Duration::from_millis(1500));
     run(&vol_a, &cg_a, &app);
     run(&vol_a, &cg_a, &app);
-    wait_reads(&agent, 7.0);
+    wait_reads(&agent, 10.0);
     assert_eq!(metric(&agent, "tokenwatch_kernel_drops_total"), 0.0);
+    for lost in [
+        "tokenwatch_fanotify_overflows_total",
+        "tokenwatch_fanotify_fd_failures_total",
+        "tokenwatch_fanotify_queue_lost_total",
+    ] {
+        assert_eq!(metric(&agent, lost), 0.0, "{lost}");
+    }
+    // Token files watched: three volumes, plus pod A's rotated token (the
+    // old one is still on disk), all through one filesystem mark per volume.
+    assert_eq!(metric(&agent, "tokenwatch_watched_inodes"), 4.0);
 
     // While the agent runs (and holds the store), `trail query` asks it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -314,6 +372,30 @@ fn the_agent_on_a_simulated_node() {
         .find(|e| e["reader"]["pod"].is_null() && e["reader"]["comm"] == "cat")
         .unwrap_or_else(|| panic!("no host read:\n{}", describe()));
     assert_eq!(findings(host), vec!["host-reader"]);
+    // 4b-4d: accesses no read(2) shows: cp, int $0x80, a pod's sendfile.
+    for (comm, what) in [("cp", "host cp"), ("int80_reader", "host int $0x80 reader")] {
+        let entry = reads
+            .iter()
+            .find(|e| e["reader"]["pod"].is_null() && e["reader"]["comm"] == comm)
+            .unwrap_or_else(|| panic!("no {what}:\n{}", describe()));
+        assert_eq!(findings(entry), vec!["host-reader"], "{entry}");
+        assert_eq!(entry["token"]["jti"], "jti-a-1", "{entry}");
+        assert!(
+            entry["token"]["file"]["seen"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == "access" || x == "open")),
+            "{entry}"
+        );
+    }
+    let sendfile = reads
+        .iter()
+        .find(|e| e["reader"]["pod"]["uid"] == POD_C && e["token"]["jti"] == "jti-a-1")
+        .unwrap_or_else(|| panic!("no sendfile by pod C of pod A's token:\n{}", describe()));
+    assert!(
+        findings(sendfile).contains(&"foreign-token".to_owned()),
+        "{sendfile}"
+    );
+    assert_eq!(sendfile["schema"], 2);
 
     // 5: both reads of the rotated token were seen, with the new JTI.
     let rotated = reads
@@ -325,7 +407,7 @@ fn the_agent_on_a_simulated_node() {
     // 6: the legacy token of a secret reader.
     let legacy = reads
         .iter()
-        .find(|e| e["reader"]["pod"]["uid"] == POD_C)
+        .find(|e| e["reader"]["pod"]["uid"] == POD_C && e["token"]["kind"] == "legacy")
         .unwrap_or_else(|| panic!("no read from pod C:\n{}", describe()));
     let legacy_findings = findings(legacy);
     assert!(

@@ -244,7 +244,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut last = -1.0;
     let mut still = 0;
     loop {
-        let now = agent.metric("tokenwatch_events_total{kind=\"token_read\"}");
+        let now = agent.metric("tokenwatch_events_total{kind=\"token_access\"}");
         still = if now == last { still + 1 } else { 0 };
         if now >= reads as f64 || still >= 2 || Instant::now() > deadline {
             break;
@@ -254,8 +254,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let drain = started.elapsed().as_secs_f64();
     let (cpu1, _, hwm) = agent.usage()?;
-    let seen = agent.metric("tokenwatch_events_total{kind=\"token_read\"}");
-    let kernel_drops = agent.metric("tokenwatch_kernel_drops_total");
+    let seen = agent.metric("tokenwatch_events_total{kind=\"token_access\"}");
+    // fanotify losses count with the ring buffer's: each is a lost access.
+    let kernel_drops = agent.metric("tokenwatch_kernel_drops_total")
+        + agent.metric("tokenwatch_fanotify_overflows_total")
+        + agent.metric("tokenwatch_fanotify_fd_failures_total")
+        + agent.metric("tokenwatch_fanotify_queue_lost_total");
     let text = agent.get("/metrics").unwrap_or_default();
     let user_drops: f64 = text
         .lines()
@@ -287,7 +291,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         reads as f64 / elapsed
     );
     println!(
-        "  token reads seen         {seen:.0} (kernel drops {kernel_drops:.0}, userspace drops {user_drops:.0})"
+        "  token accesses seen      {seen:.0} (fanotify merges queued accesses of one process to one file; kernel + fanotify losses {kernel_drops:.0}, userspace drops {user_drops:.0})"
     );
     println!(
         "  trail records appended   {appended:.0} ({:.0}/s)",

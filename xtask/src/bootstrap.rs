@@ -155,46 +155,84 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the tests drive besides Rust, from Debian's packages (installed
-/// when missing and root): headless Chromium (the replay HTML report is
-/// checked in a real browser); for the container test, containerd (with
-/// `ctr`), runc, the CNI plugins and iproute2, and `protoc`, which compiles
-/// the vendored CRI protobuf definitions.
+/// Debian packages the root-only tests and the sensor bench use, each with
+/// a file that shows it is installed.
+const TEST_PACKAGES: [(&str, &str, &str); 11] = [
+    (
+        "/usr/bin/chromium",
+        "chromium",
+        "the replay report's browser test",
+    ),
+    (
+        "/usr/include/liburing.h",
+        "liburing-dev",
+        "the sensor test's io_uring reader (built with cc at test time)",
+    ),
+    ("/usr/bin/cc", "gcc", "the sensor test's C helpers"),
+    (
+        "/usr/sbin/capsh",
+        "libcap2-bin",
+        "the capability test (bounding set as the DaemonSet's)",
+    ),
+    ("/usr/sbin/auditctl", "auditd", "`cargo xtask bench sensor`"),
+    (
+        "/usr/bin/bpftrace",
+        "bpftrace",
+        "`cargo xtask bench sensor`",
+    ),
+    (
+        "/usr/bin/containerd",
+        "containerd",
+        "the container test (containerd's CRI, `ctr images import`)",
+    ),
+    ("/usr/sbin/runc", "runc", "the container test"),
+    (
+        "/usr/lib/cni/bridge",
+        "containernetworking-plugins",
+        "the container test's pod network",
+    ),
+    (
+        "/usr/bin/protoc",
+        "protobuf-compiler",
+        "the container test's CRI client (tests/build.rs)",
+    ),
+    (
+        "/usr/sbin/ip",
+        "iproute2",
+        "the container test's network namespace",
+    ),
+];
+
+/// Installs the Debian packages the root-only tests and benches need
+/// (chromium, liburing-dev, gcc, libcap2-bin, auditd, bpftrace; containerd,
+/// runc, the CNI plugins, protoc and iproute2 for the container test) when
+/// missing.
+///
+/// # Errors
+/// apt-get fails.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let wanted: &[(&str, &str)] = &[
-        ("/usr/bin/chromium", "chromium"),
-        ("/usr/bin/containerd", "containerd"),
-        ("/usr/sbin/runc", "runc"),
-        ("/usr/lib/cni/bridge", "containernetworking-plugins"),
-        ("/usr/bin/protoc", "protobuf-compiler"),
-        ("/usr/sbin/ip", "iproute2"),
-    ];
-    let missing: Vec<&str> = wanted
+    let missing: Vec<(&str, &str)> = TEST_PACKAGES
         .iter()
-        .filter(|(path, _)| !Path::new(path).exists())
-        .map(|(_, package)| *package)
+        .filter(|(path, _, _)| !Path::new(path).exists())
+        .map(|(_, package, why)| (*package, *why))
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !crate::is_root() {
-        eprintln!(
-            "xtask: {} missing and installing needs root; the tests that need them will say so",
-            missing.join(", ")
-        );
+        for (package, why) in &missing {
+            eprintln!("xtask: {package} ({why}) is missing and installing it needs root");
+        }
         return Ok(());
     }
-    eprintln!("xtask: installing {} (Debian)", missing.join(", "));
+    for (package, why) in &missing {
+        eprintln!("xtask: installing {package} (Debian) for {why}");
+    }
     run(Command::new("apt-get").args(["update", "-qq"]))
-        .context("apt-get update failed; the test tools cannot be installed")?;
+        .context("apt-get update failed; test tools cannot be installed")?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(missing.iter().map(|(package, _)| *package))
         .env("DEBIAN_FRONTEND", "noninteractive"))
-    .with_context(|| {
-        format!(
-            "cannot install {} from Debian's packages",
-            missing.join(", ")
-        )
-    })
+    .context("cannot install the test tools from Debian's packages")
 }

@@ -2,9 +2,12 @@
 //! the token's identity, in; trail entries with findings out. Pure logic:
 //! no kernel, no files, no clock of its own (time comes from the events).
 //!
-//! - A token read is recorded once per open: at the first read that
-//!   returned bytes (a client library's `read` + `read` = 0 + `close` is one
-//!   observation, not three).
+//! - A token access (fanotify) is recorded at its open or first access,
+//!   whatever syscall made it, once until the process closes the file: the
+//!   entry says which of open, access and close were seen.
+//! - In the syscall path-match mode, a token read is recorded once per
+//!   open: at the first read that returned bytes (a client library's
+//!   `read` + `read` = 0 + `close` is one observation, not three).
 //! - A connect to the API server is recorded when its outcome is known, as a
 //!   token use when the same process (or, failing that, the same container)
 //!   read a token within the use window, else as an API contact without a
@@ -176,6 +179,9 @@ pub struct Correlator {
     rbac: Option<RbacContext>,
     baseline: Baseline,
     open_fds: HashMap<(u32, i32), OpenFd>,
+    /// Token files a process has open and whose access was recorded:
+    /// `(tgid, dev, ino)`, until a close is seen.
+    accessing: std::collections::HashSet<(u32, u64, u64)>,
     by_process: HashMap<u32, RecentRead>,
     by_container: HashMap<u64, RecentRead>,
     pending: HashMap<u64, PendingConnect>,
@@ -230,6 +236,7 @@ impl Correlator {
             config,
             rbac: None,
             open_fds: HashMap::new(),
+            accessing: std::collections::HashSet::new(),
             by_process: HashMap::new(),
             by_container: HashMap::new(),
             pending: HashMap::new(),
@@ -272,7 +279,27 @@ impl Correlator {
                 self.by_process.remove(&ev.process.tgid);
                 self.open_fds
                     .retain(|(tgid, _), _| *tgid != ev.process.tgid);
+                self.accessing
+                    .retain(|(tgid, _, _)| *tgid != ev.process.tgid);
                 Vec::new()
+            }
+            (EventKind::TokenAccess, Detail::File(f)) => {
+                let id = (ev.process.tgid, f.dev, f.ino);
+                let closed = f.seen.contains(&"close");
+                let first = !self.accessing.contains(&id);
+                if closed {
+                    self.accessing.remove(&id);
+                } else {
+                    self.accessing.insert(id);
+                }
+                if !first {
+                    return Vec::new();
+                }
+                let mut entry = self.token_read(&input, f.path.clone(), f.dev, f.ino);
+                if let Some(file) = entry.token.as_mut().and_then(|t| t.file.as_mut()) {
+                    file.seen = f.seen.iter().map(|s| (*s).to_owned()).collect();
+                }
+                vec![entry]
             }
             (EventKind::TokenOpen, Detail::File(f)) => {
                 self.open_fds.insert(
@@ -393,6 +420,8 @@ impl Correlator {
             cgroup_id: p.cgroup_id,
             mnt_ns: p.mnt_ns,
             pod: input.pod.clone(),
+            named_by: Some(p.named_by.to_owned()),
+            uncertain: p.uncertain,
         }
     }
 
@@ -463,6 +492,7 @@ impl Correlator {
             dev,
             ino,
             volume_pod_uid: input.volume_pod_uid.clone(),
+            seen: Vec::new(),
         };
         let mut findings = Vec::new();
         let Some(identity) = input.identity.as_deref() else {

@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the [`TrailEntry`] JSON schema (documented in `docs/trail.md`).
-pub const ENTRY_SCHEMA_VERSION: u32 = 1;
+/// Version 2 (fanotify sensor, issue 12) added `reader.named_by`,
+/// `reader.uncertain` and `token.file.seen`; version 1 entries still read.
+pub const ENTRY_SCHEMA_VERSION: u32 = 2;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -197,6 +199,14 @@ pub struct Reader {
     /// The pod, or `None` for a host process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// How the reader was named (`event`, `pidfd`, `proc`, `lineage`,
+    /// `unknown`; docs/events.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named_by: Option<String>,
+    /// The pid may have been reused before the reader was named: these
+    /// facts may be another process's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncertain: bool,
 }
 
 /// A token as the trail keeps it: claims and fingerprint, never the token.
@@ -256,6 +266,10 @@ pub struct TokenFileRef {
     /// UID of the pod whose volume holds the file, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_pod_uid: Option<String>,
+    /// Which of `open`, `access`, `close` the sensor saw for this access
+    /// (fanotify gives neither the syscall nor a byte count).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<String>,
 }
 
 /// One dangerous permission a subject holds.

@@ -18,23 +18,13 @@ pub struct Need {
     pub without: &'static str,
 }
 
-/// `CAP_SYS_ADMIN`: on kernels older than 5.8 it stands for `CAP_BPF` and
-/// `CAP_PERFMON` (which they do not have).
-const CAP_SYS_ADMIN: u32 = 21;
-
 /// Every capability the DaemonSet grants, in docs/capabilities.md's order.
-pub const NEEDS: [Need; 4] = [
+pub const NEEDS: [Need; 3] = [
     Need {
-        name: "CAP_BPF",
-        bit: 39,
+        name: "CAP_SYS_ADMIN",
+        bit: 21,
         required: true,
-        without: "the sensor cannot create its maps or load its programs",
-    },
-    Need {
-        name: "CAP_PERFMON",
-        bit: 38,
-        required: true,
-        without: "the sensor cannot attach its tracepoint programs",
+        without: "the sensor cannot create its fanotify group or mark the token volumes, nor load its eBPF programs",
     },
     Need {
         name: "CAP_DAC_READ_SEARCH",
@@ -46,7 +36,7 @@ pub const NEEDS: [Need; 4] = [
         name: "CAP_SYS_PTRACE",
         bit: 19,
         required: false,
-        without: "tokens read through a path outside the kubelet volumes (/proc/<pid>/root, /proc/<pid>/fd) cannot be identified",
+        without: "readers in other containers are recorded without their executable or mount namespace",
     },
 ];
 
@@ -69,18 +59,12 @@ pub fn effective() -> Option<u64> {
         .and_then(parse_cap_eff)
 }
 
-/// The needs `effective` lacks. `CAP_SYS_ADMIN` covers `CAP_BPF` and
-/// `CAP_PERFMON` (what kernels before 5.8 check, and what newer ones
-/// still accept).
+/// The needs `effective` lacks.
 #[must_use]
 pub fn missing(effective: u64) -> Vec<Need> {
-    let has = |bit: u32| effective & (1u64 << bit) != 0;
     NEEDS
         .iter()
-        .filter(|need| {
-            let covered_by_admin = need.required && has(CAP_SYS_ADMIN);
-            !has(need.bit) && !covered_by_admin
-        })
+        .filter(|need| effective & (1u64 << need.bit) == 0)
         .copied()
         .collect()
 }
@@ -108,24 +92,24 @@ mod tests {
 
     #[test]
     fn the_daemonset_set_misses_nothing() {
-        let set = (1u64 << 39) | (1 << 38) | (1 << 2) | (1 << 19);
+        let set = (1u64 << 21) | (1 << 2) | (1 << 19);
         assert!(missing(set).is_empty());
     }
 
     #[test]
     fn each_one_dropped_is_named() {
-        let set = (1u64 << 39) | (1 << 38) | (1 << 2) | (1 << 19);
+        let set = (1u64 << 21) | (1 << 2) | (1 << 19);
         for need in NEEDS {
             let without = set & !(1u64 << need.bit);
             assert_eq!(missing(without), vec![need], "{}", need.name);
         }
-        assert_eq!(mask(&missing(set & !(1 << 19))), 0b1000);
+        assert_eq!(mask(&missing(set & !(1 << 19))), 0b100);
     }
 
     #[test]
-    fn sys_admin_stands_for_bpf_and_perfmon() {
-        let legacy = (1u64 << CAP_SYS_ADMIN) | (1 << 2) | (1 << 19);
-        assert!(missing(legacy).is_empty());
+    fn bpf_and_perfmon_do_not_stand_for_sys_admin() {
+        let set = (1u64 << 39) | (1 << 38) | (1 << 2) | (1 << 19);
+        assert_eq!(missing(set), vec![NEEDS[0]]);
     }
 
     #[test]

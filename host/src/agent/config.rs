@@ -67,8 +67,11 @@ pub struct AgentConfig {
     pub keys: Vec<PathBuf>,
     /// JWKS files with the API server's signing keys.
     pub jwks: Vec<PathBuf>,
-    /// Path suffixes that mark a token (one `*` = one path component).
+    /// Path suffixes that mark a token (one `*` = one path component);
+    /// used only in the syscall path-match mode.
     pub token_path_suffixes: Vec<String>,
+    /// The opt-in syscall path-match mode (costs every syscall; docs/sensor.md).
+    pub syscall_path_match: bool,
     /// API-server endpoints `HOST:PORT`. Empty: `$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT` and `127.0.0.1:6443`.
     pub apiservers: Vec<String>,
     /// Address of the health, readiness and metrics endpoint.
@@ -103,6 +106,7 @@ impl Default for AgentConfig {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            syscall_path_match: false,
             apiservers: Vec::new(),
             // Loopback by default; the DaemonSet sets 0.0.0.0:9464 for Prometheus.
             listen: "127.0.0.1:9464".to_owned(),

@@ -166,11 +166,11 @@ mod tests {
         };
         let no_bpf = Readiness {
             needs_snapshot: false,
-            missing_capabilities: vec!["CAP_BPF"],
+            missing_capabilities: vec!["CAP_SYS_ADMIN"],
         };
         let unready = route(&Method::GET, "/readyz", &m, &no_bpf);
         assert_eq!(unready.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(unready.body, "sensor not attached: missing CAP_BPF\n");
+        assert_eq!(unready.body, "sensor not attached: missing CAP_SYS_ADMIN\n");
         let get = |path| route(&Method::GET, path, &m, &needs);
         assert_eq!(get("/healthz").status, StatusCode::OK);
         assert!(get("/readyz").body.contains("sensor not attached"));

@@ -2,9 +2,12 @@
 //! rbac, correlate and trail modules, and serves health and metrics.
 //!
 //! ```text
-//! sensor ring buffer ──► enrich (cgroup -> pod, (dev, ino) -> identity, volume owner)
-//!                          ──► Correlator ──► trail (hash chain, sled) ──► sinks (stdout, file, OTLP)
-//! kubelet volumes (inotify) ──► watched-inode map in the kernel
+//! sensor (fanotify token accesses, eBPF connects + lineage)
+//!   ──► enrich (cgroup -> pod, (dev, ino) -> identity, volume owner)
+//!   ──► Correlator ──► trail (hash chain, sled) ──► sinks (stdout, file, OTLP)
+//! kubelet volumes (inotify) ──► fanotify marks: one filesystem mark per token
+//!                               volume on its own tmpfs, else inode marks
+//! sensor losses (overflow, fd failure, queue) ──► /metrics and an agent entry
 //! RBAC files (polled) ──► snapshot ──► Correlator
 //! API server (kubesync reflectors) ──► stored snapshot + pod metadata ──► Correlator, enrich
 //! timers ──► trail flush (durable seq), retention, cgroup cache cleanup
@@ -284,9 +287,17 @@ impl Enricher {
             return cached.clone();
         }
         let tgid = event.process.tgid;
-        let mut candidates = vec![PathBuf::from(format!("/proc/{tgid}/fd/{fd}"))];
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            candidates.push(PathBuf::from(format!("/proc/{tgid}/root{p}")));
+        let mut candidates = Vec::new();
+        if event.kind == crate::sensor::event::EventKind::TokenAccess {
+            // fanotify: the path is the file as the agent sees it.
+            if let Some(p) = path {
+                candidates.push(PathBuf::from(p));
+            }
+        } else {
+            candidates.push(PathBuf::from(format!("/proc/{tgid}/fd/{fd}")));
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                candidates.push(PathBuf::from(format!("/proc/{tgid}/root{p}")));
+            }
         }
         let mut found = None;
         for candidate in candidates {
@@ -488,6 +499,44 @@ fn load_keys(config: &AgentConfig) -> Result<KeySet, AgentError> {
     Ok(keys)
 }
 
+/// The volume directory of a kubelet token file: the ancestor whose parent
+/// is the volume plugin's directory (`kubernetes.io~projected`, `~secret`).
+fn volume_dir(path: &Path) -> Option<&Path> {
+    path.ancestors().find(|dir| {
+        dir.parent()
+            .and_then(Path::file_name)
+            .is_some_and(|plugin| plugin.as_encoded_bytes().starts_with(b"kubernetes.io~"))
+    })
+}
+
+/// Marks a discovered token file: its volume's filesystem when the volume
+/// is a tmpfs of its own, else the file's inode.
+fn watch_token_file(control: &crate::sensor::SensorControl, file: &crate::node::TokenFile) {
+    let result = match volume_dir(&file.path) {
+        Some(dir) => control.watch_volume_file(dir, &file.path).map(|_| ()),
+        None => control.watch_file(&file.path).map(|_| ()),
+    };
+    if let Err(err) = result {
+        tracing::warn!(path = %file.path.display(), error = %crate::error::error_chain(&err), "cannot watch a token file");
+    }
+}
+
+/// The agent entry recording sensor losses between two counter snapshots.
+fn loss_message(
+    before: crate::sensor::fanotify::Losses,
+    now: crate::sensor::fanotify::Losses,
+) -> String {
+    format!(
+        "sensor lost token accesses: {} fanotify queue overflow(s) (each lost an unknown number of events), {} event(s) without a file descriptor, {} event(s) dropped by the agent's full queue (totals since start: {}, {}, {})",
+        now.overflows.saturating_sub(before.overflows),
+        now.fd_failures.saturating_sub(before.fd_failures),
+        now.queue_lost.saturating_sub(before.queue_lost),
+        now.overflows,
+        now.fd_failures,
+        now.queue_lost,
+    )
+}
+
 /// Runs the agent until SIGTERM or SIGINT. Call inside a tokio runtime.
 ///
 /// # Errors
@@ -495,27 +544,19 @@ fn load_keys(config: &AgentConfig) -> Result<KeySet, AgentError> {
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::default());
     let node = config.effective_node_name();
-    // The capabilities docs/capabilities.md lists, one line for each missing one.
+    // The capabilities docs/capabilities.md lists: one line for each missing one.
     let missing = caps::effective().map(caps::missing).unwrap_or_default();
     metrics
         .capabilities_missing
         .store(caps::mask(&missing), Relaxed);
-    for need in &missing {
-        if need.required {
-            tracing::error!(
-                capability = need.name,
-                "not ready: {} is missing: {}",
-                need.name,
-                need.without
-            );
-        } else {
-            tracing::warn!(
-                capability = need.name,
-                "degraded: {} is missing: {}",
-                need.name,
-                need.without
-            );
-        }
+    // A required one is named with the sensor's failure, in one line.
+    for need in missing.iter().filter(|n| !n.required) {
+        tracing::warn!(
+            capability = need.name,
+            "degraded: {} is missing: {}",
+            need.name,
+            need.without
+        );
     }
     let missing_required: Vec<&'static str> = missing
         .iter()
@@ -654,6 +695,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         .map_err(AgentError::InstallSignals)?;
     let loaded = Sensor::load(&SensorConfig {
         path_suffixes: config.token_path_suffixes.clone(),
+        syscall_path_match: config.syscall_path_match,
         endpoints,
         ring_buffer_bytes: config.ring_buffer_bytes,
         ..SensorConfig::default()
@@ -663,7 +705,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         Err(err) if !missing_required.is_empty() => {
             // Stay up, unready, so the pod shows why instead of crash-looping.
             let missing = missing_required.join(", ");
-            tracing::error!(error = %crate::error::error_chain(&err), "the sensor cannot load without {missing}; /readyz answers 503 until the agent is stopped");
+            let without: Vec<&str> = caps::NEEDS
+                .iter()
+                .filter(|n| missing_required.contains(&n.name))
+                .map(|n| n.without)
+                .collect();
+            tracing::error!(error = %crate::error::error_chain(&err), "not ready: {missing} is missing: {}; /readyz answers 503 until the agent is stopped", without.join("; "));
             outputs.record(agent_entry(
                 &node,
                 format!("sensor not loaded: missing {missing}"),
@@ -711,20 +758,34 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let mut drops_tick = tokio::time::interval(Duration::from_secs(1));
     let mut slow_tick = tokio::time::interval(Duration::from_secs(60));
     let mut rbac_tick = tokio::time::interval(config.rbac_reload_interval);
-    let mut watched: u64 = 0;
+    // Volumes found before the sensor started.
+    if let Some(watch) = &enricher.watch {
+        for file in watch.files() {
+            watch_token_file(&control, &file);
+        }
+    }
+    metrics
+        .watched_inodes
+        .store(control.watched_files() as u64, Relaxed);
+    let mut reported_losses = sensor.losses();
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = term.recv() => break,
             Some(change) = watch_rx.recv() => {
-                let result = match change {
-                    WatchChange::Add(id) => { watched += 1; control.watch_inode(id.dev, id.ino) }
-                    WatchChange::Remove(id) => { watched = watched.saturating_sub(1); control.unwatch_inode(id.dev, id.ino) }
-                };
-                if let Err(err) = result {
-                    tracing::warn!(error = %crate::error::error_chain(&err), "updating the watched-inode map");
+                match change {
+                    WatchChange::Add(id) => {
+                        if let Some(file) = enricher.watch.as_ref().and_then(|w| w.file(id)) {
+                            watch_token_file(&control, &file);
+                        }
+                    }
+                    WatchChange::Remove(id) => {
+                        if let Err(err) = control.unwatch_file(id.dev, id.ino) {
+                            tracing::warn!(error = %crate::error::error_chain(&err), "unwatching a token file");
+                        }
+                    }
                 }
-                metrics.watched_inodes.store(watched, Relaxed);
+                metrics.watched_inodes.store(control.watched_files() as u64, Relaxed);
                 enricher.refresh_pods();
             }
             batch = sensor.next_batch() => {
@@ -746,6 +807,14 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             }
             _ = drops_tick.tick() => {
                 metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
+                let losses = sensor.losses();
+                if losses != reported_losses {
+                    outputs.record(agent_entry(&node, loss_message(reported_losses, losses)));
+                    reported_losses = losses;
+                }
+                metrics.fanotify_overflows.store(losses.overflows, Relaxed);
+                metrics.fanotify_fd_failures.store(losses.fd_failures, Relaxed);
+                metrics.fanotify_queue_lost.store(losses.queue_lost, Relaxed);
                 store_baseline(&mut correlator, outputs.trail.db());
             }
             changed = live.handles.rbac.changed(), if live.rbac_open => {

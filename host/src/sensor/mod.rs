@@ -1,20 +1,29 @@
-//! The kernel sensor: loads and attaches the eBPF programs, fills their
-//! filter maps, and yields typed events from the ring buffer.
+//! The kernel sensor: token-file accesses from fanotify marks ([`fanotify`]),
+//! API-server connects and exec/exit lineage from eBPF tracepoints, yielded
+//! as typed events.
 //!
 //! ```text
 //! Sensor::load(config) -> Sensor
-//!   .control()            SensorControl: watch/unwatch inodes, set patterns,
-//!                         add/remove API-server endpoints, while running
-//!   .next_batch().await   typed SensorEvents (tokio AsyncFd on the ring buffer)
+//!   .control()            SensorControl: mark token volumes/files, add/remove
+//!                         API-server endpoints, while running
+//!   .next_batch().await   typed SensorEvents: the ring buffer (tokio AsyncFd)
+//!                         and the fanotify queue, lineage first
 //!   .kernel_drops()       records the kernel could not reserve (all CPUs)
-//! drop(sensor)            detaches every program
+//!   .losses()             fanotify overflows, fd failures, queue losses
+//! drop(sensor)            detaches every program, closes the fanotify group
 //! ```
+//!
+//! The `raw_syscalls:sys_exit` program (path-suffix matching on `open*`,
+//! reads on `read`/`pread64`/`readv`) is attached only in the opt-in
+//! syscall path-match mode ([`SensorConfig::syscall_path_match`]): it runs
+//! on every syscall of the node (docs/sensor.md).
 //!
 //! Struct offsets come from BTF ([`btf`]), tracepoint field offsets from
 //! tracefs ([`tracefs`], mounted when missing); neither is hard-coded.
 
 pub mod btf;
 pub use tokenwatch_core::event;
+pub mod fanotify;
 pub mod pattern;
 pub mod tracefs;
 
@@ -72,17 +81,25 @@ const TRACEPOINTS: [(&str, &str, &str); 3] = [
 
 /// Raw tracepoint programs: every syscall's exit, for token opens, reads
 /// and closes (see `monitor-ebpf/src/files.rs` for why not `syscalls:*`).
+/// Attached only in the syscall path-match mode.
 const RAW_TRACEPOINTS: [(&str, &str); 1] = [("sys_exit", "sys_exit")];
 
 /// Errors loading, attaching or driving the sensor.
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
-    /// The process lacks the privileges to load BPF programs.
-    #[error("the sensor needs root, or CAP_BPF and CAP_PERFMON (effective uid {uid} has neither)")]
+    /// The process lacks CAP_SYS_ADMIN.
+    #[error(
+        "the sensor needs CAP_SYS_ADMIN in its effective set (fanotify marks on token volumes; the kernel also accepts it for the eBPF programs), and uid {uid} does not have it (effective capabilities {cap_eff:#x})"
+    )]
     CheckPrivileges {
         /// The effective uid.
         uid: u32,
+        /// The effective capability set.
+        cap_eff: u64,
     },
+    /// The fanotify group or a mark could not be set up.
+    #[error("setting up fanotify")]
+    SetUpFanotify(#[source] fanotify::FanotifyError),
     /// This binary was built with `AYA_BUILD_SKIP=1`, without kernel programs.
     #[error(
         "this tokenwatch was built without its eBPF programs (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
@@ -172,8 +189,17 @@ pub enum SensorError {
 pub struct SensorConfig {
     /// Path-suffix patterns (see [`pattern`]).
     pub path_suffixes: Vec<String>,
-    /// Files whose inodes are watched from the start.
+    /// Files marked by inode from the start (fanotify; also the inode map
+    /// in the syscall path-match mode).
     pub watch_files: Vec<PathBuf>,
+    /// Attach the `raw_syscalls:sys_exit` program that matches the path
+    /// of every `open*` against `path_suffixes` and reports reads by
+    /// syscall. Off by default: it costs every syscall on the node
+    /// (about 1.4x on an open+close loop; docs/performance.md).
+    pub syscall_path_match: bool,
+    /// Token accesses our queue holds between the fanotify reader thread
+    /// and [`Sensor::next_batch`]; more are counted as lost.
+    pub access_queue: usize,
     /// API-server endpoints.
     pub endpoints: Vec<SocketAddr>,
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
@@ -195,6 +221,8 @@ impl Default for SensorConfig {
                 .map(|s| (*s).to_owned())
                 .collect(),
             watch_files: Vec::new(),
+            syscall_path_match: false,
+            access_queue: 65_536,
             endpoints: Vec::new(),
             // 8 MiB holds ~20,000 records: a second of a 20k reads/s burst.
             ring_buffer_bytes: 8 * 1024 * 1024,
@@ -227,7 +255,9 @@ fn endpoint_key(addr: SocketAddr) -> EndpointKey {
         _pad: 0,
         addr: [0; 16],
     };
-    match addr.ip() {
+    // `::ffff:a.b.c.d` is the IPv4 endpoint (the kernel side matches a
+    // mapped destination against the IPv4 key).
+    match addr.ip().to_canonical() {
         IpAddr::V4(v4) => key.addr[..4].copy_from_slice(&v4.octets()),
         IpAddr::V6(v6) => {
             key.family = AF_INET6;
@@ -268,6 +298,7 @@ struct Maps {
 #[derive(Clone)]
 pub struct SensorControl {
     maps: Arc<Mutex<Maps>>,
+    group: Arc<fanotify::Group>,
 }
 
 impl std::fmt::Debug for SensorControl {
@@ -312,14 +343,59 @@ impl SensorControl {
         }
     }
 
-    /// Watches the file at `path` (symlinks followed) by inode.
+    /// Watches the file at `path` (symlinks followed): a fanotify inode
+    /// mark, and the inode map of the syscall path-match mode.
     ///
     /// # Errors
-    /// The file cannot be examined, or the map is full.
+    /// The file cannot be examined or marked, or the map is full.
     pub fn watch_file(&self, path: &Path) -> Result<(u64, u64), SensorError> {
-        let (dev, ino) = file_id(path)?;
+        let (dev, ino) = self
+            .group
+            .watch_file(path)
+            .map_err(SensorError::SetUpFanotify)?;
         self.watch_inode(dev, ino)?;
         Ok((dev, ino))
+    }
+
+    /// Watches the token file `file` of the volume directory `volume_dir`:
+    /// a filesystem mark when the volume is its own superblock (the
+    /// kubelet's tmpfs), else an inode mark (see [`fanotify::Group::watch_volume_file`]).
+    ///
+    /// # Errors
+    /// The paths cannot be examined or marked, or the map is full.
+    pub fn watch_volume_file(
+        &self,
+        volume_dir: &Path,
+        file: &Path,
+    ) -> Result<fanotify::MarkKind, SensorError> {
+        let ((dev, ino), kind) = self
+            .group
+            .watch_volume_file(volume_dir, file)
+            .map_err(SensorError::SetUpFanotify)?;
+        self.watch_inode(dev, ino)?;
+        Ok(kind)
+    }
+
+    /// Stops watching a token file (fanotify and the inode map).
+    ///
+    /// # Errors
+    /// [`SensorError::UpdateMap`] on a kernel error other than "not there".
+    pub fn unwatch_file(&self, dev: u64, ino: u64) -> Result<(), SensorError> {
+        self.group.unwatch(dev, ino);
+        self.unwatch_inode(dev, ino)
+    }
+
+    /// Leaves file events in the kernel's fanotify queue while `hold` is
+    /// set, as a busy agent would: a reader may exit before its access is
+    /// read (tests use it).
+    pub fn hold_file_events(&self, hold: bool) {
+        self.group.hold(hold);
+    }
+
+    /// Token files watched through fanotify.
+    #[must_use]
+    pub fn watched_files(&self) -> usize {
+        self.group.watched()
     }
 
     /// Replaces the path-suffix patterns.
@@ -380,34 +456,42 @@ impl SensorControl {
     }
 }
 
-/// Whether the effective capability set allows loading the sensor.
-fn check_privileges() -> Result<(), SensorError> {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    if uid == 0 {
-        return Ok(());
-    }
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let caps = std::fs::read_to_string("/proc/self/status")
+/// Bit of CAP_SYS_ADMIN in the capability sets.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The effective capability set of this process.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("CapEff:"))
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
-        .unwrap_or(0);
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if (has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN) {
-        Ok(())
-    } else {
-        Err(SensorError::CheckPrivileges { uid })
+        .unwrap_or(0)
+}
+
+/// Whether the effective capability set allows loading the sensor:
+/// fanotify needs CAP_SYS_ADMIN (uid 0 alone is not enough), which the
+/// kernel also accepts in place of CAP_BPF and CAP_PERFMON.
+fn check_privileges() -> Result<(), SensorError> {
+    let cap_eff = effective_caps();
+    if cap_eff & (1 << CAP_SYS_ADMIN) != 0 {
+        return Ok(());
     }
+    Err(SensorError::CheckPrivileges {
+        // SAFETY: geteuid has no preconditions.
+        uid: unsafe { libc::geteuid() },
+        cap_eff,
+    })
 }
 
 /// The loaded, attached sensor.
 pub struct Sensor {
+    /// Stops the fanotify reader thread when dropped (before the group).
+    _reader: fanotify::Reader,
+    accesses: tokio::sync::mpsc::Receiver<fanotify::Access>,
+    group: Arc<fanotify::Group>,
     /// Owns the programs and their links: dropping it detaches them.
     _ebpf: Ebpf,
     ring: AsyncFd<RingBuf<MapData>>,
@@ -452,11 +536,10 @@ impl Sensor {
         check_privileges()?;
         // Validate user input before touching the kernel.
         pattern::compile_all(&config.path_suffixes).map_err(SensorError::CompilePattern)?;
-        let watch_ids = config
-            .watch_files
-            .iter()
-            .map(|p| file_id(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        for path in &config.watch_files {
+            file_id(path)?;
+        }
+        let group = Arc::new(fanotify::Group::new().map_err(SensorError::SetUpFanotify)?);
 
         let btf = btf::Btf::from_file(&config.btf_path).map_err(SensorError::ReadKernelOffsets)?;
         let kernel_offsets = btf
@@ -493,10 +576,11 @@ impl Sensor {
         };
         let control = SensorControl {
             maps: Arc::new(Mutex::new(maps)),
+            group: Arc::clone(&group),
         };
         control.set_patterns(&config.path_suffixes)?;
-        for (dev, ino) in watch_ids {
-            control.watch_inode(dev, ino)?;
+        for path in &config.watch_files {
+            control.watch_file(path)?;
         }
         for addr in &config.endpoints {
             control.add_endpoint(*addr)?;
@@ -525,7 +609,12 @@ impl Sensor {
                 }
             })?;
         }
-        for (name, tracepoint) in RAW_TRACEPOINTS {
+        let raw_tracepoints: &[(&'static str, &'static str)] = if config.syscall_path_match {
+            &RAW_TRACEPOINTS
+        } else {
+            &[]
+        };
+        for &(name, tracepoint) in raw_tracepoints {
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(SensorError::FindProgram(name))?
@@ -542,11 +631,19 @@ impl Sensor {
                     source,
                 })?;
         }
+        let (reader, accesses) =
+            fanotify::spawn_reader(Arc::clone(&group), config.access_queue, self_tgid)
+                .map_err(SensorError::SetUpFanotify)?;
         tracing::info!(
-            programs = TRACEPOINTS.len() + RAW_TRACEPOINTS.len(),
+            programs = TRACEPOINTS.len() + raw_tracepoints.len(),
+            syscall_path_match = config.syscall_path_match,
+            pidfd = group.features().pidfd,
             "sensor attached"
         );
         Ok(Self {
+            _reader: reader,
+            accesses,
+            group,
             _ebpf: ebpf,
             ring,
             drops,
@@ -571,30 +668,66 @@ impl Sensor {
             .unwrap_or(0)
     }
 
-    /// Waits until the ring buffer has records, then returns all of them,
-    /// decoded, in order.
+    /// fanotify losses so far: overflows, fd failures, our queue's losses.
+    #[must_use]
+    pub fn losses(&self) -> fanotify::Losses {
+        self.group.counters().losses()
+    }
+
+    /// What the kernel's fanotify offers (detected at load).
+    #[must_use]
+    pub fn features(&self) -> fanotify::Features {
+        self.group.features()
+    }
+
+    /// Waits until the ring buffer or the fanotify queue has something, then
+    /// returns everything available, decoded: ring-buffer records (lineage,
+    /// connects) first, so that a reader that exited before its access was
+    /// handled is named from its exec record.
     ///
     /// # Errors
     /// [`SensorError::PollRingBuffer`] if polling fails. A record of unknown
     /// kind is skipped with a warning; the rest of the batch is kept.
     pub async fn next_batch(&mut self) -> Result<Vec<SensorEvent>, SensorError> {
+        /// Accesses taken per batch (the rest wait for the next call).
+        const MAX_ACCESSES: usize = 4096;
         loop {
-            let mut guard = self
-                .ring
-                .readable_mut()
-                .await
-                .map_err(SensorError::PollRingBuffer)?;
             let mut raws = Vec::new();
-            drain(guard.get_inner_mut(), &mut raws);
-            guard.clear_ready();
+            let mut accesses = Vec::new();
+            {
+                let ring = &mut self.ring;
+                let queue = &mut self.accesses;
+                tokio::select! {
+                    guard = ring.readable_mut() => {
+                        let mut guard = guard.map_err(SensorError::PollRingBuffer)?;
+                        drain(guard.get_inner_mut(), &mut raws);
+                        guard.clear_ready();
+                    }
+                    access = queue.recv() => {
+                        match access {
+                            Some(access) => accesses.push(access),
+                            // The reader thread ended: only the ring is left.
+                            None => std::future::pending::<()>().await,
+                        }
+                    }
+                }
+            }
+            while accesses.len() < MAX_ACCESSES {
+                match self.accesses.try_recv() {
+                    Ok(access) => accesses.push(access),
+                    Err(_) => break,
+                }
+            }
             // The kernel wakes a reader only when it submits into an empty
-            // ring: records that arrived after the drain above but before
-            // `clear_ready` would never wake us again. Drain once more.
-            drain(guard.get_inner_mut(), &mut raws);
-            if raws.is_empty() {
+            // ring: records that arrived after a drain but before
+            // `clear_ready` would never wake us again. Drain once more; this
+            // also brings in the exits of readers whose accesses were taken
+            // above.
+            drain(self.ring.get_mut(), &mut raws);
+            if raws.is_empty() && accesses.is_empty() {
                 continue;
             }
-            let mut events = Vec::with_capacity(raws.len());
+            let mut events = Vec::with_capacity(raws.len() + accesses.len());
             let mut unknown = None;
             for raw in &raws {
                 match self.table.decode(raw, &self.clock) {
@@ -604,6 +737,9 @@ impl Sensor {
             }
             if let Some(err) = unknown {
                 tracing::warn!(error = %err, "skipped a kernel record");
+            }
+            for access in accesses {
+                events.push(self.table.access_event(access, &self.clock));
             }
             return Ok(events);
         }

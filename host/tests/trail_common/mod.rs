@@ -85,6 +85,7 @@ pub fn entry(i: usize) -> TrailEntry {
                 runtime: Some("containerd".into()),
                 ..PodRef::default()
             }),
+            ..Reader::default()
         }),
         token: Some(TokenInfo {
             kind: "bound".into(),
@@ -110,6 +111,7 @@ pub fn entry(i: usize) -> TrailEntry {
                 dev: 2049,
                 ino: 1_234_567 + u64::try_from(i % 7).unwrap_or(0),
                 volume_pod_uid: Some(uid),
+                ..TokenFileRef::default()
             }),
         }),
         rbac: Some(RbacSummary {

@@ -46,6 +46,13 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub token_path_suffixes: Vec<String>,
+    /// Opt in to the syscall path-match mode: an eBPF program on every
+    /// syscall exit matches opened paths against the suffixes (tokens
+    /// outside kubelet volumes). Costs every syscall on the node, about
+    /// 1.4x on an open+close loop (docs/performance.md); off by default,
+    /// when token volumes are watched by fanotify marks only.
+    #[arg(long, env = "TOKENWATCH_SYSCALL_PATH_MATCH")]
+    pub syscall_path_match: bool,
     /// API-server endpoint HOST:PORT (repeatable).
     #[arg(
         long = "apiserver",
@@ -114,6 +121,7 @@ impl Args {
         if !self.token_path_suffixes.is_empty() {
             c.token_path_suffixes.clone_from(&self.token_path_suffixes);
         }
+        c.syscall_path_match |= self.syscall_path_match;
         if !self.apiservers.is_empty() {
             c.apiservers.clone_from(&self.apiservers);
         }

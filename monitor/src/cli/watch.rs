@@ -1,15 +1,17 @@
-//! `tokenwatch watch`: run the kernel sensor alone and print every event as
-//! one JSON line on stdout (schema: `docs/events.md`).
+//! `tokenwatch watch`: run the kernel sensor alone and print token accesses
+//! and API-server connects as JSON lines on stdout (schema:
+//! `docs/events.md`); exec/exit lineage lines only with `--lineage`.
 
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use crate::sensor::{self, Sensor, SensorConfig, SensorError};
+use crate::sensor::{self, Sensor, SensorConfig, SensorError, event::EventKind};
 
 /// Arguments of `tokenwatch watch`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A path suffix that marks a token file (repeatable; replaces the
-    /// defaults). One `*` may stand for one whole path component.
+    /// A path suffix that marks a token file, for `--syscall-path-match`
+    /// (repeatable; replaces the defaults). One `*` may stand for one whole
+    /// path component.
     #[arg(
         long = "token-path-suffix",
         value_name = "SUFFIX",
@@ -18,7 +20,8 @@ pub struct Args {
     )]
     pub token_path_suffixes: Vec<String>,
 
-    /// Also watch this file by inode (repeatable): caught however it is opened.
+    /// Watch this file with a fanotify inode mark (repeatable): every open,
+    /// read and close of it is reported, however it is reached.
     #[arg(
         long = "watch-file",
         value_name = "PATH",
@@ -26,6 +29,24 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub watch_files: Vec<PathBuf>,
+
+    /// Watch the token volumes under this kubelet root found at start
+    /// (a filesystem mark per volume on its own tmpfs, else inode marks).
+    #[arg(long, value_name = "DIR", env = "TOKENWATCH_KUBELET_ROOT")]
+    pub kubelet_root: Option<PathBuf>,
+
+    /// Also print every exec and exit on the node (the lineage the sensor
+    /// keeps to name readers that exited).
+    #[arg(long, env = "TOKENWATCH_LINEAGE")]
+    pub lineage: bool,
+
+    /// Opt-in: also match the path of every open on the node against the
+    /// suffixes, with an eBPF program on every syscall exit. Finds token
+    /// files outside known volumes, but costs every syscall on the machine
+    /// (about 1.4x on an open+close loop, docs/performance.md), and sees
+    /// only open/read/pread64/readv/close by their native syscalls.
+    #[arg(long, env = "TOKENWATCH_SYSCALL_PATH_MATCH")]
+    pub syscall_path_match: bool,
 
     /// API-server endpoint HOST:PORT (repeatable). Default: the
     /// environment's KUBERNETES_SERVICE_HOST/_PORT, plus 127.0.0.1:6443.
@@ -60,6 +81,7 @@ impl Args {
     pub fn sensor_config(&self) -> Result<SensorConfig, SensorError> {
         let mut config = SensorConfig {
             watch_files: self.watch_files.clone(),
+            syscall_path_match: self.syscall_path_match,
             btf_path: self.btf.clone(),
             ring_buffer_bytes: self.ring_buffer_bytes,
             ..SensorConfig::default()
@@ -97,9 +119,43 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
+/// Marks the token volumes found under a kubelet root.
+fn watch_kubelet_volumes(sensor: &Sensor, root: &std::path::Path) {
+    let cache = crate::identity::IdentityCache::new(crate::identity::KeySet::new());
+    let files = match tokenwatch_host::node::discover(root, &cache) {
+        Ok(files) => files,
+        Err(err) => {
+            eprintln!(
+                "tokenwatch: cannot list token volumes under {}: {}",
+                root.display(),
+                super::error_chain(&err)
+            );
+            return;
+        }
+    };
+    let control = sensor.control();
+    for file in files {
+        let dir = file.path.ancestors().find(|d| {
+            d.parent()
+                .and_then(std::path::Path::file_name)
+                .is_some_and(|p| p.as_encoded_bytes().starts_with(b"kubernetes.io~"))
+        });
+        let result = match dir {
+            Some(dir) => control.watch_volume_file(dir, &file.path).map(|_| ()),
+            None => control.watch_file(&file.path).map(|_| ()),
+        };
+        if let Err(err) = result {
+            eprintln!("tokenwatch: {}", super::error_chain(&err));
+        }
+    }
+}
+
 async fn watch(args: &Args) -> Result<(), SensorError> {
     let config = args.sensor_config()?;
     let mut sensor = Sensor::load(&config)?;
+    if let Some(root) = &args.kubelet_root {
+        watch_kubelet_volumes(&sensor, root);
+    }
     // Tell whoever waits on us (tests, scripts) that the programs are attached.
     eprintln!("tokenwatch: sensor attached; watching");
     let deadline = async {
@@ -117,6 +173,9 @@ async fn watch(args: &Args) -> Result<(), SensorError> {
             _ = tokio::signal::ctrl_c() => break,
             batch = sensor.next_batch() => {
                 for event in batch? {
+                    if !args.lineage && matches!(event.kind, EventKind::Exec | EventKind::Exit) {
+                        continue;
+                    }
                     let line = serde_json::to_string(&event).unwrap_or_default();
                     if writeln!(stdout, "{line}").is_err() {
                         // stdout closed (a pipe reader went away): stop quietly.
@@ -128,9 +187,13 @@ async fn watch(args: &Args) -> Result<(), SensorError> {
             }
         }
     }
+    let losses = sensor.losses();
     eprintln!(
-        "tokenwatch: {printed} events, {} dropped by the kernel",
-        sensor.kernel_drops()
+        "tokenwatch: {printed} events, {} dropped by the kernel ring buffer; fanotify: {} overflows, {} without fd, {} dropped by the queue",
+        sensor.kernel_drops(),
+        losses.overflows,
+        losses.fd_failures,
+        losses.queue_lost
     );
     Ok(())
 }
