@@ -601,11 +601,12 @@ fn daemonset_pod_through_cri() {
             .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
             .to_owned()
     };
-    let expected: u64 = [39u32, 38, 2, 19].iter().map(|b| 1u64 << b).sum();
+    let added = manifest_capabilities();
+    let expected: u64 = added.iter().map(|c| 1u64 << cap_bit(c)).sum();
     assert_eq!(
         u64::from_str_radix(&field("CapEff:"), 16).unwrap(),
         expected,
-        "CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE only"
+        "exactly the manifest's capabilities {added:?}"
     );
     assert_eq!(
         field("CapBnd:"),
@@ -771,13 +772,6 @@ fn daemonset_pod_through_cri() {
     node.cri.remove_pod(&workload_pod);
 
     // Each added capability, dropped in turn.
-    let ds = kubelet::daemonset();
-    let added = ds.spec.unwrap().template.spec.unwrap().containers[0]
-        .security_context
-        .clone()
-        .and_then(|sc| sc.capabilities)
-        .and_then(|c| c.add)
-        .unwrap_or_default();
     let required = required_capabilities();
     for cap in added {
         let full = format!("CAP_{cap}");
@@ -821,6 +815,34 @@ fn daemonset_pod_through_cri() {
             pod.log()
         );
         node.cri.remove_pod(&pod.pod_id);
+    }
+}
+
+/// The capabilities the DaemonSet adds (`SYS_ADMIN`, ...).
+fn manifest_capabilities() -> Vec<String> {
+    kubelet::daemonset()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .security_context
+        .clone()
+        .and_then(|sc| sc.capabilities)
+        .and_then(|c| c.add)
+        .unwrap_or_default()
+}
+
+/// A capability's bit (capabilities(7)).
+fn cap_bit(name: &str) -> u32 {
+    match name {
+        "DAC_READ_SEARCH" => 2,
+        "SYS_PTRACE" => 19,
+        "SYS_ADMIN" => 21,
+        "PERFMON" => 38,
+        "BPF" => 39,
+        other => panic!("add CAP_{other} to this test's table"),
     }
 }
 
