@@ -554,6 +554,7 @@ fn probes_config_and_env_are_what_the_agent_serves_and_reads() {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let readiness = http::Readiness {
         needs_snapshot: false,
+        missing_capabilities: Vec::new(),
     };
     let port = c
         .ports
