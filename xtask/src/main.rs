@@ -8,12 +8,14 @@
 //!   `TOKENWATCH_REQUIRE_EBPF=1`, which CI sets, turns the skip into a failure);
 //! - `bench sensor`: the sensor overhead benchmark (see `bench.rs`);
 //! - `bench replay`: audit-log replay against jq (see `bench_replay.rs`);
-//! - `bench agent`: the agent under load and idle (see `bench_agent.rs`).
+//! - `bench agent`: the agent under load and idle (see `bench_agent.rs`);
+//! - `image`: the agent's OCI image archive, no daemon, no pull (see `image.rs`).
 
 mod bench;
 mod bench_agent;
 mod bench_replay;
 mod bootstrap;
+mod image;
 
 use std::{
     ffi::OsString,
@@ -56,6 +58,8 @@ enum Task {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Write the agent's OCI image (a tar archive of an image layout).
+    Image(image::Args),
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -147,15 +151,20 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // The container test's images: the agent (debug build), a pause program
+    // and a token reader, written by `image.rs` and imported by the test.
+    let images = image::test_images()?;
     // One test binary at a time, its tests in parallel: each loads its own sensor.
-    run(cargo().args([
-        "test",
-        "--package",
-        "tokenwatch-tests",
-        "--",
-        "--test-threads",
-        "2",
-    ]))
+    run(cargo()
+        .args([
+            "test",
+            "--package",
+            "tokenwatch-tests",
+            "--",
+            "--test-threads",
+            "2",
+        ])
+        .env("TOKENWATCH_CRI_IMAGES", &images))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -176,6 +185,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd.args(args))
         }
         Task::Test { no_lint } => test(no_lint),
+        Task::Image(args) => image::run(&args),
         Task::Bench { which } => bench::run(which),
     }
 }
