@@ -21,6 +21,34 @@ use tokenwatch_host::sensor::{Sensor, SensorConfig, SensorEvent, event::Detail};
 /// How long a test waits for an expected event.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many times longer than on the host a bounded wait may take:
+/// `TOKENWATCH_TIMEOUT_SCALE` (a whole number; `cargo xtask vm-test` sets
+/// it in its VMs, where TCG emulation runs everything several times
+/// slower), 1 when unset.
+///
+/// # Panics
+/// When the variable is set but not a whole number from 1 to 100.
+#[must_use]
+pub fn timeout_scale() -> u32 {
+    match std::env::var("TOKENWATCH_TIMEOUT_SCALE") {
+        Err(_) => 1,
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .unwrap_or_else(|| {
+                panic!("TOKENWATCH_TIMEOUT_SCALE={value:?}: expected a whole number from 1 to 100")
+            }),
+    }
+}
+
+/// `base` times [`timeout_scale`]: the bound for a wait that takes `base`
+/// at most on the host.
+#[must_use]
+pub fn scaled(base: Duration) -> Duration {
+    base * timeout_scale()
+}
+
 /// Whether this process may load BPF programs; when not, either skips
 /// (returns false, with a message) or panics when skipping is forbidden.
 #[must_use]
@@ -34,6 +62,89 @@ pub fn require_root(test: &str) -> bool {
         "{test}: needs root to load eBPF programs, and TOKENWATCH_REQUIRE_EBPF=1 forbids skipping"
     );
     eprintln!("SKIPPED {test}: needs root to load eBPF programs (run `sudo -E cargo xtask test`)");
+    false
+}
+
+/// A kernel feature that a kernel of the VM matrix (`cargo xtask vm-test`:
+/// 5.10, 6.1, 6.12) lacks. Each is listed in `docs/requirements.md` with
+/// the first release that has it, and a test may skip only for one of
+/// these, only on a kernel older than that release (see [`kernel_has`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFeature {
+    /// fanotify's `FAN_REPORT_PIDFD`: a pidfd for the reader in each event.
+    FanReportPidfd,
+    /// An access event for a read by `splice(2)` (older kernels raise
+    /// none for splice).
+    SpliceAccessEvent,
+}
+
+impl KernelFeature {
+    /// Every feature, for the check against the doc.
+    pub const ALL: [Self; 2] = [Self::FanReportPidfd, Self::SpliceAccessEvent];
+
+    /// Its name, as `docs/requirements.md` spells it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FanReportPidfd => "FAN_REPORT_PIDFD",
+            Self::SpliceAccessEvent => "FAN_ACCESS for splice",
+        }
+    }
+
+    /// The first Linux release `(major, minor)` that has it.
+    #[must_use]
+    pub fn since(self) -> (u32, u32) {
+        match self {
+            Self::FanReportPidfd => (5, 15),
+            Self::SpliceAccessEvent => (6, 5),
+        }
+    }
+}
+
+/// `(major, minor)` of a release string such as `6.1.0-50-cloud-amd64`.
+#[must_use]
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Some((major, minor)),
+        _ => None,
+    }
+}
+
+/// `(major, minor)` of the running kernel.
+///
+/// # Panics
+/// When uname(2) fails or its release is not `major.minor...`.
+#[must_use]
+pub fn kernel_version() -> (u32, u32) {
+    // SAFETY: utsname is plain old data; uname fills it.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname.
+    assert_eq!(unsafe { libc::uname(&raw mut uts) }, 0, "uname failed");
+    // SAFETY: the kernel NUL-terminates the release.
+    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy();
+    parse_release(&release).unwrap_or_else(|| panic!("unexpected kernel release {release:?}"))
+}
+
+/// Whether the running kernel has `feature`. When it does not, prints a
+/// `SKIPPED` line naming the test, the kernel and the feature (the VM
+/// runner lists these per kernel) and returns false: the test skips what
+/// needs the feature and still checks the documented fallback.
+#[must_use]
+pub fn kernel_has(test: &str, feature: KernelFeature) -> bool {
+    let running = kernel_version();
+    if running >= feature.since() {
+        return true;
+    }
+    let (major, minor) = feature.since();
+    eprintln!(
+        "SKIPPED {test} (in part) on Linux {}.{}: {} needs {major}.{minor} (docs/requirements.md)",
+        running.0,
+        running.1,
+        feature.name()
+    );
     false
 }
 
@@ -80,7 +191,7 @@ impl Harness {
         &self.sensor
     }
 
-    /// Waits up to [`EVENT_TIMEOUT`] for an event matching `pred` that
+    /// Waits up to [`EVENT_TIMEOUT`] ([`scaled`]) for an event matching `pred` that
     /// comes after the one the previous call returned (so successive waits
     /// follow the order of events).
     ///
@@ -90,7 +201,7 @@ impl Harness {
         if let Some(found) = self.find_from(self.cursor, &pred) {
             return found;
         }
-        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let deadline = Instant::now() + scaled(EVENT_TIMEOUT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
@@ -189,6 +300,17 @@ pub fn unmount_under(root: &Path) {
 /// When `cc` fails (the message has its output).
 #[must_use]
 pub fn c_helper(name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    // In `cargo xtask vm-test`'s VMs (no compiler): built on the host from
+    // `tests/helpers/<name>.c`, whose first line gives the same flags.
+    if let Some(dir) = std::env::var_os("TOKENWATCH_C_HELPERS") {
+        let bin = Path::new(&dir).join(name);
+        assert!(
+            bin.exists(),
+            "{} is missing: `cargo xtask vm-test` builds tests/helpers/{name}.c for the VM",
+            bin.display()
+        );
+        return bin;
+    }
     let dir = std::env::temp_dir().join(format!("tokenwatch-helpers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("helper dir");
     let bin = dir.join(name);
@@ -361,4 +483,38 @@ pub fn tokenwatch_binary() -> PathBuf {
 pub fn cpath(path: &Path) -> std::ffi::CString {
     std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
         .expect("no NUL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_parse_to_major_and_minor() {
+        assert_eq!(parse_release("6.1.0-50-cloud-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.10.0-32-cloud-amd64"), Some((5, 10)));
+        assert_eq!(parse_release("6.12.95+deb12-cloud-amd64"), Some((6, 12)));
+        assert_eq!(parse_release("6.18.0"), Some((6, 18)));
+        assert_eq!(parse_release("é6"), None);
+        assert_eq!(parse_release(""), None);
+        assert!(kernel_version() >= (3, 0));
+    }
+
+    /// A test may skip only for a feature the doc lists as missing: each
+    /// feature here has a row `| \`NAME\` | MAJOR.MINOR | ...` in
+    /// docs/requirements.md with the same release.
+    #[test]
+    fn every_feature_a_test_may_skip_for_is_in_the_requirements_doc() {
+        let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/requirements.md");
+        let doc = std::fs::read_to_string(&doc_path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", doc_path.display()));
+        for feature in KernelFeature::ALL {
+            let (major, minor) = feature.since();
+            let row = format!("| `{}` | {major}.{minor} |", feature.name());
+            assert!(
+                doc.lines().any(|l| l.starts_with(&row)),
+                "docs/requirements.md has no row starting {row:?}"
+            );
+        }
+    }
 }

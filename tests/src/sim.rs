@@ -363,7 +363,7 @@ impl Agent {
             listen,
             stderr_log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(30));
         loop {
             if let Some(status) = agent.child.try_wait().unwrap() {
                 panic!("the agent exited with {status}:\n{}", agent.log());
@@ -387,7 +387,9 @@ impl Agent {
     #[must_use]
     pub fn get(&self, path: &str) -> Option<String> {
         let mut stream = std::net::TcpStream::connect(&self.listen).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream
+            .set_read_timeout(Some(crate::scaled(Duration::from_secs(5))))
+            .ok()?;
         write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
         let mut out = String::new();
         stream.read_to_string(&mut out).ok()?;
@@ -413,7 +415,7 @@ impl Agent {
     pub fn stop(mut self) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(20));
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(

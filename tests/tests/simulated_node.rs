@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokenwatch_tests::{
-    require_root,
+    require_root, scaled,
     sim::{self, Agent, ApiServer, CLIENT_PY, IN_POD_TOKEN, PodCgroup},
 };
 
@@ -21,22 +21,7 @@ use tokenwatch_test_support::policy::SHOP as POLICY;
 
 /// A 64-bit program reading argv[1] through `int $0x80` (compat syscalls;
 /// non-PIE so its static buffers have 32-bit addresses).
-const INT80_READER: &str = r#"
-#include <stdio.h>
-#include <string.h>
-static char path[4096];
-static char buf[4096];
-int main(int argc, char **argv) {
-    if (argc < 2) return 2;
-    strncpy(path, argv[1], sizeof path - 1);
-    long fd, n, rc;
-    __asm__ volatile("int $0x80" : "=a"(fd) : "a"(5L), "b"(path), "c"(0L) : "memory");
-    if (fd < 0) return 3;
-    __asm__ volatile("int $0x80" : "=a"(n) : "a"(3L), "b"(fd), "c"(buf), "d"((long)sizeof buf) : "memory");
-    __asm__ volatile("int $0x80" : "=a"(rc) : "a"(6L), "b"(fd) : "memory");
-    return n > 0 ? 0 : 4;
-}
-"#;
+const INT80_READER: &str = include_str!("../helpers/int80_pod_reader.c");
 
 fn entries(trail: &[Value]) -> Vec<&Value> {
     trail.iter().map(|r| &r["entry"]).collect()
@@ -62,7 +47,7 @@ fn metric(agent: &Agent, name: &str) -> f64 {
 
 /// Waits (bounded) until the agent has recorded at least `n` token reads.
 fn wait_reads(agent: &Agent, n: f64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
     while metric(agent, "tokenwatch_entries_total{kind=\"token-read\"}") < n {
         assert!(
             Instant::now() < deadline,
@@ -211,7 +196,8 @@ fn the_agent_on_a_simulated_node() {
         .unwrap();
     assert!(status.success());
     // 4c. A host program reading pod A's token through `int $0x80`.
-    let int80 = tokenwatch_tests::c_helper("int80_reader", INT80_READER, &["-no-pie", "-fno-pie"]);
+    let int80 =
+        tokenwatch_tests::c_helper("int80_pod_reader", INT80_READER, &["-no-pie", "-fno-pie"]);
     let out = std::process::Command::new(&int80)
         .arg(vol_a.token_path())
         .output()
@@ -257,7 +243,7 @@ fn the_agent_on_a_simulated_node() {
     assert_eq!(metric(&agent, "tokenwatch_watched_inodes"), 4.0);
 
     // While the agent runs (and holds the store), `trail query` asks it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(10));
     let live_hits = loop {
         let out = std::process::Command::new(&bin)
             .args([
@@ -455,7 +441,7 @@ fn the_agent_on_a_simulated_node() {
     run(&vol_b, &cg_b, &app);
     wait_reads(&agent, 1.0);
     let appended_before = trail.len() as f64;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
     while metric(&agent, "tokenwatch_trail_durable_seq") < appended_before + 2.0 {
         assert!(
             Instant::now() < deadline,

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use tokenwatch_tests::{EVENT_TIMEOUT, TokenVolume, require_root};
+use tokenwatch_tests::{EVENT_TIMEOUT, TokenVolume, require_root, scaled};
 
 #[test]
 fn watch_prints_a_token_read_as_json_without_the_token() {
@@ -27,7 +27,7 @@ fn watch_prints_a_token_read_as_json_without_the_token() {
     let mut child = Command::new(&bin)
         .arg("watch")
         .arg("--duration")
-        .arg("20s")
+        .arg(format!("{}s", scaled(Duration::from_secs(20)).as_secs()))
         .arg("--watch-file")
         .arg(&volume.real_file)
         .stdout(Stdio::piped())
@@ -44,7 +44,7 @@ fn watch_prints_a_token_read_as_json_without_the_token() {
         }
     });
     ready_rx
-        .recv_timeout(EVENT_TIMEOUT)
+        .recv_timeout(scaled(EVENT_TIMEOUT))
         .expect("tokenwatch watch did not attach");
 
     let status = Command::new("cat")
@@ -63,7 +63,7 @@ fn watch_prints_a_token_read_as_json_without_the_token() {
             }
         }
     });
-    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    let deadline = std::time::Instant::now() + scaled(EVENT_TIMEOUT);
     let mut lines = Vec::new();
     let read = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());

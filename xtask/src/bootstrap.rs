@@ -155,6 +155,68 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Debian packages the VM tests (`cargo xtask vm-test`) need, each with a
+/// file it installs: qemu; a static busybox for the guest's init and
+/// shell tools; Debian's python3 for the simulated node in the guest;
+/// objcopy to strip the test binaries; dpkg-deb to unpack the kernels.
+const VM_TOOLS: [(&str, &str); 5] = [
+    ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+    ("/bin/busybox", "busybox-static"),
+    ("/usr/bin/python3", "python3"),
+    ("/usr/bin/objcopy", "binutils"),
+    ("/usr/bin/dpkg-deb", "dpkg"),
+];
+
+/// Installs Debian `packages` (one `apt-get update` first).
+fn apt_install(packages: &[&str], why: &str) -> anyhow::Result<()> {
+    eprintln!(
+        "xtask: installing {} (Debian) for {why}",
+        packages.join(" ")
+    );
+    run(Command::new("apt-get").args(["update", "-qq"])).with_context(|| {
+        format!(
+            "apt-get update failed; cannot install {}",
+            packages.join(" ")
+        )
+    })?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| {
+        format!(
+            "cannot install {} from Debian's packages",
+            packages.join(" ")
+        )
+    })
+}
+
+/// The packages of [`VM_TOOLS`] whose file is missing.
+fn missing_vm_tools() -> Vec<&'static str> {
+    VM_TOOLS
+        .iter()
+        .filter(|(file, _)| !Path::new(file).exists())
+        .map(|(_, package)| *package)
+        .collect()
+}
+
+/// What `cargo xtask vm-test` needs on the host, installed when missing
+/// (as root), or named.
+pub fn ensure_vm_tools() -> anyhow::Result<()> {
+    let missing = missing_vm_tools();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        bail!(
+            "the VM tests need Debian packages that are missing: {} (run as root, or `apt-get install` them; \
+             `cargo xtask test --no-vm` skips the VM tests)",
+            missing.join(" ")
+        );
+    }
+    apt_install(&missing, "the kernel tests in VMs")
+}
+
 /// Debian packages the root-only tests and the sensor bench use, each with
 /// a file that shows it is installed.
 const TEST_PACKAGES: [(&str, &str, &str); 11] = [
@@ -205,17 +267,24 @@ const TEST_PACKAGES: [(&str, &str, &str); 11] = [
 
 /// Installs the Debian packages the root-only tests and benches need
 /// (chromium, liburing-dev, gcc, libcap2-bin, auditd, bpftrace; containerd,
-/// runc, the CNI plugins, protoc and iproute2 for the container test) when
-/// missing.
+/// runc, the CNI plugins, protoc and iproute2 for the container test) and,
+/// with `vm`, what the VM tests need ([`VM_TOOLS`]), when missing.
 ///
 /// # Errors
 /// apt-get fails.
-pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let missing: Vec<(&str, &str)> = TEST_PACKAGES
+pub fn ensure_test_tools(vm: bool) -> anyhow::Result<()> {
+    let mut missing: Vec<(&str, &str)> = TEST_PACKAGES
         .iter()
         .filter(|(path, _, _)| !Path::new(path).exists())
         .map(|(_, package, why)| (*package, *why))
         .collect();
+    if vm {
+        missing.extend(
+            missing_vm_tools()
+                .into_iter()
+                .map(|package| (package, "the kernel tests in VMs")),
+        );
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -228,11 +297,6 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
     for (package, why) in &missing {
         eprintln!("xtask: installing {package} (Debian) for {why}");
     }
-    run(Command::new("apt-get").args(["update", "-qq"]))
-        .context("apt-get update failed; test tools cannot be installed")?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(missing.iter().map(|(package, _)| *package))
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("cannot install the test tools from Debian's packages")
+    let packages: Vec<&str> = missing.iter().map(|(package, _)| *package).collect();
+    apt_install(&packages, "the tests")
 }

@@ -6,6 +6,9 @@
 //! - `test`: formatting, clippy, unit and integration tests, then the
 //!   root-only eBPF tests (skipped without root unless
 //!   `TOKENWATCH_REQUIRE_EBPF=1`, which CI sets, turns the skip into a failure);
+//! - `vm-test [--kernel 5.10|6.1|6.12|all]`: the same root-only tests in
+//!   qemu VMs on Debian's 5.10, 6.1 and 6.12 cloud kernels (see `vm.rs`);
+//!   `test` runs them after the host's, unless `--no-vm`;
 //! - `bench sensor`: the sensor overhead benchmark (see `bench.rs`);
 //! - `bench replay`: audit-log replay against jq (see `bench_replay.rs`);
 //! - `bench agent`: the agent under load and idle (see `bench_agent.rs`);
@@ -15,7 +18,9 @@ mod bench;
 mod bench_agent;
 mod bench_replay;
 mod bootstrap;
+mod cpio;
 mod image;
+mod vm;
 
 use std::{
     ffi::OsString,
@@ -57,9 +62,17 @@ enum Task {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the kernel tests in VMs (5.10, 6.1, 6.12); CI runs them.
+        #[arg(long)]
+        no_vm: bool,
+        /// How the VM tests run.
+        #[command(flatten)]
+        vm: vm::VmArgs,
     },
     /// Write the agent's OCI image (a tar archive of an image layout).
     Image(image::Args),
+    /// The root-only kernel tests in qemu VMs on other kernels.
+    VmTest(vm::VmArgs),
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -114,9 +127,9 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
-fn test(no_lint: bool) -> anyhow::Result<()> {
+fn test(no_lint: bool, vm: Option<&vm::VmArgs>) -> anyhow::Result<()> {
     bootstrap::ensure()?;
-    bootstrap::ensure_test_tools()?;
+    bootstrap::ensure_test_tools(vm.is_some())?;
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
         run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
@@ -149,22 +162,30 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
             "xtask: SKIPPING the eBPF tests: they need root (run `sudo -E cargo xtask test`, \
              or set TOKENWATCH_REQUIRE_EBPF=1 to make this a failure)"
         );
-        return Ok(());
+    } else {
+        // The container test's images: the agent (debug build), a pause program
+        // and a token reader, written by `image.rs` and imported by the test.
+        let images = image::test_images()?;
+        // One test binary at a time, its tests in parallel: each loads its own sensor.
+        run(cargo()
+            .args([
+                "test",
+                "--package",
+                "tokenwatch-tests",
+                "--",
+                "--test-threads",
+                "2",
+            ])
+            .env("TOKENWATCH_CRI_IMAGES", &images))?;
     }
-    // The container test's images: the agent (debug build), a pause program
-    // and a token reader, written by `image.rs` and imported by the test.
-    let images = image::test_images()?;
-    // One test binary at a time, its tests in parallel: each loads its own sensor.
-    run(cargo()
-        .args([
-            "test",
-            "--package",
-            "tokenwatch-tests",
-            "--",
-            "--test-threads",
-            "2",
-        ])
-        .env("TOKENWATCH_CRI_IMAGES", &images))
+    // The same kernel tests on the other kernels nodes run, in VMs (no root needed).
+    match vm {
+        Some(args) => vm::vm_test(args),
+        None => {
+            eprintln!("xtask: --no-vm: the kernel tests did not run on 5.10, 6.1 and 6.12");
+            Ok(())
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -184,8 +205,9 @@ fn main() -> anyhow::Result<()> {
             };
             run(cmd.args(args))
         }
-        Task::Test { no_lint } => test(no_lint),
+        Task::Test { no_lint, no_vm, vm } => test(no_lint, (!no_vm).then_some(&vm)),
         Task::Image(args) => image::run(&args),
+        Task::VmTest(args) => vm::vm_test(&args),
         Task::Bench { which } => bench::run(which),
     }
 }
