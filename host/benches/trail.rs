@@ -1,11 +1,14 @@
 //! Trail benchmarks (issue 5): append rate with the hash chain and every
 //! index, with and without the fsync of `flush`, and query by subject on a
-//! 100,000-record trail.
+//! 100,000-record trail. Signed checkpoints (issue 17): append rate with a
+//! checkpoint every 100 ms beside it (100 times the agent's default rate),
+//! side by side with the plain rate in the same run, and the cost of one
+//! checkpoint (flush, sign, store) on its own.
 //!
 //! Entries are the realistic ones of the trail tests (a pod's process
 //! reading a bound token, with claims, RBAC summary, connection and
 //! findings; about 1.6 KB of JSON each).
-//! Run: `cargo bench -p tokenwatch --bench trail`.
+//! Run: `cargo bench -p tokenwatch-host --bench trail`.
 
 #[path = "../tests/trail_common/mod.rs"]
 mod trail_common;
@@ -14,6 +17,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokenwatch_core::correlate::TrailEntry;
+use tokenwatch_host::trail::checkpoint::CheckpointSigner;
 use tokenwatch_host::trail::{Query, Trail};
 
 /// Records per measured append batch.
@@ -54,9 +58,41 @@ fn append(c: &mut Criterion) {
             black_box(trail.flush().unwrap());
         });
     });
+    // The same appends while another thread checkpoints every 100 ms, as
+    // the agent's checkpoint task does every 10 s.
+    let signer = CheckpointSigner::generate("tokenwatch/bench").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let made = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                trail.checkpoint(&signer, "bench").unwrap();
+                made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        g.bench_function("append_10k_checkpoints_every_100ms", |b| {
+            b.iter(|| {
+                for e in &entries {
+                    black_box(trail.append(e).unwrap());
+                }
+            });
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    eprintln!(
+        "checkpoints made beside the appends: {}",
+        made.load(std::sync::atomic::Ordering::Relaxed)
+    );
     g.finish();
     trail.flush().unwrap();
     assert!(trail.verify().unwrap().intact);
+    let mut g = c.benchmark_group("trail_checkpoint");
+    g.sample_size(20);
+    g.bench_function("flush_sign_store", |b| {
+        b.iter(|| black_box(trail.checkpoint(&signer, "bench").unwrap()));
+    });
+    g.finish();
 }
 
 fn query(c: &mut Criterion) {

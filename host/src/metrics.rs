@@ -69,6 +69,8 @@ pub struct Metrics {
     pub watched_inodes: AtomicU64,
     /// The sensor is attached.
     pub sensor_attached: AtomicBool,
+    /// Capabilities of [`crate::agent::caps::NEEDS`] the process lacks (bit i: `NEEDS[i]`).
+    pub capabilities_missing: AtomicU64,
     /// fanotify `FAN_Q_OVERFLOW` events (the kernel's queue was full; how
     /// many events were lost each time is not known).
     pub fanotify_overflows: AtomicU64,
@@ -286,6 +288,22 @@ impl Metrics {
             "1 while the sensor (fanotify marks and eBPF programs) is attached.",
             u64::from(self.sensor_attached.load(Relaxed)),
         );
+        header(
+            &mut out,
+            "tokenwatch_capability_missing",
+            "gauge",
+            "1 for each capability of docs/capabilities.md the agent lacks (required ones keep it unready, the others degrade it).",
+        );
+        let missing = self.capabilities_missing.load(Relaxed);
+        for (i, need) in crate::agent::caps::NEEDS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tokenwatch_capability_missing{{capability=\"{}\",required=\"{}\"}} {}",
+                need.name,
+                need.required,
+                (missing >> i) & 1
+            );
+        }
         out
     }
 }
@@ -309,6 +327,14 @@ mod tests {
         assert!(text.contains("tokenwatch_findings_total{kind=\"host-reader\"} 1"));
         assert!(text.contains("tokenwatch_userspace_drops_total{sink=\"otlp\"} 3"));
         assert!(text.contains("tokenwatch_rbac_snapshot_age_seconds -1"));
+        m.capabilities_missing.store(0b100, Relaxed);
+        let text = m.render(100);
+        assert!(text.contains(
+            "tokenwatch_capability_missing{capability=\"CAP_SYS_PTRACE\",required=\"false\"} 1"
+        ));
+        assert!(text.contains(
+            "tokenwatch_capability_missing{capability=\"CAP_SYS_ADMIN\",required=\"true\"} 0"
+        ));
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let name = line.split_whitespace().nth(2).unwrap();
             assert_eq!(

@@ -206,3 +206,75 @@ fn a_bad_otlp_endpoint_is_refused_at_start() {
     let err = Sinks::start(&config, Arc::new(Metrics::default())).unwrap_err();
     assert!(err.to_string().contains("invalid OTLP endpoint"), "{err}");
 }
+
+#[test]
+fn checkpoints_reach_every_sink_as_their_own_kind() {
+    use tokenwatch_host::trail::{Trail, checkpoint::CheckpointSigner};
+    let (endpoint, rx) = collector();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.jsonl");
+    let metrics = Arc::new(Metrics::default());
+    let config = SinkConfig {
+        file: Some(FileConfig {
+            path: file.clone(),
+            max_bytes: 1 << 20,
+            keep: 1,
+        }),
+        otlp: Some(OtlpConfig {
+            endpoint,
+            timeout: Duration::from_secs(5),
+        }),
+        queue_capacity: 100,
+        ..SinkConfig::default()
+    };
+    let sinks = Sinks::start(&config, Arc::clone(&metrics)).unwrap();
+    let trail = Trail::open(&dir.path().join("data")).unwrap();
+    trail.append(&entry(0)).unwrap();
+    let signer = CheckpointSigner::generate("tokenwatch/node-1").unwrap();
+    let signed = trail.checkpoint(&signer, "node-1").unwrap();
+    sinks.send(&entry(1));
+    sinks.send_checkpoint(signed.to_line());
+    sinks.close();
+    // The file: an entry line, then the checkpoint line with its note.
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["kind"], "checkpoint");
+    assert_eq!(lines[1]["seq"], 1);
+    assert_eq!(lines[1]["note"], signed.note.as_str());
+    // OTLP: a log record of its own kind.
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while records.len() < 2 {
+        let (_, body) = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the collector got nothing");
+        records.extend(
+            body["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                .as_array()
+                .unwrap()
+                .clone(),
+        );
+    }
+    let cp = records
+        .iter()
+        .find(|r| {
+            r["attributes"].as_array().unwrap().iter().any(|a| {
+                a["key"] == "event.name" && a["value"]["stringValue"] == "tokenwatch.checkpoint"
+            })
+        })
+        .expect("a checkpoint log record");
+    let body: Value = serde_json::from_str(cp["body"]["stringValue"].as_str().unwrap()).unwrap();
+    assert_eq!(body["kind"], "checkpoint");
+    assert_eq!(body["origin"], signed.checkpoint.origin.as_str());
+    let seq = cp["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == "tokenwatch.seq")
+        .unwrap();
+    assert_eq!(seq["value"]["intValue"], "1");
+}

@@ -139,3 +139,107 @@ fn html_report_renders_in_chromium_with_the_expected_rows() {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
     assert!(png.len() > 20_000, "screenshot is {} bytes", png.len());
 }
+
+/// Minting, the stolen-token signals and a default detection, in the page.
+#[test]
+fn html_report_shows_detections_and_minting_in_chromium() {
+    if !chromium_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = |s: u32| format!("2025-06-01T10:00:{s:02}.000000Z");
+    let sa = |jti: &str| {
+        serde_json::json!({"username": "system:serviceaccount:shop:web", "groups": ["system:serviceaccounts", "system:authenticated"],
+            "extra": {"authentication.kubernetes.io/credential-id": [format!("JTI={jti}")], "authentication.kubernetes.io/pod-name": ["web-0"], "authentication.kubernetes.io/pod-uid": ["uid-web-0"]}})
+    };
+    let ev = |s: u32,
+              user: serde_json::Value,
+              verb: &str,
+              uri: &str,
+              obj: serde_json::Value,
+              ips: &[&str],
+              ann: serde_json::Value| {
+        serde_json::json!({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request", "auditID": format!("h-{s}"),
+            "stage": "ResponseComplete", "requestURI": uri, "verb": verb, "user": user, "sourceIPs": ips, "objectRef": obj,
+            "responseStatus": {"code": 200}, "requestReceivedTimestamp": t(s), "stageTimestamp": t(s), "annotations": ann})
+    };
+    let mut mint = ev(
+        1,
+        serde_json::json!({"username": "mallory@example.com", "groups": ["system:authenticated"]}),
+        "create",
+        "/api/v1/namespaces/shop/serviceaccounts/web/token",
+        serde_json::json!({"resource": "serviceaccounts", "subresource": "token", "namespace": "shop", "name": "web"}),
+        &["192.0.2.10"],
+        serde_json::json!({"authorization.k8s.io/decision": "allow", "authentication.kubernetes.io/issued-credential-id": "JTI=minted-1"}),
+    );
+    mint["requestObject"] = serde_json::json!({"spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 86400}});
+    let pods = serde_json::json!({"resource": "pods", "namespace": "shop"});
+    let allow = serde_json::json!({"authorization.k8s.io/decision": "allow"});
+    let lines = [
+        mint,
+        ev(
+            2,
+            sa("minted-1"),
+            "list",
+            "/api/v1/namespaces/shop/pods",
+            pods.clone(),
+            &["10.244.1.5"],
+            allow.clone(),
+        ),
+        ev(
+            3,
+            sa("minted-1"),
+            "list",
+            "/api/v1/namespaces/shop/pods",
+            pods.clone(),
+            &["203.0.113.50", "10.0.0.99"],
+            allow.clone(),
+        ),
+        ev(
+            4,
+            sa("minted-1"),
+            "get",
+            "/api/v1/namespaces/shop/pods/db-0/exec?command=sh",
+            serde_json::json!({"resource": "pods", "subresource": "exec", "namespace": "shop", "name": "db-0"}),
+            &["10.0.0.99"],
+            allow,
+        ),
+    ];
+    let audit = dir.path().join("audit.log");
+    std::fs::write(
+        &audit,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+        .args(["replay", "--no-progress", "-o", "html", "--audit"])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let page = dir.path().join("detections.html");
+    std::fs::write(&page, &out.stdout).unwrap();
+    let dom = chromium(
+        &dir.path().join("profile"),
+        &["--dump-dom"],
+        &format!("file://{}", page.display()),
+    );
+    assert!(dom.contains("data-rows=\""), "script did not run:\n{dom}");
+    for want in [
+        "class=\"minted\" data-expected=\"false\"",
+        "by <b>mallory@example.com</b> for shop/web",
+        "audiences https://kubernetes.default.svc, lifetime 86400 s",
+        "data-kind=\"minted-outside-kubelet\"",
+        "data-kind=\"multiple-source-addresses\"",
+        "data-kind=\"claimed-source-address\"",
+        "class=\"detection-row sev-high\" data-kind=\"exec-by-service-account\"",
+        "data-what=\"mint\"",
+        "flag-claimed-address",
+        "203.0.113.50",
+    ] {
+        assert!(
+            dom.contains(want),
+            "missing {want:?} in the rendered page:\n{dom}"
+        );
+    }
+}

@@ -24,6 +24,7 @@ fn run_lib(
         audits: vec![dir.join("audit.log")],
         filters,
         only,
+        progress: false,
         ..Options::default()
     };
     let mut events = Vec::new();
@@ -100,6 +101,8 @@ fn timeline_names_reader_pod_and_every_call_and_flags_the_foreign_use() {
         [
             "foreign-source-ip",
             "use-after-flagged-read",
+            // The thief's address is a second connection address.
+            "multiple-source-addresses",
             "permission-probing"
         ]
     );

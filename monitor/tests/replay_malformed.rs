@@ -257,3 +257,70 @@ fn command_line_reports_malformed_with_file_and_line() {
     );
     assert!(stdout.contains("Replayed 2 audit events"), "{stdout}");
 }
+
+/// Hostile records: non-ASCII in every field the replay reads (the issue's
+/// `fieldSelector=é` without `objectRef` first), a huge URI, deep nesting in
+/// skipped and in decoded fields. Events or located problems, never a panic,
+/// and the binary exits 0.
+#[test]
+fn hostile_records_never_stop_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let uris = [
+        "/api/v1/pods?fieldSelector=é",
+        "/api/v1/pods?fieldSelector=%C3%A9=%E6%97%A5,\\é",
+        "/api/v1/namespaces/é/pods/ü?fieldSelector=metadata.name=日本&labelSelector=é+in+(ü)",
+        "/apis/日本/v1/🦀",
+        "/api/v1/pods/%FF%FE%C3",
+        "https://é:6443/api/v1/pods",
+    ];
+    let mut lines: Vec<String> = uris
+        .iter()
+        .enumerate()
+        .map(|(i, uri)| {
+            serde_json::json!({
+                "kind": "Event", "stage": "ResponseComplete", "verb": "list", "requestURI": uri,
+                "user": {"username": "système:ü", "groups": ["é"], "extra": {"authentication.kubernetes.io/credential-id": ["JTI=é"]}},
+                "sourceIPs": ["é", "ü"], "responseStatus": {"code": 200},
+                "annotations": {"authorization.k8s.io/decision": "allow", "authentication.k8s.io/legacy-token": "é", "authentication.kubernetes.io/issued-credential-id": "JTI=ü"},
+                "requestReceivedTimestamp": format!("2025-01-01T00:00:0{i}.000000Z"),
+            })
+            .to_string()
+        })
+        .collect();
+    lines.push(format!(
+        r#"{{"kind":"Event","verb":"get","requestURI":"/api/v1/namespaces/{}/pods"}}"#,
+        "é".repeat(300_000)
+    ));
+    let deep = format!("{}0{}", "[".repeat(10_000), "]".repeat(10_000));
+    lines.push(format!(
+        r#"{{"kind":"Event","verb":"get","requestURI":"/","responseObject":{deep}}}"#
+    ));
+    lines.push(format!(
+        r#"{{"kind":"Event","verb":"create","requestURI":"/","requestObject":{deep}}}"#
+    ));
+    lines.push(format!(
+        r#"{{"kind":"Event","verb":"get","user":{{"extra":{deep}}}}}"#
+    ));
+    let path = write(dir.path(), "hostile.log", &(lines.join("\n") + "\n"));
+    let (report, _) = run(std::slice::from_ref(&path));
+    assert_eq!(
+        report.stats.events + report.problems.count,
+        lines.len() as u64
+    );
+    assert!(
+        report.stats.events > uris.len() as u64,
+        "{:?}",
+        report.stats
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+        .args(["replay", "--no-progress", "--audit"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,6 +6,9 @@
 //! something real, then waits with a timeout for the expected event and
 //! panics with what it saw instead.
 
+pub mod containerd;
+pub mod cri;
+pub mod kubelet;
 pub mod sim;
 
 use std::{

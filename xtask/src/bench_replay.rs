@@ -10,8 +10,9 @@
 //!   Files are cached under `target/xtask/bench-replay/`.
 //! - Builds the release binary, then alternates, `--runs` times, pinned to
 //!   one core with `taskset`:
-//!   `tokenwatch replay --audit LOG --rbac SNAPSHOT --only drift -o json`
-//!   (parse + attributes + decision + timeline + summaries for every event)
+//!   `tokenwatch replay --audit LOG --rbac SNAPSHOT -o json`, the full
+//!   replay (parse + attributes + decision + timeline + stolen-token signals +
+//!   detections + summaries for every event, every listed event written)
 //!   and the peer `jq -c 'select(.user.username | startswith("system:serviceaccount:"))' LOG`
 //!   (parse only). Both write to /dev/null; wall time, CPU time and peak
 //!   RSS come from `wait4`'s rusage. jq is installed with apt-get if missing.
@@ -345,7 +346,9 @@ fn tokenwatch_cmd(binary: &Path, log: &Path, snapshot: &Path) -> Command {
         .arg(log)
         .arg("--rbac")
         .arg(snapshot)
-        .args(["--only", "drift", "-o", "json", "--no-progress"]);
+        // The full replay: every event listed that is drift, forbidden, or
+        // flagged by a signal or detection (no `--only` filter).
+        .args(["-o", "json", "--no-progress"]);
     c
 }
 
@@ -452,6 +455,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         mib(jq_rss)
     );
     println!("tokenwatch / jq throughput: {:.2}x", jq_wall / tw_wall);
+    println!(
+        "tokenwatch / jq events per CPU-second: {:.2}x (target: 15x)",
+        jq_cpu / tw_cpu
+    );
     let large = if args.large > 0 {
         let (large_log, _) = cached_log(&dir, args.large)?;
         let m = measure(tokenwatch_cmd(&binary, &large_log, &snapshot))?;

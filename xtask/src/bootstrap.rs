@@ -219,7 +219,7 @@ pub fn ensure_vm_tools() -> anyhow::Result<()> {
 
 /// Debian packages the root-only tests and the sensor bench use, each with
 /// a file that shows it is installed.
-const TEST_PACKAGES: [(&str, &str, &str); 6] = [
+const TEST_PACKAGES: [(&str, &str, &str); 11] = [
     (
         "/usr/bin/chromium",
         "chromium",
@@ -242,11 +242,33 @@ const TEST_PACKAGES: [(&str, &str, &str); 6] = [
         "bpftrace",
         "`cargo xtask bench sensor`",
     ),
+    (
+        "/usr/bin/containerd",
+        "containerd",
+        "the container test (containerd's CRI, `ctr images import`)",
+    ),
+    ("/usr/sbin/runc", "runc", "the container test"),
+    (
+        "/usr/lib/cni/bridge",
+        "containernetworking-plugins",
+        "the container test's pod network",
+    ),
+    (
+        "/usr/bin/protoc",
+        "protobuf-compiler",
+        "the container test's CRI client (tests/build.rs)",
+    ),
+    (
+        "/usr/sbin/ip",
+        "iproute2",
+        "the container test's network namespace",
+    ),
 ];
 
 /// Installs the Debian packages the root-only tests and benches need
-/// (chromium, liburing-dev, gcc, libcap2-bin, auditd, bpftrace) and, with
-/// `vm`, what the VM tests need ([`VM_TOOLS`]), when missing.
+/// (chromium, liburing-dev, gcc, libcap2-bin, auditd, bpftrace; containerd,
+/// runc, the CNI plugins, protoc and iproute2 for the container test) and,
+/// with `vm`, what the VM tests need ([`VM_TOOLS`]), when missing.
 ///
 /// # Errors
 /// apt-get fails.

@@ -11,13 +11,15 @@
 //!   `test` runs them after the host's, unless `--no-vm`;
 //! - `bench sensor`: the sensor overhead benchmark (see `bench.rs`);
 //! - `bench replay`: audit-log replay against jq (see `bench_replay.rs`);
-//! - `bench agent`: the agent under load and idle (see `bench_agent.rs`).
+//! - `bench agent`: the agent under load and idle (see `bench_agent.rs`);
+//! - `image`: the agent's OCI image archive, no daemon, no pull (see `image.rs`).
 
 mod bench;
 mod bench_agent;
 mod bench_replay;
 mod bootstrap;
 mod cpio;
+mod image;
 mod vm;
 
 use std::{
@@ -67,6 +69,8 @@ enum Task {
         #[command(flatten)]
         vm: vm::VmArgs,
     },
+    /// Write the agent's OCI image (a tar archive of an image layout).
+    Image(image::Args),
     /// The root-only kernel tests in qemu VMs on other kernels.
     VmTest(vm::VmArgs),
     /// Run a benchmark and print its figures.
@@ -159,15 +163,20 @@ fn test(no_lint: bool, vm: Option<&vm::VmArgs>) -> anyhow::Result<()> {
              or set TOKENWATCH_REQUIRE_EBPF=1 to make this a failure)"
         );
     } else {
+        // The container test's images: the agent (debug build), a pause program
+        // and a token reader, written by `image.rs` and imported by the test.
+        let images = image::test_images()?;
         // One test binary at a time, its tests in parallel: each loads its own sensor.
-        run(cargo().args([
-            "test",
-            "--package",
-            "tokenwatch-tests",
-            "--",
-            "--test-threads",
-            "2",
-        ]))?;
+        run(cargo()
+            .args([
+                "test",
+                "--package",
+                "tokenwatch-tests",
+                "--",
+                "--test-threads",
+                "2",
+            ])
+            .env("TOKENWATCH_CRI_IMAGES", &images))?;
     }
     // The same kernel tests on the other kernels nodes run, in VMs (no root needed).
     match vm {
@@ -197,6 +206,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd.args(args))
         }
         Task::Test { no_lint, no_vm, vm } => test(no_lint, (!no_vm).then_some(&vm)),
+        Task::Image(args) => image::run(&args),
         Task::VmTest(args) => vm::vm_test(&args),
         Task::Bench { which } => bench::run(which),
     }

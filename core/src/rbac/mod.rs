@@ -1,5 +1,6 @@
 //! RBAC engine: snapshot model, import, aggregation, request-info,
-//! authorizer, rule listing, who-can, risk, diff and stored snapshots.
+//! authorizer, rule listing, who-can, risk, diff, stored snapshots and
+//! least-privilege suggestions from observed calls.
 //!
 //! Answers "may this user do this request?" exactly as kube-apiserver's RBAC
 //! authorizer does, says which binding and role allowed it, lists what a
@@ -46,6 +47,7 @@ pub mod resource_arg;
 pub mod risk;
 pub mod rules;
 pub mod snapshot;
+pub mod suggest;
 pub mod who_can;
 
 pub use authorizer::{Attributes, Authorizer, Decision, OwnedAttributes, UserInfo};

@@ -19,6 +19,11 @@
 //!
 //! The URL may be a request URI (`/api/v1/pods?watch=1`) or an absolute URL;
 //! the path is percent-decoded as Go's `net/url` does.
+//!
+//! Any text parses without a panic: `clippy::string_slice` is denied here
+//! (positions are found on bytes and taken with `get`).
+
+#![deny(clippy::string_slice)]
 
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +105,9 @@ pub fn parse(method: &str, url: &str) -> Result<RequestInfo, RequestInfoError> {
     }
     let mut parts: &[&str] = &all[1..];
     let api_prefix = all[0];
+    // Set before the group check, as the API server does: `/apis/apps/v1`
+    // is a non-resource request with apiPrefix `apis`.
+    info.api_prefix = api_prefix.to_owned();
     let mut api_group = "";
     if api_prefix != "api" {
         if parts.len() < 3 {
@@ -108,7 +116,6 @@ pub fn parse(method: &str, url: &str) -> Result<RequestInfo, RequestInfoError> {
         api_group = parts[0];
         parts = &parts[1..];
     }
-    info.api_prefix = api_prefix.to_owned();
     info.api_group = api_group.to_owned();
     info.is_resource_request = true;
     info.api_version = parts[0].to_owned();
@@ -183,7 +190,7 @@ fn split_url(url: &str) -> (&str, &str) {
     let mut rest = url;
     for scheme in ["http://", "https://"] {
         if let Some(after) = rest.strip_prefix(scheme) {
-            rest = after.find('/').map_or("", |i| &after[i..]);
+            rest = after.find('/').and_then(|i| after.get(i..)).unwrap_or("");
             break;
         }
     }
@@ -303,6 +310,8 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
 }
 
 fn split_field_term(term: &str) -> Option<(String, &'static str, String)> {
+    // Byte positions, compared as bytes: the operators are ASCII, so a match
+    // starts on a character boundary, and `get` never splits a character.
     let bytes = term.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -311,8 +320,13 @@ fn split_field_term(term: &str) -> Option<(String, &'static str, String)> {
             continue;
         }
         for op in ["!=", "==", "="] {
-            if term[i..].starts_with(op) {
-                return Some((term[..i].to_owned(), op, term[i + op.len()..].to_owned()));
+            if bytes
+                .get(i..)
+                .is_some_and(|rest| rest.starts_with(op.as_bytes()))
+            {
+                let lhs = term.get(..i)?;
+                let rhs = term.get(i + op.len()..)?;
+                return Some((lhs.to_owned(), op, rhs.to_owned()));
             }
         }
         i += 1;
@@ -1045,6 +1059,70 @@ mod tests {
         }
         let del = parse("DELETE", "/api/v1/pods?fieldSelector=metadata.name%3Da").unwrap();
         assert_eq!(del.verb, "deletecollection", "only GET reads the selector");
+    }
+
+    #[test]
+    fn api_prefix_as_new_request_info() {
+        // Set once the path has three segments under a known prefix, before
+        // the group check (`/apis/apps/v1` stays a non-resource request).
+        for (url, prefix, resource) in [
+            ("/apis/apps/v1", "apis", false),
+            ("/apis/apps/v1/", "apis", false),
+            ("/apis/extensions/v1beta1", "apis", false),
+            ("/api/v1/pods", "api", true),
+            ("/apis/apps/v1/deployments", "apis", true),
+            ("/api/v1", "", false),
+            ("/apis/apps", "", false),
+            ("/healthz/etcd/x", "", false),
+            ("/", "", false),
+        ] {
+            let info = parse("GET", url).unwrap();
+            assert_eq!(
+                (info.api_prefix.as_str(), info.is_resource_request),
+                (prefix, resource),
+                "{url}"
+            );
+        }
+        let info = parse("GET", "/apis/apps/v1").unwrap();
+        assert_eq!(
+            (info.api_group.as_str(), info.api_version.as_str()),
+            ("", "")
+        );
+    }
+
+    #[test]
+    fn non_ascii_never_panics() {
+        // Field selectors and paths with multi-byte characters in every
+        // position the parser looks at.
+        for url in [
+            "/api/v1/pods?fieldSelector=é",
+            "/api/v1/pods?fieldSelector=%C3%A9",
+            "/api/v1/pods?fieldSelector=é=é",
+            "/api/v1/pods?fieldSelector=metadata.name=é",
+            "/api/v1/pods?fieldSelector=\\é!=x",
+            "/api/v1/pods?fieldSelector=日本=語,名前",
+            "/api/v1/pods?labelSelector=é+in+(ü)",
+            "/api/v1/namespaces/é/pods/ü/ß",
+            "https://é/api/v1/pods",
+            "https://日本",
+            "/apis/日本/v1/🦀",
+            "/api/v1/pods?watch=É",
+            "/api/v1/pods/%FF%FE",
+            "/api/v1/pods/%C3",
+            "/api/v1/pods/a%é",
+        ] {
+            for method in ["GET", "DELETE", "É"] {
+                let _ = parse(method, url);
+            }
+        }
+        let info = parse("GET", "/api/v1/pods?fieldSelector=é").unwrap();
+        assert_eq!((info.verb.as_str(), info.name.as_str()), ("list", ""));
+        let info = parse("GET", "/api/v1/pods?fieldSelector=metadata.name=é").unwrap();
+        assert_eq!(info.name, "é");
+        assert!(matches!(
+            parse("GET", "/api/v1/pods/a%é"),
+            Err(RequestInfoError::ParseUrlEscape { .. })
+        ));
     }
 
     #[test]

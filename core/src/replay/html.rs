@@ -5,7 +5,8 @@
 //!
 //! Rows carry classes a reader (and the Chromium test) can rely on:
 //! `tr.timeline-row` (with `flag-<name>` per flag), `tr.event-row`,
-//! `tr.subject-row`, `li.finding`; the script adds a filter box and sets
+//! `tr.subject-row`, `li.finding`, `tr.detection-row` (with `data-kind`),
+//! `p.minted` (who minted a token); the script adds a filter box and sets
 //! `data-rows` on `<body>` to the number of rows it counted.
 
 use std::fmt::Write as _;
@@ -85,6 +86,31 @@ pub fn render(report: &Report, events: &EventList, title: &str) -> String {
     let _ = writeln!(o, "<p>RBAC snapshots: {}</p>", escape(&snapshots));
     o.push_str("<input id=\"filter\" type=\"search\" placeholder=\"filter rows (process, pod, IP, verb, ...)\">\n");
 
+    o.push_str("<h2>Detections</h2>\n");
+    if report.detections.is_empty() {
+        o.push_str("<p class=\"muted\">No default detection fired.</p>\n");
+    } else {
+        o.push_str("<table><thead><tr><th>severity</th><th>kind</th><th>subject</th><th>what</th><th>events</th><th>first</th><th>last</th><th>input</th></tr></thead><tbody>\n");
+        for d in &report.detections {
+            let _ = write!(
+                o,
+                "<tr class=\"detection-row sev-{}\" data-kind=\"{}\">",
+                escape(d.severity),
+                escape(d.kind)
+            );
+            cell(&mut o, d.severity);
+            cell(&mut o, d.kind);
+            cell(&mut o, &d.subject);
+            cell(&mut o, &d.message);
+            cell(&mut o, &d.count.to_string());
+            cell(&mut o, &d.first_time);
+            cell(&mut o, &d.last_time);
+            cell(&mut o, &d.location.to_string());
+            o.push_str("</tr>\n");
+        }
+        o.push_str("</tbody></table>\n");
+    }
+
     o.push_str("<h2>Token timelines</h2>\n");
     let shown: Vec<_> = report.tokens.iter().filter(|t| token_shown(t)).collect();
     if shown.is_empty() {
@@ -123,6 +149,26 @@ pub fn render(report: &Report, events: &EventList, title: &str) -> String {
             "{} trail records, {} calls.</p>",
             t.reads_total, t.calls_total
         );
+        if let Some(m) = &t.minted {
+            let _ = writeln!(
+                o,
+                "<p class=\"minted\" data-expected=\"{}\">Minted {} by <b>{}</b> for {}{}{}{}.</p>",
+                m.expected_minter,
+                escape(&m.time),
+                escape(&m.by),
+                escape(&m.service_account),
+                m.bound_to
+                    .as_ref()
+                    .map_or_else(String::new, |b| format!(", bound to {}", escape(b))),
+                if m.audiences.is_empty() {
+                    String::new()
+                } else {
+                    format!(", audiences {}", escape(&m.audiences.join(", ")))
+                },
+                m.expiration_seconds
+                    .map_or_else(String::new, |s| format!(", lifetime {s} s"))
+            );
+        }
         if !t.findings.is_empty() {
             o.push_str("<ul>");
             for f in &t.findings {

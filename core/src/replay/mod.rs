@@ -27,13 +27,20 @@
 //!
 //! State grows with the number of subjects and tokens, not events: lists
 //! kept for display are capped and their counts stay exact.
+//!
+//! No input stops a replay: `clippy::string_slice` is denied in every
+//! module here (text is cut with `get`, `split_once` or on bytes).
+
+#![deny(clippy::string_slice)]
 
 pub mod attributes;
 pub mod decide;
+pub mod detect;
 pub mod event;
 pub mod html;
 pub mod input;
 pub mod report;
+pub mod roles;
 pub mod summary;
 pub use crate::time;
 pub mod timeline;
@@ -146,6 +153,11 @@ pub struct Options {
     pub only: Option<Only>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Settings of the default detections.
+    pub detect: detect::DetectConfig,
+    /// Keep each ServiceAccount's distinct allowed calls, for
+    /// [`roles::suggest_roles`].
+    pub collect_calls: bool,
 }
 
 /// How often (in records) the progress bar is updated.
@@ -213,13 +225,14 @@ pub fn replay(
     let mut engine = Engine {
         policy,
         index,
-        subjects: Subjects::default(),
+        subjects: Subjects::collecting(options.collect_calls),
         stats,
         problems,
         filters: &options.filters,
         only: options.only,
         user: UserInfo::default(),
         target: String::new(),
+        detector: detect::Detector::new(options.detect.clone()),
         on_event,
     };
 
@@ -292,8 +305,11 @@ pub fn replay(
         subjects,
         mut stats,
         problems,
+        detector,
         ..
     } = engine;
+    let (mut detections, dropped) = detector.finish();
+    stats.detections_dropped = dropped;
     stats.audit_only_tokens_dropped = index.audit_only_dropped;
     stats.trail_tokens = index.trail_tokens() as u64;
     stats.malformed = problems.count;
@@ -314,11 +330,14 @@ pub fn replay(
     }
     if let Some(s) = &options.filters.subject {
         tokens.retain(|t| t.subject.as_deref() == Some(s.as_str()));
+        detections.retain(|d| d.subject == *s);
     }
+    stats.detections = detections.len() as u64;
     Ok(Report {
         stats,
         snapshots,
         tokens,
+        detections,
         subjects,
         problems,
     })
@@ -350,6 +369,7 @@ struct Engine<'o> {
     user: UserInfo,
     /// Reused for the call's target text.
     target: String,
+    detector: detect::Detector,
     on_event: &'o mut dyn FnMut(&EventRecord),
 }
 
@@ -398,6 +418,45 @@ fn target_into(a: &crate::rbac::Attributes<'_>, t: &mut String) {
 }
 
 impl Engine<'_> {
+    /// A `create serviceaccounts/token` that names the JTI it issued.
+    fn record_mint(&mut self, ev: &AuditEvent<'_>, jti: &str, location: &Location) {
+        let by = ev.user.as_ref().map_or("", |u| u.name());
+        let o = ev.object_ref.as_ref();
+        let text = |t: Option<&event::Text<'_>>| t.map_or("", event::Text::as_str).to_owned();
+        let service_account = format!(
+            "{}/{}",
+            text(o.and_then(|o| o.namespace.as_ref())),
+            text(o.and_then(|o| o.name.as_ref()))
+        );
+        let spec = ev.token_request().and_then(|r| r.spec);
+        let bound_to = spec
+            .as_ref()
+            .and_then(|s| s.bound_object_ref.as_ref())
+            .map(|b| {
+                let ns = text(o.and_then(|o| o.namespace.as_ref()));
+                let mut out = format!("{} {ns}/{}", text(b.kind.as_ref()), text(b.name.as_ref()));
+                if let Some(uid) = b.uid.as_ref() {
+                    out.push_str(&format!(" (uid {})", uid.as_str()));
+                }
+                out
+            });
+        let minting = timeline::Minting {
+            time: ev.time_text().to_owned(),
+            by: by.to_owned(),
+            service_account,
+            bound_to,
+            audiences: spec
+                .as_ref()
+                .and_then(|s| s.audiences.as_ref())
+                .map(|a| a.iter().map(|t| t.as_str().to_owned()).collect())
+                .unwrap_or_default(),
+            expiration_seconds: spec.as_ref().and_then(|s| s.expiration_seconds),
+            expected_minter: self.detector.config().mint_allowed(by),
+            location: location.clone(),
+        };
+        self.index.record_mint(jti, minting);
+    }
+
     /// Evaluates one record; true when it is an `EventList` to expand.
     fn process(&mut self, location: &Location, bytes: &[u8]) -> Result<bool, BoxError> {
         let ev = match AuditEvent::parse(bytes) {
@@ -423,6 +482,8 @@ impl Engine<'_> {
         let stage = ev.stage();
         if !stage.decides() {
             *self.stats.other_stages.entry(stage.as_str()).or_default() += 1;
+            // Failed authentications are logged at ResponseStarted.
+            self.detector.observe_unauthenticated(&ev, location);
             return Ok(false);
         }
         self.stats.deciding += 1;
@@ -567,10 +628,37 @@ impl Engine<'_> {
         if denied {
             self.stats.forbidden += 1;
         }
+        if code == Some(401) {
+            self.detector.observe_unauthenticated(&ev, location);
+        }
+        let allowed_live = !denied
+            && recorded
+                .as_ref()
+                .map_or(code.is_some_and(|c| (200..400).contains(&c)), |r| r.allowed);
+        let mut flags: Vec<&'static str> = Vec::new();
+        self.detector.observe(
+            &detect::Observed {
+                ev: &ev,
+                attrs: borrowed.as_ref(),
+                user: user_name,
+                auth_user: auth_user.map_or("", |u| u.name()),
+                allowed: allowed_live,
+                nanos,
+                location,
+            },
+            &mut flags,
+        );
+        let detected = !flags.is_empty();
+        if let Some(issued) = ev.annotation(|a| a.issued_credential_id.as_ref())
+            && let Some(jti) = issued
+                .strip_prefix(event::JTI_PREFIX)
+                .filter(|j| !j.is_empty())
+        {
+            self.record_mint(&ev, jti, location);
+        }
 
         // Join the token timeline.
         let (pod_uid, pod_name) = auth_user.map_or((None, None), |u| (u.pod_uid(), u.pod_name()));
-        let mut flags: Vec<&'static str> = Vec::new();
         let mut token_label = None;
         if jti.is_some() || pod_uid.is_some() || pod_name.is_some() {
             match &borrowed {
@@ -592,14 +680,15 @@ impl Engine<'_> {
                 code,
                 denied,
                 source_ip: ev.source_ip(),
+                claimed_ips: ev.claimed_slice(),
                 outcome: outcome.as_str(),
             };
             if let Some((i, f)) = self.index.record_call(&facts, location) {
-                flags = f;
+                flags.extend(f);
                 token_label = self.index.get(i).map(timeline::TokenTimeline::label);
             }
         }
-        let finding = flags.iter().any(|f| *f != "forbidden");
+        let finding = detected || flags.iter().any(|f| *f != "forbidden");
         if finding {
             self.stats.flagged_calls += 1;
         }

@@ -211,6 +211,10 @@ pub struct Stats {
     pub events_before_first_snapshot: u64,
     /// Audit-only tokens over the timeline cap.
     pub audit_only_tokens_dropped: u64,
+    /// Detections raised (after filters).
+    pub detections: u64,
+    /// Detections over the cap, counted only.
+    pub detections_dropped: u64,
     /// Wall time.
     pub elapsed_secs: f64,
     /// Events per second.
@@ -226,6 +230,8 @@ pub struct Report {
     pub snapshots: Vec<String>,
     /// Token timelines.
     pub tokens: Vec<TokenTimeline>,
+    /// Default detections, most severe first.
+    pub detections: Vec<super::detect::Detection>,
     /// Subject summaries.
     pub subjects: Vec<SubjectSummary>,
     /// Malformed records.
@@ -298,6 +304,9 @@ pub fn write_json_line<T: Serialize>(
 /// # Errors
 /// Write errors.
 pub fn write_json_tail(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    for d in &report.detections {
+        write_json_line(out, "detection", d)?;
+    }
     for t in &report.tokens {
         write_json_line(out, "token", t)?;
     }
@@ -349,6 +358,32 @@ pub struct TimelineRow<'a> {
 #[must_use]
 pub fn timeline_rows(t: &TokenTimeline) -> Vec<TimelineRow<'_>> {
     let mut rows: Vec<(i64, TimelineRow<'_>)> = Vec::new();
+    if let Some(m) = &t.minted {
+        let mut detail = format!("minted for {}", m.service_account);
+        if let Some(b) = &m.bound_to {
+            detail.push_str(&format!(", bound to {b}"));
+        }
+        if !m.audiences.is_empty() {
+            detail.push_str(&format!(", audiences {}", m.audiences.join(", ")));
+        }
+        if let Some(s) = m.expiration_seconds {
+            detail.push_str(&format!(", lifetime {s} s"));
+        }
+        rows.push((
+            super::time::parse_nanos(&m.time).unwrap_or(i64::MIN),
+            TimelineRow {
+                time: &m.time,
+                what: "mint",
+                actor: m.by.clone(),
+                detail,
+                flags: if m.expected_minter {
+                    Vec::new()
+                } else {
+                    vec![Cow::Borrowed("minted-outside-kubelet")]
+                },
+            },
+        ));
+    }
     for r in &t.reads {
         let pod = r
             .pod
@@ -397,6 +432,7 @@ pub fn timeline_rows(t: &TokenTimeline) -> Vec<TimelineRow<'_>> {
             },
         ));
     }
+    // Stable: the mint row stays first among rows of the same instant.
     rows.sort_by_key(|(t, _)| *t);
     rows.into_iter().map(|(_, r)| r).collect()
 }
@@ -450,6 +486,26 @@ pub fn write_table(out: &mut dyn Write, report: &Report, events: &EventList) -> 
             "Note: {} events predate every stored snapshot and were decided against the oldest.",
             s.events_before_first_snapshot
         )?;
+    }
+
+    if !report.detections.is_empty() {
+        writeln!(out, "\nDETECTIONS")?;
+        let mut tab = table();
+        tab.set_header([
+            "severity", "kind", "subject", "what", "events", "first", "input",
+        ]);
+        for d in &report.detections {
+            tab.add_row([
+                d.severity.to_owned(),
+                d.kind.to_owned(),
+                d.subject.clone(),
+                d.message.clone(),
+                d.count.to_string(),
+                d.first_time.clone(),
+                d.location.to_string(),
+            ]);
+        }
+        writeln!(out, "{tab}")?;
     }
 
     let shown: Vec<&TokenTimeline> = report.tokens.iter().filter(|t| token_shown(t)).collect();

@@ -22,6 +22,8 @@ use crate::rbac::{Attributes, Snapshot, UserInfo};
 
 /// Distinct verb/resource keys kept per subject (the rest count as `(other)`).
 pub const MAX_VERB_RESOURCES: usize = 100;
+/// Distinct allowed calls kept per ServiceAccount for role suggestions.
+pub const MAX_OBSERVED: usize = 4096;
 
 /// The dangerous permission a call exercises, from its attributes.
 #[must_use]
@@ -122,6 +124,21 @@ pub struct SubjectSummary {
     /// Snapshot index of the last call.
     #[serde(skip)]
     pub snapshot: Option<usize>,
+    /// Distinct allowed calls (ServiceAccounts, when collecting for
+    /// `--suggest-roles`).
+    #[serde(skip)]
+    pub observed: Vec<crate::rbac::OwnedAttributes>,
+    #[serde(skip)]
+    observed_seen: rustc_hash::FxHashSet<u64>,
+    /// Distinct allowed calls over [`MAX_OBSERVED`] (the suggestion then
+    /// misses them).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub observed_dropped: u64,
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Facts about one evaluated call, for [`Subjects::record`].
@@ -147,11 +164,23 @@ pub struct SubjectCall<'e> {
 #[derive(Debug, Default)]
 pub struct Subjects {
     map: FxHashMap<String, SubjectSummary>,
+    /// Keep each ServiceAccount's distinct allowed calls (for role suggestions).
+    pub collect_calls: bool,
     /// Reused to build count keys without allocating.
     scratch: String,
 }
 
 impl Subjects {
+    /// No subject yet; `collect_calls` keeps each ServiceAccount's distinct
+    /// allowed calls (for role suggestions).
+    #[must_use]
+    pub fn collecting(collect_calls: bool) -> Self {
+        Self {
+            collect_calls,
+            ..Self::default()
+        }
+    }
+
     /// Records a call by `user`; `allowing_rule` is the snapshot rule that
     /// allowed it, if any.
     pub fn record(
@@ -180,6 +209,9 @@ impl Subjects {
                     held: Vec::new(),
                     hints: Vec::new(),
                     snapshot: None,
+                    observed: Vec::new(),
+                    observed_seen: rustc_hash::FxHashSet::default(),
+                    observed_dropped: 0,
                 })
         };
         s.calls += 1;
@@ -211,6 +243,35 @@ impl Subjects {
                 s.counts.insert(key.clone(), 1);
             } else {
                 *s.counts.entry("(other)".to_owned()).or_default() += 1;
+            }
+            if call.allowed
+                && self.collect_calls
+                && user
+                    .name
+                    .starts_with(crate::rbac::model::SERVICE_ACCOUNT_USER_PREFIX)
+            {
+                use std::hash::{Hash as _, Hasher as _};
+                let mut h = rustc_hash::FxHasher::default();
+                (
+                    a.verb,
+                    a.is_resource_request,
+                    a.namespace,
+                    a.api_group,
+                    a.resource,
+                    a.subresource,
+                    a.name,
+                    a.path,
+                )
+                    .hash(&mut h);
+                let key = h.finish();
+                if !s.observed_seen.contains(&key) {
+                    if s.observed.len() < MAX_OBSERVED {
+                        s.observed_seen.insert(key);
+                        s.observed.push(crate::rbac::OwnedAttributes::from(*a));
+                    } else {
+                        s.observed_dropped += 1;
+                    }
+                }
             }
             if call.allowed {
                 if let Some(c) = check_used(a) {

@@ -128,7 +128,9 @@ pub struct CallRecord {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineFinding {
-    /// `foreign-source-ip`, `use-after-flagged-read`, `permission-probing`, `forbidden-calls`.
+    /// `foreign-source-ip`, `use-after-flagged-read`, `multiple-source-addresses`,
+    /// `minted-outside-kubelet`, `permission-probing`, `claimed-source-address`,
+    /// `forbidden-calls`.
     pub kind: &'static str,
     /// `high`, `medium`, `low`.
     pub severity: &'static str,
@@ -190,9 +192,19 @@ pub struct TokenTimeline {
     /// The first few of them, in words.
     #[serde(skip)]
     denied_targets: Vec<String>,
-    /// Calls per source IP while counting.
+    /// Calls per connection address while counting, with the first call's time.
     #[serde(skip)]
-    ip_counts: FxHashMap<String, u64>,
+    ip_counts: FxHashMap<String, (u64, String)>,
+    /// Who minted it (from the audit log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minted: Option<Minting>,
+    /// Claimed addresses (`X-Forwarded-For`, `X-Real-Ip`) that differ
+    /// from every address of the token's earlier calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub claimed_new: Vec<ClaimedAddress>,
+    /// Every address (connection or claimed) its calls came with.
+    #[serde(skip)]
+    seen_ips: FxHashSet<String>,
     /// What the replay concludes.
     pub findings: Vec<TimelineFinding>,
     #[serde(skip)]
@@ -229,6 +241,9 @@ impl TokenTimeline {
             denied_seen: FxHashSet::default(),
             denied_targets: Vec::new(),
             ip_counts: FxHashMap::default(),
+            minted: None,
+            claimed_new: Vec::new(),
+            seen_ips: FxHashSet::default(),
             findings: Vec::new(),
             first_read: i64::MAX,
             last_read: i64::MIN,
@@ -289,11 +304,59 @@ pub struct CallFacts<'e> {
     pub code: Option<i64>,
     /// Whether it was denied (403 or a recorded forbid).
     pub denied: bool,
-    /// Source IP.
+    /// The connection's address (the last `sourceIPs` entry).
     pub source_ip: Option<&'e str>,
+    /// The addresses the client claimed (`sourceIPs` before the last).
+    pub claimed_ips: &'e [super::event::Text<'e>],
     /// The replay's outcome name.
     pub outcome: &'static str,
 }
+
+/// Who minted a token: a `create serviceaccounts/token` whose
+/// `authentication.kubernetes.io/issued-credential-id` names its JTI. The
+/// token itself (`status.token` at level `RequestResponse`) is never read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Minting {
+    /// When.
+    pub time: String,
+    /// The user who asked for it.
+    pub by: String,
+    /// The ServiceAccount it is for (`namespace/name`).
+    pub service_account: String,
+    /// The object it is bound to (`Pod ns/name (uid U)`), when the audit
+    /// level recorded the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
+    /// Audiences asked for, when recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Lifetime asked for, in seconds, when recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_seconds: Option<i64>,
+    /// Whether the minter is a node's kubelet or allowlisted.
+    pub expected_minter: bool,
+    /// Where the event is.
+    pub location: Location,
+}
+
+/// A claimed address seen for the first time on a token.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimedAddress {
+    /// The address claimed.
+    pub address: String,
+    /// The connection it came through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// When.
+    pub time: String,
+}
+
+/// Distinct claimed addresses remembered per token.
+const MAX_CLAIMED: usize = 64;
+/// Distinct connection addresses counted per token.
+const MAX_TOKEN_IPS: usize = 256;
 
 /// Trail and audit-only tokens, indexed for the join.
 #[derive(Debug, Default)]
@@ -519,27 +582,21 @@ impl TokenIndex {
     /// unknown JTI (within the cap).
     fn join(&mut self, call: &CallFacts<'_>) -> Option<usize> {
         if let Some(jti) = call.jti {
-            if let Some(&i) = self.by_jti.get(jti) {
-                return Some(i);
+            let i = self.audit_only_token(jti)?;
+            let t = &mut self.tokens[i];
+            if t.subject.is_none() {
+                t.subject = Some(call.subject.to_owned());
             }
-            if self.audit_only >= MAX_AUDIT_ONLY_TOKENS {
-                self.audit_only_dropped += 1;
-                return None;
-            }
-            self.audit_only += 1;
-            let i = self.tokens.len();
-            let mut t = TokenTimeline::new();
-            t.jti = Some(jti.to_owned());
-            t.subject = Some(call.subject.to_owned());
-            if call.pod_uid.is_some() || call.pod_name.is_some() {
+            if t.bound_pod.is_none() && (call.pod_uid.is_some() || call.pod_name.is_some()) {
+                let ns = crate::rbac::authorizer::split_service_account_user(call.subject)
+                    .map(|(ns, _)| ns.to_owned());
                 t.bound_pod = Some(PodRef {
                     uid: call.pod_uid.unwrap_or_default().to_owned(),
                     name: call.pod_name.map(str::to_owned),
+                    namespace: ns,
                     ..PodRef::default()
                 });
             }
-            self.tokens.push(t);
-            self.by_jti.insert(jti.to_owned(), i);
             return Some(i);
         }
         let nanos = call.nanos?;
@@ -563,6 +620,44 @@ impl TokenIndex {
             }
         }
         None
+    }
+
+    /// The token of `jti`, given an audit-only timeline when new (within
+    /// the cap).
+    fn audit_only_token(&mut self, jti: &str) -> Option<usize> {
+        if let Some(&i) = self.by_jti.get(jti) {
+            return Some(i);
+        }
+        if self.audit_only >= MAX_AUDIT_ONLY_TOKENS {
+            self.audit_only_dropped += 1;
+            return None;
+        }
+        self.audit_only += 1;
+        let i = self.tokens.len();
+        let mut t = TokenTimeline::new();
+        t.jti = Some(jti.to_owned());
+        self.tokens.push(t);
+        self.by_jti.insert(jti.to_owned(), i);
+        Some(i)
+    }
+
+    /// Records who minted the token `jti` (its timeline starts there).
+    pub fn record_mint(&mut self, jti: &str, minting: Minting) {
+        let Some(i) = self.audit_only_token(jti) else {
+            return;
+        };
+        let t = &mut self.tokens[i];
+        if t.subject.is_none()
+            && let Some((ns, name)) = minting.service_account.split_once('/')
+        {
+            t.subject = Some(format!(
+                "{}{ns}:{name}",
+                crate::rbac::model::SERVICE_ACCOUNT_USER_PREFIX
+            ));
+        }
+        if t.minted.is_none() {
+            t.minted = Some(minting);
+        }
     }
 
     /// Joins a call to its token and records it; returns the token index
@@ -604,12 +699,34 @@ impl TokenIndex {
                     .push(format!("{} {}", call.verb, call.target));
             }
         }
+        let earlier = t.calls_total > 0;
+        for claimed in call.claimed_ips.iter().map(super::event::Text::as_str) {
+            if claimed.is_empty() || t.seen_ips.contains(claimed) {
+                continue;
+            }
+            if earlier && t.claimed_new.len() < MAX_CLAIMED {
+                if !flags.contains(&"claimed-address") {
+                    flags.push("claimed-address");
+                }
+                t.claimed_new.push(ClaimedAddress {
+                    address: claimed.to_owned(),
+                    via: call.source_ip.map(str::to_owned),
+                    time: call.time.to_owned(),
+                });
+            }
+            if t.seen_ips.len() < MAX_TOKEN_IPS {
+                t.seen_ips.insert(claimed.to_owned());
+            }
+        }
         t.calls_total += 1;
         if let Some(ip) = call.source_ip {
-            if let Some(n) = t.ip_counts.get_mut(ip) {
+            if let Some((n, _)) = t.ip_counts.get_mut(ip) {
                 *n += 1;
-            } else if t.ip_counts.len() < 256 {
-                t.ip_counts.insert(ip.to_owned(), 1);
+            } else if t.ip_counts.len() < MAX_TOKEN_IPS {
+                t.ip_counts.insert(ip.to_owned(), (1, call.time.to_owned()));
+                if t.seen_ips.len() < MAX_TOKEN_IPS {
+                    t.seen_ips.insert(ip.to_owned());
+                }
             }
         }
         let cap = if t.in_trail {
@@ -643,9 +760,13 @@ impl TokenIndex {
     #[must_use]
     pub fn finish(mut self) -> Vec<TokenTimeline> {
         for t in &mut self.tokens {
-            t.calls_by_ip = std::mem::take(&mut t.ip_counts).into_iter().collect();
-            t.reads
-                .sort_by_key(|r| parse_nanos(&r.time).unwrap_or(i64::MIN));
+            let ips = std::mem::take(&mut t.ip_counts);
+            let mut first_by_ip: Vec<(String, String)> = ips
+                .iter()
+                .map(|(ip, (_, first))| (first.clone(), ip.clone()))
+                .collect();
+            first_by_ip.sort();
+            t.calls_by_ip = ips.into_iter().map(|(ip, (n, _))| (ip, n)).collect();
             if t.foreign_calls > 0 {
                 let foreign: Vec<String> = t
                     .calls_by_ip
@@ -699,6 +820,72 @@ impl TokenIndex {
                     message: format!("{} forbidden call(s)", t.forbidden),
                 });
             }
+            if let Some(m) = &t.minted
+                && !m.expected_minter
+            {
+                let sa_minter =
+                    m.by.starts_with(crate::rbac::model::SERVICE_ACCOUNT_USER_PREFIX);
+                t.findings.push(TimelineFinding {
+                    kind: "minted-outside-kubelet",
+                    severity: if sa_minter { "high" } else { "medium" },
+                    message: format!(
+                        "minted at {} by {} for {}{}: no kubelet wrote it to a pod, so no node's agent sees it read",
+                        m.time,
+                        m.by,
+                        m.service_account,
+                        m.bound_to
+                            .as_ref()
+                            .map_or_else(String::new, |b| format!(", bound to {b}"))
+                    ),
+                });
+            }
+            if t.bound_pod.is_some() && first_by_ip.len() >= 2 {
+                let list: Vec<String> = first_by_ip
+                    .iter()
+                    .map(|(first, ip)| {
+                        format!(
+                            "{ip} ({} calls from {first})",
+                            t.calls_by_ip.get(ip).copied().unwrap_or(0)
+                        )
+                    })
+                    .collect();
+                t.findings.push(TimelineFinding {
+                    kind: "multiple-source-addresses",
+                    severity: "high",
+                    message: format!(
+                        "a pod-bound token connected from {} addresses: {}; a pod has one address, so the token is used elsewhere too",
+                        first_by_ip.len(),
+                        list.join(", ")
+                    ),
+                });
+            }
+            if !t.claimed_new.is_empty() {
+                let list: Vec<String> = t
+                    .claimed_new
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} at {} via {}",
+                            c.address,
+                            c.time,
+                            c.via.as_deref().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                t.findings.push(TimelineFinding {
+                    kind: "claimed-source-address",
+                    severity: "medium",
+                    message: format!(
+                        "calls claimed (X-Forwarded-For / X-Real-Ip) an address none of its earlier calls came from: {}",
+                        list.join("; ")
+                    ),
+                });
+            }
+            t.reads
+                .sort_by_key(|r| parse_nanos(&r.time).unwrap_or(i64::MIN));
+            // Most severe first; the order of the pushes above within one severity.
+            t.findings
+                .sort_by_key(|f| super::detect::severity_rank(f.severity));
         }
         let mut tokens = self.tokens;
         tokens.sort_by_key(|t| (!t.flagged_by_replay(), !t.in_trail, t.first_read));

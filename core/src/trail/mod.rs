@@ -5,6 +5,7 @@
 //! (`tokenwatch_host::trail`); this is what a verifier of an exported
 //! trail needs, and what both sides agree on.
 
+pub mod checkpoint;
 pub mod record;
 
 /// A stored or exported record that cannot be read back.

@@ -169,6 +169,11 @@ pub struct TrailSection {
     pub max_age: Duration,
     /// The trail is pruned (oldest first) to stay under this many bytes.
     pub max_bytes: u64,
+    /// How often a signed checkpoint of the trail goes to the sinks (also at start and shutdown).
+    #[serde(with = "human")]
+    pub checkpoint_interval: Duration,
+    /// The checkpoint signing key (e.g. a mounted Secret). Default: `checkpoint.key` in the data dir, made on first start.
+    pub checkpoint_key: Option<PathBuf>,
 }
 
 impl Default for TrailSection {
@@ -180,6 +185,9 @@ impl Default for TrailSection {
             max_age: Duration::from_secs(30 * 86_400),
             // 1 GiB per node.
             max_bytes: 1 << 30,
+            // What a node root can cut from the trail unnoticed: at most this much.
+            checkpoint_interval: Duration::from_secs(10),
+            checkpoint_key: None,
         }
     }
 }
@@ -269,6 +277,7 @@ mod tests {
         assert_eq!(config, AgentConfig::default());
         assert_eq!(config.correlate.use_window, Duration::from_secs(600));
         assert_eq!(config.listen, "127.0.0.1:9464");
+        assert_eq!(config.trail.checkpoint_interval, Duration::from_secs(10));
     }
 
     #[test]
@@ -295,6 +304,8 @@ host_readers = ["kubelet", "node-agent"]
 flush_interval = "100ms"
 max_age = "7d"
 max_bytes = 1048576
+checkpoint_interval = "30s"
+checkpoint_key = "/etc/tokenwatch/checkpoint/key"
 
 [sinks]
 stdout = true
@@ -314,6 +325,11 @@ queue_capacity = 100
         assert_eq!(c.correlate.learning_period, Duration::from_secs(3600));
         assert_eq!(c.correlate.never_learn, Some(vec!["sh".to_owned()]));
         assert_eq!(c.trail.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.trail.checkpoint_interval, Duration::from_secs(30));
+        assert_eq!(
+            c.trail.checkpoint_key.as_deref(),
+            Some(Path::new("/etc/tokenwatch/checkpoint/key"))
+        );
         assert_eq!(c.sinks.file_keep, 3);
         assert_eq!(
             c.sinks.otlp_endpoint.as_deref(),

@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 pub struct Readiness {
     /// Whether an RBAC snapshot is required before the agent is ready.
     pub needs_snapshot: bool,
+    /// Required capabilities the process lacks (`CAP_...`), named in the 503.
+    pub missing_capabilities: Vec<&'static str>,
 }
 
 /// One reply: status, content type and body.
@@ -54,7 +56,16 @@ pub fn route(method: &Method, path: &str, metrics: &Metrics, readiness: &Readine
         "/readyz" => {
             let attached = metrics.sensor_attached.load(Relaxed);
             let snapshot = metrics.snapshot_loaded_unix.load(Relaxed) != 0;
-            if !attached {
+            if !attached && !readiness.missing_capabilities.is_empty() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!(
+                        "sensor not attached: missing {}\n",
+                        readiness.missing_capabilities.join(", ")
+                    ),
+                )
+            } else if !attached {
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
@@ -151,7 +162,15 @@ mod tests {
         let m = Metrics::default();
         let needs = Readiness {
             needs_snapshot: true,
+            missing_capabilities: Vec::new(),
         };
+        let no_bpf = Readiness {
+            needs_snapshot: false,
+            missing_capabilities: vec!["CAP_SYS_ADMIN"],
+        };
+        let unready = route(&Method::GET, "/readyz", &m, &no_bpf);
+        assert_eq!(unready.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unready.body, "sensor not attached: missing CAP_SYS_ADMIN\n");
         let get = |path| route(&Method::GET, path, &m, &needs);
         assert_eq!(get("/healthz").status, StatusCode::OK);
         assert!(get("/readyz").body.contains("sensor not attached"));
@@ -184,6 +203,7 @@ mod tests {
             metrics,
             Arc::new(Readiness {
                 needs_snapshot: false,
+                missing_capabilities: Vec::new(),
             }),
         ));
         for (request, expect) in [

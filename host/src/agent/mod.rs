@@ -11,10 +11,13 @@
 //! RBAC files (polled) ──► snapshot ──► Correlator
 //! API server (kubesync reflectors) ──► stored snapshot + pod metadata ──► Correlator, enrich
 //! timers ──► trail flush (durable seq), retention, cgroup cache cleanup
+//! timer (and start, shutdown) ──► signed checkpoint of the durable head ──► sinks, trail tree
 //! <data dir>/agent.sock ──► `tokenwatch trail query|export|stats|verify` while running
 //! SIGTERM / SIGINT ──► detach, record what is pending, flush the trail, exit 0
 //! ```
 
+pub mod caps;
+pub mod checkpoint;
 pub mod config;
 pub mod http;
 
@@ -86,6 +89,9 @@ pub enum AgentError {
     /// An endpoint did not resolve.
     #[error("resolving API-server endpoints")]
     ResolveEndpoints(#[source] crate::sensor::SensorError),
+    /// The checkpoint task could not start.
+    #[error("starting trail checkpoints")]
+    StartCheckpoints(#[source] checkpoint::CheckpointTaskError),
     /// Waiting for a signal failed.
     #[error("installing signal handlers")]
     InstallSignals(#[source] std::io::Error),
@@ -384,7 +390,7 @@ fn agent_entry(node: &str, message: String) -> TrailEntry {
 /// The running agent's outputs.
 struct Outputs {
     trail: Trail,
-    sinks: Sinks,
+    sinks: Arc<Sinks>,
     metrics: Arc<Metrics>,
 }
 
@@ -543,6 +549,25 @@ fn loss_message(
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::default());
     let node = config.effective_node_name();
+    // The capabilities docs/capabilities.md lists: one line for each missing one.
+    let missing = caps::effective().map(caps::missing).unwrap_or_default();
+    metrics
+        .capabilities_missing
+        .store(caps::mask(&missing), Relaxed);
+    // A required one is named with the sensor's failure, in one line.
+    for need in missing.iter().filter(|n| !n.required) {
+        tracing::warn!(
+            capability = need.name,
+            "degraded: {} is missing: {}",
+            need.name,
+            need.without
+        );
+    }
+    let missing_required: Vec<&'static str> = missing
+        .iter()
+        .filter(|n| n.required)
+        .map(|n| n.name)
+        .collect();
 
     // Outputs first, so that everything after can be recorded.
     let trail = Trail::open(&config.data_dir).map_err(|source| AgentError::OpenTrail {
@@ -570,9 +595,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         Arc::clone(&metrics),
     )
     .map_err(AgentError::StartSinks)?;
+    let checkpointer = checkpoint::Checkpointer::new(&config, &node, &trail)
+        .map_err(AgentError::StartCheckpoints)?;
     let outputs = Outputs {
         trail,
-        sinks,
+        sinks: Arc::new(sinks),
         metrics: Arc::clone(&metrics),
     };
 
@@ -585,6 +612,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         })?;
     let readiness = Arc::new(http::Readiness {
         needs_snapshot: !config.rbac.is_empty(),
+        missing_capabilities: missing_required.clone(),
     });
     let http_task = tokio::spawn(http::serve(listener, Arc::clone(&metrics), readiness));
     // The trail commands ask the running agent on a socket in the data dir.
@@ -668,14 +696,56 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             crate::sensor::resolve_endpoint(endpoint).map_err(AgentError::ResolveEndpoints)?,
         );
     }
-    let mut sensor = Sensor::load(&SensorConfig {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(AgentError::InstallSignals)?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(AgentError::InstallSignals)?;
+    let loaded = Sensor::load(&SensorConfig {
         path_suffixes: config.token_path_suffixes.clone(),
         syscall_path_match: config.syscall_path_match,
         endpoints,
         ring_buffer_bytes: config.ring_buffer_bytes,
         ..SensorConfig::default()
-    })
-    .map_err(AgentError::StartSensor)?;
+    });
+    let mut sensor = match loaded {
+        Ok(sensor) => sensor,
+        Err(err) if !missing_required.is_empty() => {
+            // Stay up, unready, so the pod shows why instead of crash-looping.
+            let missing = missing_required.join(", ");
+            let without: Vec<&str> = caps::NEEDS
+                .iter()
+                .filter(|n| missing_required.contains(&n.name))
+                .map(|n| n.without)
+                .collect();
+            tracing::error!(error = %crate::error::error_chain(&err), "not ready: {missing} is missing: {}; /readyz answers 503 until the agent is stopped", without.join("; "));
+            outputs.record(agent_entry(
+                &node,
+                format!("sensor not loaded: missing {missing}"),
+            ));
+            outputs.flush().await;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            outputs.record(agent_entry(&node, "agent stopped".to_owned()));
+            outputs.flush().await;
+            if let Some(watch) = &enricher.watch {
+                watch.abort();
+            }
+            http_task.abort();
+            if let Some(task) = live_task {
+                task.abort();
+                let _ = std::fs::remove_file(&trail_socket);
+            }
+            let Outputs { sinks, .. } = outputs;
+            if let Ok(sinks) = Arc::try_unwrap(sinks) {
+                let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+            }
+            tracing::info!("agent stopped");
+            return Ok(());
+        }
+        Err(err) => return Err(AgentError::StartSensor(err)),
+    };
     let control = sensor.control();
     metrics.sensor_attached.store(true, Relaxed);
     outputs.record(agent_entry(
@@ -687,10 +757,6 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     ));
     tracing::info!(node = %node, data_dir = %config.data_dir.display(), "agent running");
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(AgentError::InstallSignals)?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(AgentError::InstallSignals)?;
     let maintenance = tokio::spawn(maintain_trail(
         outputs.trail.clone(),
         Arc::clone(&metrics),
@@ -698,6 +764,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         config.trail.max_age,
         config.trail.max_bytes,
     ));
+    let checkpoints = tokio::spawn(checkpointer.clone().run(Arc::clone(&outputs.sinks)));
     let mut drops_tick = tokio::time::interval(Duration::from_secs(1));
     let mut slow_tick = tokio::time::interval(Duration::from_secs(60));
     let mut rbac_tick = tokio::time::interval(config.rbac_reload_interval);
@@ -801,6 +868,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
     drop(sensor);
     maintenance.abort();
+    checkpoints.abort();
+    let _ = checkpoints.await;
     metrics.sensor_attached.store(false, Relaxed);
     for entry in correlator.drain() {
         outputs.record(entry);
@@ -808,6 +877,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     outputs.record(agent_entry(&node, "agent stopped".to_owned()));
     store_baseline(&mut correlator, outputs.trail.db());
     outputs.flush().await;
+    checkpointer.emit(&outputs.sinks).await;
     if let Some(watch) = &enricher.watch {
         watch.abort();
     }
@@ -816,8 +886,15 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         task.abort();
         let _ = std::fs::remove_file(&trail_socket);
     }
-    let Outputs { sinks, .. } = outputs;
-    let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+    let Outputs { sinks, trail, .. } = outputs;
+    // The checkpoint's copy in the tree: durable too.
+    let _ = tokio::task::spawn_blocking(move || trail.flush()).await;
+    match Arc::try_unwrap(sinks) {
+        Ok(sinks) => {
+            let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+        }
+        Err(_) => tracing::warn!("sinks still shared at shutdown: not waiting for them"),
+    }
     tracing::info!("agent stopped");
     Ok(())
 }

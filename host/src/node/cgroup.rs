@@ -249,6 +249,45 @@ pub fn find_cgroup2_mount() -> Result<PathBuf, Error> {
     })
 }
 
+/// `cgroup2`'s `f_type` (`statfs(2)`).
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+fn is_cgroup2(path: &Path) -> bool {
+    let Ok(c_path) =
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+    else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: a valid NUL-terminated path and a buffer of the right type.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statfs filled the buffer when it returned 0.
+    let f_type = unsafe { st.assume_init() }.f_type;
+    #[allow(
+        clippy::useless_conversion,
+        reason = "f_type is i64 on x86_64 and narrower on other targets"
+    )]
+    let f_type = i64::from(f_type);
+    f_type == CGROUP2_SUPER_MAGIC
+}
+
+/// The v2 hierarchy at or under `root`: `root` when it is a cgroup2 mount,
+/// else `root/unified` when that is one. The DaemonSet mounts the host's
+/// whole `/sys/fs/cgroup`; on a v1/v2 hybrid host that is a tmpfs holding
+/// every v1 hierarchy and the v2 one at `unified/`, and walking all of them
+/// would index inodes of different file systems (which collide) as if
+/// they were cgroup ids (seen in the container test).
+fn unified_under(root: PathBuf) -> PathBuf {
+    if is_cgroup2(&root) {
+        return root;
+    }
+    let unified = root.join("unified");
+    if is_cgroup2(&unified) { unified } else { root }
+}
+
 struct Index {
     by_ino: FxHashMap<u64, String>,
     walked_at: Option<Instant>,
@@ -279,7 +318,7 @@ impl CgroupResolver {
     /// the root cannot be read.
     pub fn new(cgroup_v2_root: Option<PathBuf>) -> Result<Self, Error> {
         let root = match cgroup_v2_root {
-            Some(root) => root,
+            Some(root) => unified_under(root),
             None => find_cgroup2_mount()?,
         };
         std::fs::read_dir(&root).map_err(|source| Error::ReadCgroupDir {
@@ -398,6 +437,20 @@ fn walk(dir: &Path, relative: String, by_ino: &mut FxHashMap<u64, String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hybrid_root_resolves_to_its_unified_hierarchy() {
+        // Whatever this machine's layout, the resolver ends on a cgroup2 mount.
+        let Ok(found) = find_cgroup2_mount() else {
+            return;
+        };
+        let resolver = CgroupResolver::new(Some(PathBuf::from("/sys/fs/cgroup"))).unwrap();
+        if found == Path::new("/sys/fs/cgroup") || found == Path::new("/sys/fs/cgroup/unified") {
+            assert_eq!(resolver.root(), found);
+        }
+        assert!(!is_cgroup2(Path::new("/proc")));
+        assert_eq!(unified_under(PathBuf::from("/proc")), Path::new("/proc"));
+    }
 
     #[test]
     fn mountinfo_hybrid_and_unified() {

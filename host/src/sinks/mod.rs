@@ -1,6 +1,10 @@
 //! Where entries go besides the trail: JSON lines on stdout or to a
 //! rotating file, and OTLP logs to an OpenTelemetry collector.
 //!
+//! Signed trail checkpoints ([`crate::trail::checkpoint`]) go to every sink
+//! too, as their own kind of line (`"kind":"checkpoint"`) and, in OTLP, their
+//! own kind of log record (`event.name` `tokenwatch.checkpoint`).
+//!
 //! Each sink has its own thread behind a bounded queue. [`Sinks::send`]
 //! never waits: when a sink's queue is full the entry is dropped for that
 //! sink and counted (`tokenwatch_userspace_drops_total{sink=...}`), so a
@@ -19,7 +23,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use crate::{correlate::TrailEntry, metrics::Metrics};
+use crate::{correlate::TrailEntry, metrics::Metrics, trail::checkpoint::CheckpointLine};
 
 /// Errors setting a sink up.
 #[derive(Debug, thiserror::Error)]
@@ -59,11 +63,20 @@ pub enum SinkError {
     SpawnSink(&'static str, #[source] std::io::Error),
 }
 
-/// One entry on its way out: the entry and its JSON line, made once.
+/// What goes out.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A trail entry.
+    Entry(Arc<TrailEntry>),
+    /// A signed checkpoint of the trail.
+    Checkpoint(Arc<CheckpointLine>),
+}
+
+/// One entry or checkpoint on its way out, with its JSON line, made once.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    /// The entry.
-    pub entry: Arc<TrailEntry>,
+    /// The entry or checkpoint.
+    pub payload: Payload,
     /// `serde_json` of it, without a newline.
     pub line: Arc<str>,
 }
@@ -169,10 +182,25 @@ impl Sinks {
         let line: Arc<str> = serde_json::to_string(entry.as_ref())
             .unwrap_or_default()
             .into();
+        self.send_payload(&Payload::Entry(Arc::clone(entry)), &line);
+    }
+
+    /// Hands a signed checkpoint to every sink, as [`Sinks::send`] does an entry.
+    pub fn send_checkpoint(&self, checkpoint: CheckpointLine) {
+        if self.lanes.is_empty() {
+            return;
+        }
+        let line: Arc<str> = serde_json::to_string(&checkpoint)
+            .unwrap_or_default()
+            .into();
+        self.send_payload(&Payload::Checkpoint(Arc::new(checkpoint)), &line);
+    }
+
+    fn send_payload(&self, payload: &Payload, line: &Arc<str>) {
         for lane in &self.lanes {
             let item = Outgoing {
-                entry: Arc::clone(entry),
-                line: Arc::clone(&line),
+                payload: payload.clone(),
+                line: Arc::clone(line),
             };
             match lane.tx.try_send(item) {
                 Ok(()) => {}

@@ -2,7 +2,10 @@
 //! of up to [`BATCH`] entries, or whatever arrived within a second, posted
 //! to `<endpoint>/v1/logs`. Each entry is a log record whose body is the
 //! entry's JSON line and whose attributes carry the fields a pipeline
-//! routes on (kind, node, subject, pod, JTI, findings).
+//! routes on (kind, node, subject, pod, JTI, findings). A signed
+//! checkpoint is a log record of its own kind: `event.name`
+//! `tokenwatch.checkpoint`, with the origin and seq as attributes and the
+//! checkpoint's JSON line (which holds the signed note) as its body.
 
 use std::{
     sync::{
@@ -14,7 +17,8 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Outgoing, SinkError};
+use super::{Outgoing, Payload, SinkError};
+use crate::trail::checkpoint::CheckpointLine;
 
 /// Largest batch per request.
 pub const BATCH: usize = 512;
@@ -48,7 +52,10 @@ pub fn encode(batch: &[Outgoing], node: &str) -> Value {
     let records: Vec<Value> = batch
         .iter()
         .map(|item| {
-            let e = &item.entry;
+            let e = match &item.payload {
+                Payload::Entry(e) => e,
+                Payload::Checkpoint(c) => return encode_checkpoint(c, &item.line, now),
+            };
             let time = humantime::parse_rfc3339(&e.time)
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -98,6 +105,28 @@ pub fn encode(batch: &[Outgoing], node: &str) -> Value {
     })
 }
 
+/// The log record of a checkpoint.
+fn encode_checkpoint(c: &CheckpointLine, line: &str, now: u128) -> Value {
+    let time = humantime::parse_rfc3339(&c.time)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(now, |d| d.as_nanos());
+    json!({
+        "timeUnixNano": time.to_string(),
+        "observedTimeUnixNano": now.to_string(),
+        "severityNumber": 9,
+        "severityText": "INFO",
+        "body": {"stringValue": line},
+        "attributes": [
+            attr("event.name", "tokenwatch.checkpoint"),
+            attr("tokenwatch.kind", crate::trail::checkpoint::CHECKPOINT_KIND),
+            attr("k8s.node.name", &c.node),
+            attr("tokenwatch.origin", &c.origin),
+            json!({"key": "tokenwatch.seq", "value": {"intValue": c.seq.to_string()}}),
+        ],
+    })
+}
+
 impl OtlpClient {
     /// A client for `config.endpoint`.
     ///
@@ -126,7 +155,10 @@ impl OtlpClient {
     /// # Errors
     /// [`SinkError::SendOtlp`] when the collector cannot be reached or answers with an error.
     pub fn post(&self, batch: &[Outgoing]) -> Result<(), SinkError> {
-        let node = batch.first().map_or("", |o| o.entry.node.as_str());
+        let node = batch.first().map_or("", |o| match &o.payload {
+            Payload::Entry(e) => e.node.as_str(),
+            Payload::Checkpoint(c) => c.node.as_str(),
+        });
         let body = encode(batch, node).to_string();
         self.agent
             .post(&self.url)

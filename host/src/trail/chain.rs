@@ -476,6 +476,16 @@ impl Trail {
     /// [`TrailError::WriteTrail`], [`TrailError::FlushTrail`],
     /// [`TrailError::StoppedWriter`].
     pub fn flush(&self) -> Result<u64, TrailError> {
+        self.flush_point().map(|_| self.durable_seq())
+    }
+
+    /// As [`Trail::flush`], returning the last record written (seq and
+    /// hash; seq 0 and [`GENESIS_HASH`] for an empty trail), which is now
+    /// durable: what a checkpoint may vouch for.
+    ///
+    /// # Errors
+    /// As [`Trail::flush`].
+    pub fn flush_point(&self) -> Result<ChainPoint, TrailError> {
         let (done, applied) = sync_channel(1);
         {
             let mut w = self.writer();
@@ -489,7 +499,7 @@ impl Trail {
         let written = {
             let mut w = self.writer();
             self.take_failure(&mut w)?;
-            self.applied().point.seq
+            self.applied().point.clone()
         };
         self.inner
             .db
@@ -497,8 +507,8 @@ impl Trail {
             .map_err(|source| TrailError::FlushTrail { source })?;
         self.inner
             .durable
-            .fetch_max(written, std::sync::atomic::Ordering::AcqRel);
-        Ok(self.durable_seq())
+            .fetch_max(written.seq, std::sync::atomic::Ordering::AcqRel);
+        Ok(written)
     }
 
     /// The highest seq made durable by a [`Trail::flush`] of this handle.

@@ -16,6 +16,9 @@
 //! | `i` kind len (u32 BE) value, first seq of the unit (u64 BE) | posting list: the unit's seqs with that value, u64 BE each |
 //! | `m` `head` | [`super::chain::ChainPoint`]: last record written |
 //! | `m` `anchor` | [`super::chain::Anchor`]: predecessor of the first retained record |
+//! | `m` `origin` | the trail's origin (`tokenwatch/trail/<random hex>`), made once |
+//! | `m` `ckeys` | verifier keys the agent signed checkpoints with (list of strings) |
+//! | `c` seq (u64 BE) | the newest checkpoint of that seq ([`super::checkpoint::CheckpointLine`]); those at or before the anchor are deleted |
 //!
 //! Index kinds: `s` subject, `p` reader pod `namespace/name`, `u` reader
 //! pod UID, `n` namespace (reader pod's and token's), `j` JTI, `f` finding
@@ -37,6 +40,12 @@ pub(crate) const INDEX_PREFIX: u8 = b'i';
 pub(crate) const HEAD_KEY: &[u8] = b"mhead";
 /// Key of the retention anchor.
 pub(crate) const ANCHOR_KEY: &[u8] = b"manchor";
+/// Key of the trail's origin (its random id, made when it was created).
+pub(crate) const ORIGIN_KEY: &[u8] = b"morigin";
+/// Key of the verifier keys the node's checkpoints were signed with.
+pub(crate) const CHECKPOINT_KEYS_KEY: &[u8] = b"mckeys";
+/// Prefix of the node's own copy of its checkpoints (by seq).
+pub(crate) const CHECKPOINT_PREFIX: u8 = b'c';
 /// A block is closed once its record lines (uncompressed) would pass this
 /// many bytes. Compressed, it takes a few KiB, so a sled leaf (16 entries)
 /// of blocks stays below the 128 KiB above which sled writes a node as a

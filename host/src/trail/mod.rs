@@ -46,6 +46,8 @@
 //!   appends, others may query, verify or prune concurrently.
 
 pub mod chain;
+pub use tokenwatch_core::trail::checkpoint;
+pub mod checkpoint_key;
 pub mod export;
 pub mod index;
 pub mod live;
@@ -53,6 +55,7 @@ pub mod query;
 pub use tokenwatch_core::trail::record;
 pub mod retention;
 pub mod verify;
+pub mod vouch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -175,6 +178,12 @@ pub enum TrailError {
         /// What was given.
         input: String,
     },
+    /// The trail's origin could not be made.
+    #[error("cannot make the trail's origin")]
+    CreateOrigin(#[source] checkpoint::CheckpointError),
+    /// A checkpoint could not be signed.
+    #[error("cannot sign a checkpoint")]
+    SignCheckpoint(#[source] checkpoint::CheckpointError),
     /// A finding kind that does not exist.
     #[error("unknown finding kind {input:?} (known: {known})")]
     ParseFinding {
@@ -257,6 +266,12 @@ pub struct TrailStats {
     pub disk_bytes: u64,
     /// Records with each finding kind (kinds with none are left out).
     pub findings: BTreeMap<String, u64>,
+    /// The trail's origin (signed checkpoints name it), once an agent made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Verifier keys the agent signed this trail's checkpoints with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoint_keys: Vec<String>,
 }
 
 /// A record's seq and time.
@@ -409,6 +424,8 @@ impl Trail {
                 .size_on_disk()
                 .map_err(|source| TrailError::MeasureStore { source })?,
             findings,
+            origin: self.origin()?,
+            checkpoint_keys: self.checkpoint_keys()?,
         })
     }
 }

@@ -206,3 +206,50 @@ pub fn remove_line(db: &sled::Db, seq: u64) {
         lines
     });
 }
+
+/// Cuts the trail back so that record `keep` is the last one, as someone
+/// with root on the node would: later records, their blocks and units go,
+/// and the chain head is rewritten to record `keep`, so the chain alone
+/// still verifies. Only checkpoints shipped off the node can tell.
+pub fn cut_back(db: &sled::Db, keep: u64) {
+    let tree = raw_tree(db);
+    let key = |p: u8, s: u64| {
+        let mut k = vec![p];
+        k.extend_from_slice(&s.to_be_bytes());
+        k
+    };
+    edit_block(db, keep, |first, mut lines| {
+        lines.truncate(usize::try_from(keep - first + 1).unwrap());
+        lines
+    });
+    for prefix in [b'b', b'u'] {
+        let later: Vec<_> = tree
+            .range(key(prefix, keep + 1)..=key(prefix, u64::MAX))
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        for k in later {
+            tree.remove(k).unwrap();
+        }
+    }
+    let hash = {
+        let (k, v) = block_of(&tree, keep);
+        let first = u64::from_be_bytes(k[1..].try_into().unwrap());
+        let body = tokenwatch_host::trail::record::block_body(first, &v).unwrap();
+        let line = tokenwatch_host::trail::record::lines(&body)
+            .last()
+            .unwrap()
+            .to_vec();
+        tokenwatch_host::trail::record::decode_line(keep, &line)
+            .unwrap()
+            .record
+            .hash
+    };
+    let head = tokenwatch_host::trail::ChainPoint {
+        seq: keep,
+        hash,
+        appended_bytes: 0,
+    };
+    tree.insert(b"mhead", store::encode(&head).unwrap())
+        .unwrap();
+    db.flush().unwrap();
+}

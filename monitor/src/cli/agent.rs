@@ -81,6 +81,12 @@ pub struct Args {
     /// How often appended records are made durable.
     #[arg(long, value_parser = humantime::parse_duration, env = "TOKENWATCH_FLUSH_INTERVAL")]
     pub flush_interval: Option<Duration>,
+    /// How often a signed checkpoint of the trail goes to the sinks (default 10s).
+    #[arg(long, value_parser = humantime::parse_duration, env = "TOKENWATCH_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<Duration>,
+    /// Checkpoint signing key file (a mounted Secret; default: made in the data dir).
+    #[arg(long, env = "TOKENWATCH_CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -143,6 +149,12 @@ impl Args {
         }
         if let Some(v) = self.flush_interval {
             c.trail.flush_interval = v;
+        }
+        if let Some(v) = self.checkpoint_interval {
+            c.trail.checkpoint_interval = v;
+        }
+        if self.checkpoint_key.is_some() {
+            c.trail.checkpoint_key.clone_from(&self.checkpoint_key);
         }
         Ok(c)
     }

@@ -15,6 +15,7 @@ use crate::replay::report::{self, EventList};
 use crate::replay::{self as engine, Filters, Only, Options, html, time};
 use crate::snapshot_store;
 use crate::store;
+use crate::trail;
 use crate::trail::DataDirTrails;
 
 /// Output of `replay`.
@@ -86,12 +87,95 @@ pub struct Args {
     /// Events kept for table and HTML output (counts stay exact).
     #[arg(long, default_value_t = 1000)]
     max_rows: usize,
+    /// Distinct secrets one subject must read within `--secrets-window`
+    /// to raise `secrets-burst`.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    secrets_burst: usize,
+    /// The window of `--secrets-burst`, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    secrets_window: u64,
+    /// A user allowed to mint ServiceAccount tokens without a finding,
+    /// besides the nodes' kubelets (`system:node:*`). Repeatable; replaces
+    /// the default, `system:kube-controller-manager`.
+    #[arg(long = "mint-allow", value_name = "USER")]
+    mint_allow: Vec<String>,
+    /// Print, instead of the report, a least-privilege Role/ClusterRole
+    /// (YAML; JSON lines with `-o json`) per ServiceAccount for the calls
+    /// the cluster allowed it, checked both ways against the snapshot, with
+    /// the dangerous permissions its bindings grant now.
+    #[arg(long)]
+    suggest_roles: bool,
     /// Never draw the progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
+    /// Collected sink output with signed checkpoints (JSON lines or signed
+    /// notes, several nodes mixed): shows, per `--trail`, up to which record
+    /// it is vouched for and any checkpoint it cannot match.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    checkpoints: Vec<PathBuf>,
+    /// Trusted checkpoint key (`name+id+key`) or a file of them; default:
+    /// the keys each data directory's trail recorded.
+    #[arg(
+        long = "checkpoint-key",
+        value_name = "KEY|FILE",
+        requires = "checkpoints"
+    )]
+    checkpoint_keys: Vec<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     output: ReplayOutput,
+}
+
+/// Per trail: the chain and the collected checkpoints
+/// (`trail verify --checkpoints`), or why it could not be checked.
+fn vouch_trails(
+    args: &Args,
+) -> Result<Vec<Result<trail::vouch::Vouching, String>>, trail::vouch::VouchError> {
+    use trail::vouch::{self, TrailSource};
+    let set = vouch::read_collected(&args.checkpoints)?;
+    let keys = vouch::parse_keys(&args.checkpoint_keys)?;
+    Ok(args
+        .trail
+        .iter()
+        .map(|path| {
+            let source = if path.is_dir() {
+                TrailSource::Dir(path)
+            } else {
+                TrailSource::File(path)
+            };
+            vouch::vouch(source, &set, &keys, None)
+                .map_err(|e| format!("{}: {}", path.display(), super::error_chain(&e)))
+        })
+        .collect())
+}
+
+/// Writes the per-trail checkpoint results after the report.
+fn write_vouching(
+    out: &mut dyn std::io::Write,
+    json: bool,
+    results: &[Result<trail::vouch::Vouching, String>],
+) -> std::io::Result<()> {
+    for r in results {
+        match (r, json) {
+            (Ok(v), true) => report::write_json_line(out, "checkpoints", v)?,
+            (Err(e), true) => {
+                report::write_json_line(out, "checkpoints", &serde_json::json!({"error": e}))?;
+            }
+            (Ok(v), false) => {
+                let state = if !v.chain.intact {
+                    "chain BROKEN"
+                } else if v.checkpoints.passed() {
+                    "chain intact"
+                } else {
+                    "chain intact but CHECKPOINTS FAIL"
+                };
+                writeln!(out, "\n{}: {state}", v.what)?;
+                out.write_all(super::trail::checkpoint_text(&v.checkpoints).as_bytes())?;
+            }
+            (Err(e), false) => writeln!(out, "\ncheckpoints not checked: {e}")?,
+        }
+    }
+    Ok(())
 }
 
 /// Errors of the command's arguments.
@@ -181,14 +265,36 @@ pub fn run(args: Args) -> ExitCode {
             OnlyArg::Forbidden => Only::Forbidden,
         }),
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        collect_calls: args.suggest_roles,
+        detect: {
+            let mut d = engine::detect::DetectConfig {
+                secrets_burst: args.secrets_burst,
+                secrets_window_secs: args.secrets_window,
+                ..engine::detect::DetectConfig::default()
+            };
+            if !args.mint_allow.is_empty() {
+                d.mint_allow.clone_from(&args.mint_allow);
+            }
+            d
+        },
+    };
+    let vouching = if args.checkpoints.is_empty() {
+        Vec::new()
+    } else {
+        match vouch_trails(&args) {
+            Ok(v) => v,
+            Err(e) => return super::fail(&e),
+        }
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut events = EventList::new(args.max_rows);
     let mut write_error: Option<std::io::Error> = None;
     let json = args.output == ReplayOutput::Json;
+    let suggest = args.suggest_roles;
     let result = engine::replay(&options, &mut policy, &mut |e| {
-        if json {
+        if suggest {
+        } else if json {
             if write_error.is_none()
                 && let Err(err) = report::write_json_line(&mut out, "event", e)
             {
@@ -203,9 +309,23 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return super::fail(&e),
     };
     let written = match args.output {
-        ReplayOutput::Json => report::write_json_tail(&mut out, &report),
-        ReplayOutput::Table => report::write_table(&mut out, &report, &events),
+        _ if suggest => {
+            let suggestions = engine::roles::suggest_roles(&report, &policy);
+            if json {
+                suggestions
+                    .iter()
+                    .try_for_each(|s| report::write_json_line(&mut out, "suggestion", s))
+            } else {
+                out.write_all(engine::roles::to_yaml(&suggestions).as_bytes())
+            }
+        }
+        ReplayOutput::Json => report::write_json_tail(&mut out, &report)
+            .and_then(|()| write_vouching(&mut out, true, &vouching)),
+        ReplayOutput::Table => report::write_table(&mut out, &report, &events)
+            .and_then(|()| write_vouching(&mut out, false, &vouching)),
         ReplayOutput::Html => {
+            // The page stays one document: the checkpoint results go to stderr.
+            let _ = write_vouching(&mut std::io::stderr().lock(), false, &vouching);
             out.write_all(html::render(&report, &events, "tokenwatch replay").as_bytes())
         }
     };

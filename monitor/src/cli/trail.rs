@@ -43,6 +43,9 @@ enum TrailCommand {
     Stats(StatsArgs),
     /// Delete the oldest records by age and/or size; the rest still verifies.
     Prune(PruneArgs),
+    /// The checkpoint signing key's public half (verifier key, fingerprint)
+    /// and the trail's origin; or make a new key file for a Secret.
+    Key(KeyArgs),
 }
 
 /// Filters shared by `query` and `export`.
@@ -124,6 +127,39 @@ struct VerifyArgs {
     /// instead of the store.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Collected sink output with signed checkpoints (JSON lines or signed
+    /// notes, several nodes mixed): the trail must contain each trusted
+    /// checkpoint's record with its hash. Exit 1 naming one it cannot match.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    checkpoints: Vec<PathBuf>,
+    /// Trusted checkpoint key (`name+id+key`, from `tokenwatch trail key`),
+    /// or a file of them, one a line. Default: the keys the trail recorded
+    /// (a data dir only; pin one from outside the node to rely on it).
+    #[arg(long = "key", value_name = "KEY|FILE")]
+    keys: Vec<String>,
+    /// The trail's origin (default: the data dir's; for an export, the one
+    /// whose trusted checkpoints match it).
+    #[arg(long)]
+    origin: Option<String>,
+    /// Data directory of the store.
+    #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+struct KeyArgs {
+    /// Read this key file (a mounted Secret) instead of the data dir's.
+    #[arg(long, env = "TOKENWATCH_CHECKPOINT_KEY")]
+    checkpoint_key: Option<PathBuf>,
+    /// Write a new key (mode 0600, never over an existing file) here and
+    /// print its public half, e.g. to make a Secret for every node.
+    #[arg(long, value_name = "FILE", conflicts_with = "checkpoint_key")]
+    generate: Option<PathBuf>,
+    /// Key name of a generated key.
+    #[arg(long, default_value = trail::checkpoint_key::PEM_KEY_NAME, requires = "generate")]
+    name: String,
     /// Data directory of the store.
     #[arg(long, env = store::DATA_DIR_ENV, default_value = store::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -164,6 +200,7 @@ pub fn run(args: Args) -> ExitCode {
         TrailCommand::Verify(a) => verify(&a),
         TrailCommand::Stats(a) => stats(&a),
         TrailCommand::Prune(a) => prune(&a),
+        TrailCommand::Key(a) => key(&a),
     };
     result.unwrap_or_else(|e| super::fail(&e))
 }
@@ -180,6 +217,12 @@ enum CommandError {
     /// Writing the output failed.
     #[error("cannot write the output")]
     WriteOutput(#[source] std::io::Error),
+    /// Checking checkpoints failed.
+    #[error(transparent)]
+    CheckCheckpoints(#[from] trail::vouch::VouchError),
+    /// The checkpoint key could not be read or made.
+    #[error(transparent)]
+    UseKey(#[from] trail::checkpoint_key::KeyFileError),
 }
 
 /// The trail itself, or the agent that holds it.
@@ -324,6 +367,9 @@ fn export(a: &ExportArgs) -> Result<ExitCode, CommandError> {
 }
 
 fn verify(a: &VerifyArgs) -> Result<ExitCode, CommandError> {
+    if !a.checkpoints.is_empty() {
+        return verify_checkpoints(a);
+    }
     let (report, what) = match &a.file {
         Some(path) if path.as_os_str() == "-" => (
             trail::verify::verify_lines(std::io::stdin().lock())?,
@@ -388,6 +434,147 @@ fn print_verify(report: &VerifyReport, what: &str) {
             println!("  {} records before it matched{range}", report.checked);
         }
     }
+}
+
+/// `trail verify --checkpoints`: the chain, then the collected checkpoints.
+fn verify_checkpoints(a: &VerifyArgs) -> Result<ExitCode, CommandError> {
+    use trail::vouch::{self, TrailSource};
+    let set = vouch::read_collected(&a.checkpoints)?;
+    let keys = vouch::parse_keys(&a.keys)?;
+    let source = match &a.file {
+        Some(path) => TrailSource::File(path),
+        None => TrailSource::Dir(&a.data_dir),
+    };
+    let v = vouch::vouch(source, &set, &keys, a.origin.as_deref())?;
+    let code = if v.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if print_structured(a.output, &v).map_err(CommandError::WriteOutput)? {
+        return Ok(code);
+    }
+    print_verify(&v.chain, &v.what);
+    print!("{}", checkpoint_text(&v.checkpoints));
+    Ok(code)
+}
+
+/// The checkpoint judgement in words (shared with `replay --checkpoints`).
+#[must_use]
+pub fn checkpoint_text(r: &trail::checkpoint::CheckpointReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let origin = r.origin.as_deref().unwrap_or("?");
+    let _ = writeln!(
+        s,
+        "checkpoints: {} read, {} of this trail ({origin}) matched, {} failed, {} pruned",
+        r.read,
+        r.matched,
+        r.failures.len(),
+        r.pruned
+    );
+    for k in &r.trusted_keys {
+        let _ = writeln!(s, "  trusted key {k}");
+    }
+    for f in &r.failures {
+        let _ = writeln!(
+            s,
+            "  FAILED {} ({}): {}",
+            f.checkpoint,
+            f.problem.as_str(),
+            f.detail
+        );
+    }
+    match &r.vouched {
+        Some(v) => {
+            let _ = writeln!(s, "  vouched for up to record {} by the {v}", v.seq);
+        }
+        None => {
+            let _ = writeln!(s, "  no record is vouched for by a checkpoint");
+        }
+    }
+    if r.unvouched_records > 0 {
+        let _ = writeln!(
+            s,
+            "  {} records after it (up to record {}) are not vouched for: appended after the last checkpoint collected (after a crash, or not shipped yet); not evidence of tampering",
+            r.unvouched_records, r.last_seq
+        );
+    }
+    for n in &r.not_trusted {
+        let _ = writeln!(
+            s,
+            "  not trusted: {} checkpoints of {} (node {}, key {}): {}, first at {}",
+            n.count,
+            n.origin,
+            n.node,
+            n.keys.join(","),
+            n.reason.as_str(),
+            n.first_source
+        );
+    }
+    for u in &r.unreadable {
+        let _ = writeln!(s, "  unreadable checkpoint at {}: {}", u.source, u.error);
+    }
+    s
+}
+
+fn key(a: &KeyArgs) -> Result<ExitCode, CommandError> {
+    use trail::checkpoint_key;
+    let (signer, file) = if let Some(path) = &a.generate {
+        (checkpoint_key::generate_file(path, &a.name)?, path.clone())
+    } else {
+        let path = a
+            .checkpoint_key
+            .clone()
+            .unwrap_or_else(|| checkpoint_key::key_path(&a.data_dir));
+        (checkpoint_key::load(&path)?, path)
+    };
+    // The origin, when the data dir has a trail (asking its agent if it runs).
+    let origin = if a.generate.is_some() || !a.data_dir.is_dir() {
+        None
+    } else {
+        match open(&a.data_dir) {
+            Ok(Store::Local(trail)) => trail.origin()?,
+            Ok(Store::Agent(dir)) => live::stats(&dir)?.origin,
+            Err(_) => None,
+        }
+    };
+    let v = signer.verifier();
+    #[derive(serde::Serialize)]
+    struct KeyInfo {
+        name: String,
+        verifier_key: String,
+        key_id: String,
+        fingerprint: String,
+        public_key: String,
+        file: PathBuf,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+    }
+    let info = KeyInfo {
+        name: v.name().to_owned(),
+        verifier_key: v.to_string(),
+        key_id: v.id_hex(),
+        fingerprint: v.fingerprint(),
+        public_key: v.public_base64(),
+        file,
+        origin,
+    };
+    if print_structured(a.output, &info).map_err(CommandError::WriteOutput)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = new_table(&["", ""]);
+    t.add_row(vec!["name".to_owned(), info.name]);
+    t.add_row(vec!["verifier key".to_owned(), info.verifier_key]);
+    t.add_row(vec!["key id".to_owned(), info.key_id]);
+    t.add_row(vec!["fingerprint".to_owned(), info.fingerprint]);
+    t.add_row(vec!["public key (Ed25519)".to_owned(), info.public_key]);
+    t.add_row(vec!["file".to_owned(), info.file.display().to_string()]);
+    if let Some(o) = info.origin {
+        t.add_row(vec!["trail origin".to_owned(), o]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stats(a: &StatsArgs) -> Result<ExitCode, CommandError> {
