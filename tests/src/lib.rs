@@ -76,11 +76,19 @@ pub enum KernelFeature {
     /// An access event for a read by `splice(2)` (older kernels raise
     /// none for splice).
     SpliceAccessEvent,
+    /// The opt-in syscall path-match program (`raw_syscalls:sys_exit`,
+    /// `--syscall-path-match`) passes the verifier: it hands the tracepoint
+    /// context to a non-inlined function, which verifiers before 6.8 refuse.
+    SyscallPathMatch,
 }
 
 impl KernelFeature {
     /// Every feature, for the check against the doc.
-    pub const ALL: [Self; 2] = [Self::FanReportPidfd, Self::SpliceAccessEvent];
+    pub const ALL: [Self; 3] = [
+        Self::FanReportPidfd,
+        Self::SpliceAccessEvent,
+        Self::SyscallPathMatch,
+    ];
 
     /// Its name, as `docs/requirements.md` spells it.
     #[must_use]
@@ -88,6 +96,7 @@ impl KernelFeature {
         match self {
             Self::FanReportPidfd => "FAN_REPORT_PIDFD",
             Self::SpliceAccessEvent => "FAN_ACCESS for splice",
+            Self::SyscallPathMatch => "opt-in syscall path-match program",
         }
     }
 
@@ -97,6 +106,7 @@ impl KernelFeature {
         match self {
             Self::FanReportPidfd => (5, 15),
             Self::SpliceAccessEvent => (6, 5),
+            Self::SyscallPathMatch => (6, 8),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use tokenwatch_host::sensor::{SensorConfig, event::EventKind};
-use tokenwatch_tests::{Harness, TokenVolume, connect, cpath, file};
+use tokenwatch_tests::{Harness, KernelFeature, TokenVolume, connect, cpath, file, kernel_has};
 
 const TOKEN: &[u8] = b"eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl";
 
@@ -47,6 +47,12 @@ fn read_whole(path: &std::path::Path) -> usize {
 #[test]
 fn token_opens_by_every_route_are_seen_with_exact_reads() {
     let volume = TokenVolume::new(TOKEN);
+    if !kernel_has(
+        "token_opens_by_every_route",
+        KernelFeature::SyscallPathMatch,
+    ) {
+        return;
+    }
     let Some(mut h) = Harness::start("token_opens_by_every_route", config_watching(&volume)) else {
         return;
     };
@@ -206,6 +212,9 @@ fn token_opens_by_every_route_are_seen_with_exact_reads() {
 fn suffix_alone_catches_an_unwatched_token_and_a_relative_open_after_chdir_by_inode() {
     let volume = TokenVolume::new(TOKEN);
     // Not watched by inode: only the suffix rule can catch it.
+    if !kernel_has("suffix_alone", KernelFeature::SyscallPathMatch) {
+        return;
+    }
     let Some(mut h) = Harness::start("suffix_alone", syscall_mode()) else {
         return;
     };
@@ -265,6 +274,9 @@ fn suffix_alone_catches_an_unwatched_token_and_a_relative_open_after_chdir_by_in
 #[test]
 fn a_short_lived_child_is_named_after_it_exits() {
     let volume = TokenVolume::new(TOKEN);
+    if !kernel_has("short_lived_child", KernelFeature::SyscallPathMatch) {
+        return;
+    }
     let Some(mut h) = Harness::start("short_lived_child", config_watching(&volume)) else {
         return;
     };
@@ -300,6 +312,9 @@ fn a_short_lived_child_is_named_after_it_exits() {
 #[test]
 fn unrelated_opens_and_reads_produce_no_events() {
     let volume = TokenVolume::new(TOKEN);
+    if !kernel_has("unrelated_opens", KernelFeature::SyscallPathMatch) {
+        return;
+    }
     let Some(mut h) = Harness::start("unrelated_opens", config_watching(&volume)) else {
         return;
     };
@@ -459,6 +474,9 @@ fn the_watched_inode_map_can_change_while_running() {
     // A name no suffix rule matches, so only the inode map decides.
     let plain = volume.root.path().join("plain-file");
     std::fs::write(&plain, b"0123456789").unwrap();
+    if !kernel_has("map_updates", KernelFeature::SyscallPathMatch) {
+        return;
+    }
     let Some(mut h) = Harness::start("map_updates", syscall_mode()) else {
         return;
     };
