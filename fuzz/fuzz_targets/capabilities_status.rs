@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch_host::agent::caps::{NEEDS, mask, missing, parse_cap_eff};
+use tokenwatch_host::caps::{NEEDS, mask, missing, parse_cap_eff};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

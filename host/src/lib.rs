@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod baseline_store;
+pub mod caps;
 pub mod kubesync;
 pub mod metrics;
 pub mod net;

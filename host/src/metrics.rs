@@ -69,7 +69,7 @@ pub struct Metrics {
     pub watched_inodes: AtomicU64,
     /// The sensor is attached.
     pub sensor_attached: AtomicBool,
-    /// Capabilities of [`crate::agent::caps::NEEDS`] the process lacks (bit i: `NEEDS[i]`).
+    /// Capabilities of [`crate::caps::NEEDS`] the process lacks (bit i: `NEEDS[i]`).
     pub capabilities_missing: AtomicU64,
     /// fanotify `FAN_Q_OVERFLOW` events (the kernel's queue was full; how
     /// many events were lost each time is not known).
@@ -295,7 +295,7 @@ impl Metrics {
             "1 for each capability of docs/capabilities.md the agent lacks (required ones keep it unready, the others degrade it).",
         );
         let missing = self.capabilities_missing.load(Relaxed);
-        for (i, need) in crate::agent::caps::NEEDS.iter().enumerate() {
+        for (i, need) in crate::caps::NEEDS.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "tokenwatch_capability_missing{{capability=\"{}\",required=\"{}\"}} {}",

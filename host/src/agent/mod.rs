@@ -16,7 +16,6 @@
 //! SIGTERM / SIGINT ──► detach, record what is pending, flush the trail, exit 0
 //! ```
 
-pub mod caps;
 pub mod checkpoint;
 pub mod config;
 pub mod http;
@@ -31,6 +30,7 @@ use std::{
 use tokio::sync::mpsc;
 
 pub use self::config::AgentConfig;
+use crate::caps;
 use crate::metrics::Metrics;
 use crate::{
     correlate::{
