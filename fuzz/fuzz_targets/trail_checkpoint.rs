@@ -3,7 +3,7 @@
 //! must give checkpoints or named unreadable lines, never a panic; every
 //! checkpoint read must be judged against a trail without panicking, and
 //! the same bytes as one note must parse or give an error. Seeds (in
-//! `fuzz/corpus/trail_checkpoint`) include non-ASCII key names and nodes.
+//! `fuzz/seeds/trail_checkpoint`; run with `cargo fuzz run trail_checkpoint fuzz/seeds/trail_checkpoint`) include non-ASCII key names and nodes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

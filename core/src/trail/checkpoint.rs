@@ -1285,7 +1285,7 @@ mod seeds {
     #[test]
     fn fuzz_seeds_are_signed_checkpoints() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus/trail_checkpoint");
+            .join("../fuzz/seeds/trail_checkpoint");
         let key = VerifierKey::parse(&std::fs::read_to_string(dir.join("verifier_key")).unwrap())
             .unwrap();
         assert_eq!(key.name(), "tokenwatch/nœud-ä");
