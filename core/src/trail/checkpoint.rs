@@ -1284,8 +1284,8 @@ mod seeds {
     /// verifying checkpoints in every collected form.
     #[test]
     fn fuzz_seeds_are_signed_checkpoints() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/seeds/trail_checkpoint");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/trail_checkpoint");
         let key = VerifierKey::parse(&std::fs::read_to_string(dir.join("verifier_key")).unwrap())
             .unwrap();
         assert_eq!(key.name(), "tokenwatch/nœud-ä");
