@@ -338,7 +338,11 @@ fn a_reader_that_exited_before_its_event_was_read_is_named_from_the_lineage() {
         ino(&volume.real_file),
         "access",
     );
-    assert_eq!(e.process.named_by, "lineage", "{e:?}");
+    // Named from the lineage when the kernel's event outlived the process;
+    // from the pidfd when the reader thread had already taken the event off
+    // the kernel's queue while cat lived (the hold is in our queue). Either
+    // way the exited reader is named, and never as a guess.
+    assert!(matches!(e.process.named_by, "lineage" | "pidfd"), "{e:?}");
     assert!(!e.process.uncertain, "one process had this pid: {e:?}");
     assert_eq!(e.process.comm, "cat");
     assert!(
