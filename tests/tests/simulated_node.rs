@@ -379,7 +379,13 @@ fn the_agent_on_a_simulated_node() {
         .unwrap_or_else(|| panic!("no host read:\n{}", describe()));
     assert_eq!(findings(host), vec!["host-reader"]);
     // 4b-4d: accesses no read(2) shows: cp, int $0x80, a pod's sendfile.
-    for (comm, what) in [("cp", "host cp"), ("int80_reader", "host int $0x80 reader")] {
+    for (comm, what) in [
+        ("cp", "host cp"),
+        (
+            "int80_pod_reade",
+            "host int $0x80 reader (comm: 15 bytes of int80_pod_reader)",
+        ),
+    ] {
         let entry = reads
             .iter()
             .find(|e| e["reader"]["pod"].is_null() && e["reader"]["comm"] == comm)
