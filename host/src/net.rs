@@ -22,9 +22,32 @@ pub fn accept_pause(err: &std::io::Error, failures_in_a_row: u32) -> Option<Dura
     }
 }
 
+/// The next accepted connection of a listener named `what`: calls
+/// `accept` until it succeeds, logging a run of failures once and waiting
+/// between them as [`accept_pause`] says. `failures` counts the run across
+/// calls (one counter per listener).
+pub async fn next_connection<S, A, Fut>(
+    what: &str,
+    failures: &mut u32,
+    mut accept: impl FnMut() -> Fut,
+) -> S
+where
+    Fut: std::future::Future<Output = std::io::Result<(S, A)>>,
+{
+    loop {
+        match accept().await {
+            Ok((stream, _)) => {
+                *failures = 0;
+                return stream;
+            }
+            Err(err) => after_accept_error(what, &err, failures).await,
+        }
+    }
+}
+
 /// Logs a failed accept (once per run of failures) and waits as
 /// [`accept_pause`] says.
-pub async fn after_accept_error(what: &str, err: &std::io::Error, failures_in_a_row: &mut u32) {
+async fn after_accept_error(what: &str, err: &std::io::Error, failures_in_a_row: &mut u32) {
     if *failures_in_a_row == 0 {
         tracing::warn!(listener = what, error = %err, "accepting a connection failed");
     }

@@ -159,10 +159,12 @@ pub const K8S_EC_KID: &str = "SoABiieYuNx4UdqYvZRVeuC6SihxgLrhLy9peHMHpTc";
 /// would: RS256, its `kid`, no `typ`.
 #[must_use]
 pub fn sign_as_apiserver(claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(K8S_RSA_KID.to_owned());
-    header.typ = None;
-    jsonwebtoken::encode(&header, claims, &k8s_rsa_signing_key()).expect("sign")
+    sign(
+        Algorithm::RS256,
+        &k8s_rsa_signing_key(),
+        Some(K8S_RSA_KID),
+        claims,
+    )
 }
 
 /// The claims of a bound (projected) token of ServiceAccount `sa` for the

@@ -123,16 +123,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
     let mut failures = 0;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                failures = 0;
-                stream
-            }
-            Err(err) => {
-                crate::net::after_accept_error("http", &err, &mut failures).await;
-                continue;
-            }
-        };
+        let stream = crate::net::next_connection("http", &mut failures, || listener.accept()).await;
         let (metrics, readiness) = (Arc::clone(&metrics), Arc::clone(&readiness));
         tokio::spawn(async move {
             let service = service_fn(move |request| {

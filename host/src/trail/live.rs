@@ -311,16 +311,8 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, trail: Trail) {
     };
     let mut failures = 0;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                failures = 0;
-                stream
-            }
-            Err(err) => {
-                crate::net::after_accept_error("trail socket", &err, &mut failures).await;
-                continue;
-            }
-        };
+        let stream =
+            crate::net::next_connection("trail socket", &mut failures, || listener.accept()).await;
         let trail = trail.clone();
         tokio::task::spawn_blocking(move || {
             let Ok(stream) = stream.into_std() else {
