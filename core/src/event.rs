@@ -397,6 +397,14 @@ struct ProcEntry {
     exited: bool,
 }
 
+/// Whether two start times name the same process: the kernel's in ns and
+/// `/proc`'s in clock ticks (`USER_HZ`, 100 on every architecture we run on,
+/// so 10 ms) converted to ns.
+fn same_start(kernel_ns: u64, proc_ns: u64) -> bool {
+    const TICK_NS: u64 = 10_000_000;
+    kernel_ns != 0 && proc_ns != 0 && kernel_ns.abs_diff(proc_ns) < TICK_NS
+}
+
 /// What the eBPF exec record said about a process.
 #[derive(Debug, Clone)]
 struct Lineage {
@@ -493,7 +501,20 @@ impl ProcessTable {
                     uid: f.uid,
                     gid: f.gid,
                     comm: f.comm.clone(),
-                    exe: f.exe.clone(),
+                    // A reader that is exiting has released its memory map
+                    // (so no `/proc/<pid>/exe`) while its pidfd still
+                    // answers: its exe is the one its exec record named,
+                    // when that record is of this same process.
+                    exe: f.exe.clone().or_else(|| {
+                        record
+                            .as_ref()
+                            .filter(|r| {
+                                r.lineage
+                                    .as_ref()
+                                    .is_some_and(|l| same_start(l.start_ns, f.start_ns))
+                            })
+                            .and_then(|r| r.exe.clone())
+                    }),
                     parent_exe: self.exe_of(f.ppid),
                     cgroup_id: f.cgroup_id,
                     mnt_ns: f.mnt_ns,
@@ -788,6 +809,50 @@ mod tests {
         };
         assert_eq!(file.bytes, Some(812));
         assert_eq!(file.path.as_deref(), Some("token"));
+    }
+
+    fn access(pid: u32, facts: Option<ProcFacts>, source: ReaderSource) -> Access {
+        Access {
+            mask: libc::FAN_OPEN | libc::FAN_ACCESS,
+            pid,
+            dev: 7,
+            ino: 3,
+            path: Some("/v/token".into()),
+            mark: MarkKind::Filesystem,
+            facts,
+            source,
+            read_ns: 0,
+        }
+    }
+
+    #[test]
+    fn an_exiting_reader_without_an_exe_link_takes_its_exec_records_exe() {
+        let mut table = ProcessTable::new(8);
+        let clock = Clock::new();
+        let mut exec = raw(KIND_EXEC);
+        exec.start_ns = 5_123_456_789;
+        exec.path[..8].copy_from_slice(b"/bin/cat");
+        table.decode(&exec, &clock).unwrap();
+        // /proc read while it exited: status and comm, no exe; start in ticks.
+        let facts = ProcFacts {
+            ppid: 1,
+            comm: "cat".into(),
+            start_ns: 5_120_000_000,
+            ..ProcFacts::default()
+        };
+        let event = table.access_event(
+            access(4242, Some(facts.clone()), ReaderSource::Pidfd),
+            &clock,
+        );
+        assert_eq!(event.process.exe.as_deref(), Some("/bin/cat"));
+        assert_eq!(event.process.named_by, "pidfd");
+        // Another process that had the pid (another start) lends nothing.
+        let other = ProcFacts {
+            start_ns: 9_000_000_000,
+            ..facts
+        };
+        let event = table.access_event(access(4242, Some(other), ReaderSource::Pidfd), &clock);
+        assert_eq!(event.process.exe, None);
     }
 
     #[test]
