@@ -384,6 +384,7 @@ fn agent_entry(node: &str, message: String) -> TrailEntry {
         connection: None,
         findings: Vec::new(),
         message: Some(message),
+        repeated: None,
     }
 }
 
