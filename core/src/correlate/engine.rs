@@ -376,7 +376,7 @@ impl Correlator {
         match self.folds.count(key, ev.monotonic_ns, &ev.time, bits) {
             Counted::Folded => self.refresh_use(input),
             Counted::Evaluate { closed } => {
-                out.extend(closed);
+                out.extend(closed.map(|b| *b));
                 let (mut entry, kinds) = self.token_read(input, path.map(str::to_owned), dev, ino);
                 if let Some(file) = entry.token.as_mut().and_then(|t| t.file.as_mut()) {
                     file.seen = seen.iter().map(|s| (*s).to_owned()).collect();

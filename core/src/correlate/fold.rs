@@ -129,7 +129,7 @@ pub enum Counted {
     /// window had passed, to be written first.
     Evaluate {
         /// The folded record the access closed, if one was pending.
-        closed: Option<TrailEntry>,
+        closed: Option<Box<TrailEntry>>,
     },
 }
 
@@ -197,7 +197,7 @@ impl Folds {
             return Counted::Folded;
         }
         Counted::Evaluate {
-            closed: fold.take(),
+            closed: fold.take().map(Box::new),
         }
     }
 
