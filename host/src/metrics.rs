@@ -109,6 +109,15 @@ impl Metrics {
         }
     }
 
+    /// Sensor events counted of `kind`.
+    #[must_use]
+    pub fn events(&self, kind: EventKind) -> u64 {
+        EVENT_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.events[i].load(Relaxed))
+    }
+
     /// Findings counted of `kind`.
     #[must_use]
     pub fn findings(&self, kind: FindingKind) -> u64 {

@@ -941,7 +941,12 @@ impl Agent {
         for entry in correlator.drain() {
             outputs.writer.record_waiting(entry);
         }
-        outputs.note("agent stopped".to_owned());
+        let m = &outputs.metrics;
+        outputs.note(format!(
+            "agent stopped; the sensor reported {} token access(es) since start, {} lost to the trail writer's full queue",
+            m.events(crate::sensor::event::EventKind::TokenAccess),
+            m.trail_queue_lost.load(Relaxed),
+        ));
         store_baseline(&mut correlator, outputs.trail.db());
         if let Some(watch) = &enricher.watch {
             watch.abort();
