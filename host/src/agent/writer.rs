@@ -3,7 +3,9 @@
 //! trail (hash, serialise, index) and hands them to the sinks, so that the
 //! event loop never waits for the disk. When the queue is full a record is
 //! counted as lost (`tokenwatch_trail_queue_lost_total`, and an `agent`
-//! entry once there is room again), never waited for.
+//! entry once there is room again), never waited for. The queue holds
+//! boxed records: a bounded channel allocates its capacity up front, and a
+//! record inline is about a kilobyte (65,536 of them would be 80 MiB).
 
 use std::{
     sync::{
@@ -19,7 +21,7 @@ use crate::{correlate::TrailEntry, metrics::Metrics, sinks::Sinks, trail::Trail}
 /// The sending side, held by the event loop.
 #[derive(Debug)]
 pub struct TrailWriter {
-    tx: SyncSender<TrailEntry>,
+    tx: SyncSender<Box<TrailEntry>>,
     thread: JoinHandle<()>,
     metrics: Arc<Metrics>,
 }
@@ -58,7 +60,7 @@ impl TrailWriter {
 
     /// Queues a record; `false` (and counted as lost) when the queue is full.
     pub fn record(&self, entry: TrailEntry) -> bool {
-        match self.tx.try_send(entry) {
+        match self.tx.try_send(Box::new(entry)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.metrics.trail_queue_lost.fetch_add(1, Relaxed);
@@ -70,13 +72,13 @@ impl TrailWriter {
     /// Queues a record if there is room, without counting a loss when
     /// there is none (for the report of earlier losses, retried later).
     pub fn try_record_uncounted(&self, entry: TrailEntry) -> bool {
-        self.tx.try_send(entry).is_ok()
+        self.tx.try_send(Box::new(entry)).is_ok()
     }
 
     /// Queues a record, waiting for room: for the agent's own rare entries
     /// (start, stop, losses), which must not be lost and may wait.
     pub fn record_waiting(&self, entry: TrailEntry) {
-        if self.tx.send(entry).is_err() {
+        if self.tx.send(Box::new(entry)).is_err() {
             self.metrics.trail_queue_lost.fetch_add(1, Relaxed);
         }
     }
@@ -90,7 +92,7 @@ impl TrailWriter {
     }
 }
 
-fn write_all(rx: &Receiver<TrailEntry>, trail: &Trail, sinks: &Sinks, metrics: &Metrics) {
+fn write_all(rx: &Receiver<Box<TrailEntry>>, trail: &Trail, sinks: &Sinks, metrics: &Metrics) {
     for entry in rx {
         metrics.entry(entry.kind, entry.findings.iter().map(|f| f.kind));
         match trail.append(&entry) {
@@ -103,7 +105,7 @@ fn write_all(rx: &Receiver<TrailEntry>, trail: &Trail, sinks: &Sinks, metrics: &
                 tracing::error!(error = %crate::error::error_chain(&err), "trail append failed");
             }
         }
-        sinks.send(&Arc::new(entry));
+        sinks.send(&Arc::new(*entry));
     }
 }
 
@@ -159,7 +161,7 @@ mod tests {
         // A queue of one that nobody drains (a writer stuck on the disk):
         // the overflow is counted, not waited for.
         let metrics = Arc::new(Metrics::default());
-        let (tx, _rx) = sync_channel::<TrailEntry>(1);
+        let (tx, _rx) = sync_channel::<Box<TrailEntry>>(1);
         let stuck = TrailWriter {
             tx,
             thread: std::thread::spawn(|| {}),
