@@ -401,6 +401,21 @@ fn release_freed_memory() {
     }
 }
 
+/// Limits the allocator to two arenas. Call before the agent's threads
+/// start. By default glibc gives each thread that allocates an arena of its
+/// own (up to 8 per core), and the agent's threads (fanotify reader,
+/// runtime workers, trail writer, sled's) each kept 10 to 20 MiB of freed
+/// memory in theirs under load: 95 MiB peak RSS against 96 MiB allowed
+/// (issue 13). Its threads rarely allocate at once, so two arenas cost no
+/// measurable contention.
+pub fn limit_allocator_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's own parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT. Call inside a tokio runtime.
 ///
 /// Three stages: [`start`] (outputs, sources, the sensor), [`Agent::event_loop`]

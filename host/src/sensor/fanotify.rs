@@ -849,7 +849,8 @@ impl ProcCache {
 
 /// `(comm, what follows it)` of a `/proc/<pid>/stat` line: the comm is
 /// between the first `(` and the last `)` (it may hold either).
-fn split_stat(stat: &str) -> Option<(&str, &str)> {
+#[must_use]
+pub fn split_stat(stat: &str) -> Option<(&str, &str)> {
     let (head, rest) = stat.rsplit_once(')')?;
     let (_, comm) = head.split_once('(')?;
     Some((comm, rest))
