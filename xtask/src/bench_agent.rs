@@ -359,6 +359,15 @@ impl AgentProc {
     }
 }
 
+impl Drop for AgentProc {
+    /// An agent left by a run that failed half-way is killed, not leaked
+    /// (after `stop` this finds it reaped and does nothing).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn metric_in(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
