@@ -10,7 +10,7 @@ use std::{
 };
 
 use tokenwatch_tests::{
-    require_root,
+    require_root, scaled,
     sim::{self, Agent},
 };
 
@@ -126,7 +126,7 @@ fn the_agent_attaches_and_records_with_exactly_the_manifests_capabilities() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
     loop {
         let metrics = agent.get("/metrics").unwrap_or_default();
         if metrics.contains("tokenwatch_entries_total{kind=\"token-read\"} 1") {
@@ -193,7 +193,7 @@ fn without_cap_sys_admin_the_agent_names_it_once_and_stays_unready() {
         Some(out)
     };
     // Unready, saying why, and still so a while later: it does not exit.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
     let reply = loop {
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
@@ -228,7 +228,7 @@ fn without_cap_sys_admin_the_agent_names_it_once_and_stays_unready() {
     // SIGTERM: a clean stop.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
