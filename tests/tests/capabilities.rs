@@ -58,6 +58,7 @@ fn cap_bit(name: &str) -> u32 {
         "DAC_READ_SEARCH" => 2,
         "SYS_PTRACE" => 19,
         "SYS_ADMIN" => 21,
+        "SYS_RESOURCE" => 24,
         "PERFMON" => 38,
         "BPF" => 39,
         other => panic!("add CAP_{other} to this test's table"),
