@@ -13,7 +13,7 @@ use serde_json::json;
 use tokenwatch_core::{
     correlate::{
         CorrelateConfig, Correlator, Enriched, EntryKind, FindingKind, PodRef, RbacContext,
-        TrailEntry, baseline::BaselineConfig,
+        TrailEntry, baseline::BaselineConfig, engine::CONTACT_GRACE,
     },
     event::{
         ConnectDetail, Detail, EventKind, FileDetail, Process, ProcessDetail, SensorEvent, Syscall,
@@ -242,8 +242,12 @@ fn connect(
         at_ns + 1000,
         detail(40_000, Some(true)),
     )));
+    // The agent's timer: a connect without a read is decided after the grace.
+    out.extend(c.tick(at_ns + 1000 + GRACE));
     out
 }
+
+const GRACE: u64 = CONTACT_GRACE.as_nanos() as u64;
 
 fn kinds(entry: &TrailEntry) -> Vec<FindingKind> {
     entry.findings.iter().map(|f| f.kind).collect()
@@ -307,12 +311,13 @@ fn an_app_reading_its_own_token_and_connecting_is_a_plain_token_use() {
     );
     assert_eq!(used.pod_key().as_deref(), Some("shop/web-7d9f8b6c5d-x2x9q"));
 
-    // Re-reading every minute after learning stays plain.
+    // The same program re-reading every minute after learning (a new
+    // process each time: one process's repeats are folded) stays plain.
     for minute in 1..5 {
         let again = read_token(
             &mut c,
             minute * 60 * SECOND,
-            &app,
+            &process(100 + minute as u32, "/app/server", 11),
             pod(POD_A, "web-7d9f8b6c5d-x2x9q"),
             &web,
             POD_A,
@@ -414,7 +419,7 @@ fn the_baseline_is_per_container_image() {
     let again = read_token(
         &mut c,
         120 * SECOND,
-        &server,
+        &process(103, "/app/server", 11),
         in_image("shop/web:2.1"),
         &web,
         POD_A,
@@ -531,11 +536,11 @@ fn a_legacy_token_of_a_secret_reader_is_legacy_and_privileged_once_per_interval(
     assert!(rbac.risks.iter().any(|r| r.check == "read-secrets"
         && r.scope == "cluster-wide"
         && r.binding.ends_with("legacy-reads-secrets")));
-    // The same reader a minute later: recorded, without repeating the findings.
+    // The same program a minute later: recorded, without repeating the findings.
     let again = read_token(
         &mut c,
         61 * SECOND,
-        &app,
+        &process(701, "/app/worker", 33),
         pod("0a1b2c3d-0000-4000-8000-00000000000c", "worker-0"),
         &legacy,
         "0a1b2c3d-0000-4000-8000-00000000000c",
@@ -651,4 +656,168 @@ fn lineage_names_the_parent_chain() {
         entries[0].reader.as_ref().unwrap().ancestry,
         vec!["/bin/sh".to_owned(), "/usr/bin/runc".to_owned()]
     );
+}
+
+/// One fanotify access (open, access and close merged) by `proc_` of the
+/// token file `ino`, as the agent enriches it.
+fn access(
+    at_ns: u64,
+    proc_: &Process,
+    reader_pod: Option<PodRef>,
+    identity: &Arc<Identity>,
+    volume_pod: &str,
+) -> Enriched {
+    let mut event = file_event(EventKind::TokenAccess, at_ns, proc_, -1, None);
+    if let Detail::File(f) = &mut event.detail {
+        f.syscall = None;
+        f.matched = vec!["filesystem"];
+        f.seen = vec!["open", "access", "close"];
+    }
+    Enriched {
+        event,
+        pod: reader_pod,
+        identity: Some(Arc::clone(identity)),
+        volume_pod_uid: Some(volume_pod.to_owned()),
+    }
+}
+
+fn started(tgid: u32, exe: &str, cgroup_id: u64, start_ns: u64) -> Process {
+    Process {
+        start_ns,
+        ..process(tgid, exe, cgroup_id)
+    }
+}
+
+#[test]
+fn a_process_reading_in_a_loop_is_folded_with_exact_counts() {
+    let mut c = correlator();
+    let web = bound_token("web-7d9f8b6c5d-x2x9q", POD_A, "web", "jti-web-1");
+    let host = started(500, "/usr/bin/cat", 1, 3 * SECOND);
+    let mut trail = Vec::new();
+    let mut next_tick = SECOND;
+    // 10,000 accesses, one every 15 ms: 150 s.
+    for i in 0..10_000u64 {
+        let at = SECOND + i * 15_000_000;
+        let out = c.observe(access(at, &host, None, &web, POD_A));
+        if i == 0 {
+            assert_eq!(out.len(), 1, "the first access is recorded at once");
+            assert_eq!(kinds(&out[0]), vec![FindingKind::HostReader]);
+            assert!(out[0].repeated.is_none());
+        }
+        trail.extend(out);
+        while next_tick <= at {
+            trail.extend(c.tick(next_tick));
+            next_tick += SECOND;
+        }
+    }
+    trail.extend(c.drain());
+    let total: u64 = trail.iter().map(TrailEntry::accesses).sum();
+    assert_eq!(total, 10_000, "every access counted once: {trail:#?}");
+    assert!(trail.len() <= 5, "{} records for one loop", trail.len());
+    for folded in trail.iter().skip(1) {
+        let r = folded.repeated.as_ref().expect("a folded record");
+        let span = humantime::parse_rfc3339(&r.last)
+            .unwrap()
+            .duration_since(humantime::parse_rfc3339(&r.first).unwrap())
+            .unwrap();
+        assert!(span <= Duration::from_secs(60), "{span:?}");
+        assert_eq!(kinds(folded), vec![FindingKind::HostReader]);
+        assert_eq!(folded.time, r.last);
+    }
+}
+
+#[test]
+fn two_processes_of_one_program_in_one_pod_are_never_folded_together() {
+    let mut c = correlator();
+    let web = bound_token("web-7d9f8b6c5d-x2x9q", POD_A, "web", "jti-web-1");
+    let a = started(100, "/app/server", 11, 5 * SECOND);
+    let b = started(101, "/app/server", 11, 6 * SECOND);
+    let mut trail = Vec::new();
+    for i in 0..10u64 {
+        let at = 10 * SECOND + i * SECOND;
+        trail.extend(c.observe(access(at, &a, pod(POD_A, "web-0"), &web, POD_A)));
+        trail.extend(c.observe(access(at + 1, &b, pod(POD_A, "web-0"), &web, POD_A)));
+    }
+    let firsts: Vec<u32> = trail
+        .iter()
+        .map(|e| e.reader.as_ref().unwrap().tgid)
+        .collect();
+    assert_eq!(firsts, vec![100, 101], "one record at once per process");
+    trail.extend(c.drain());
+    for tgid in [100, 101] {
+        let n: u64 = trail
+            .iter()
+            .filter(|e| e.reader.as_ref().unwrap().tgid == tgid)
+            .map(TrailEntry::accesses)
+            .sum();
+        assert_eq!(n, 10, "tgid {tgid}");
+    }
+    assert_eq!(trail.len(), 4);
+}
+
+#[test]
+fn a_new_readers_findings_are_never_delayed_by_folding() {
+    let mut c = correlator();
+    let web = bound_token("web-7d9f8b6c5d-x2x9q", POD_A, "web", "jti-web-1");
+    let host = started(500, "/usr/bin/cat", 1, SECOND);
+    let thief = started(400, "/usr/bin/python3", 22, 2 * SECOND);
+    for i in 0..100u64 {
+        c.observe(access(SECOND + i * 1_000_000, &host, None, &web, POD_A));
+    }
+    let out = c.observe(access(
+        SECOND + 50_000_000,
+        &thief,
+        pod(POD_B, "batch-0"),
+        &web,
+        POD_A,
+    ));
+    assert_eq!(out.len(), 1);
+    assert_eq!(kinds(&out[0]), vec![FindingKind::ForeignToken]);
+}
+
+#[test]
+fn a_read_that_reaches_us_after_its_connect_is_a_token_use() {
+    let mut c = correlator();
+    let web = bound_token("web-7d9f8b6c5d-x2x9q", POD_A, "web", "jti-web-1");
+    let thief = started(400, "/usr/bin/python3", 22, 2 * SECOND);
+    // The connect's records (eBPF) come in before the read's (fanotify),
+    // which happened a millisecond earlier.
+    let detail = Detail::Connect(ConnectDetail {
+        family: "ipv4",
+        saddr: "10.0.0.5".parse::<IpAddr>().unwrap(),
+        sport: 40_000,
+        daddr: "10.96.0.1".parse::<IpAddr>().unwrap(),
+        dport: 443,
+        established: Some(true),
+        sock_id: 77,
+    });
+    let result = Enriched {
+        event: SensorEvent {
+            schema: 1,
+            kind: EventKind::ConnectResult,
+            monotonic_ns: 10 * SECOND,
+            time: time_of(10 * SECOND),
+            process: thief.clone(),
+            detail,
+        },
+        pod: pod(POD_B, "batch-0"),
+        identity: None,
+        volume_pod_uid: None,
+    };
+    assert!(c.observe(result).is_empty(), "held for the grace");
+    // The fanotify reader hands the access over 2 ms later.
+    let out = c.observe(access(
+        10 * SECOND + 2_000_000,
+        &thief,
+        pod(POD_B, "batch-0"),
+        &web,
+        POD_A,
+    ));
+    let used: Vec<&TrailEntry> = out
+        .iter()
+        .filter(|e| e.kind == EntryKind::TokenUse)
+        .collect();
+    assert_eq!(used.len(), 1, "{out:#?}");
+    assert_eq!(kinds(used[0]), vec![FindingKind::ForeignToken]);
+    assert!(c.tick(20 * SECOND).is_empty(), "no api-contact afterwards");
 }

@@ -78,6 +78,12 @@ pub struct Metrics {
     pub fanotify_fd_failures: AtomicU64,
     /// fanotify events lost because the agent's own queue was full.
     pub fanotify_queue_lost: AtomicU64,
+    /// Trail records lost because the trail writer's queue was full.
+    pub trail_queue_lost: AtomicU64,
+    /// Token accesses the appended records stand for (a folded record
+    /// counts its repeats): equals the sensor's token-access events when
+    /// nothing was lost.
+    pub trail_accesses: AtomicU64,
 }
 
 /// Sink indexes into `sink_drops` / `sink_errors`.
@@ -101,6 +107,15 @@ impl Metrics {
                 self.findings[i].fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// Sensor events counted of `kind`.
+    #[must_use]
+    pub fn events(&self, kind: EventKind) -> u64 {
+        EVENT_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.events[i].load(Relaxed))
     }
 
     /// Findings counted of `kind`.
@@ -280,6 +295,20 @@ impl Metrics {
             "counter",
             "Token accesses lost because the agent's own queue was full.",
             self.fanotify_queue_lost.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_trail_queue_lost_total",
+            "counter",
+            "Trail records lost because the trail writer's queue was full (never waited for).",
+            self.trail_queue_lost.load(Relaxed),
+        );
+        single(
+            &mut out,
+            "tokenwatch_trail_accesses_total",
+            "counter",
+            "Token accesses the appended trail records stand for (folded repeats counted): tokenwatch_events_total{kind=\"token_access\"} when nothing was lost.",
+            self.trail_accesses.load(Relaxed),
         );
         single(
             &mut out,

@@ -42,6 +42,7 @@ fn entry(n: usize) -> Arc<TrailEntry> {
             reason: "test".into(),
         }],
         message: None,
+        repeated: None,
     })
 }
 

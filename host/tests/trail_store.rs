@@ -284,7 +284,7 @@ fn export_is_the_exact_schema_and_verifies_on_its_own() {
         assert_eq!(v["time_unix_nanos"], record.time_unix_nanos);
         assert_eq!(v["prev_hash"], record.prev_hash.as_str());
         assert_eq!(v["hash"], record.hash.as_str());
-        assert_eq!(v["entry"]["schema"], 2, "entry schema 2 (issue 12)");
+        assert_eq!(v["entry"]["schema"], 3, "entry schema 3 (issue 13)");
         let back: Record = serde_json::from_str(line).unwrap();
         assert_eq!(&back, record);
         // The hash is SHA-256 of the documented input, recomputed from the line.

@@ -194,6 +194,7 @@ fn entry(
         }),
         findings,
         message: None,
+        repeated: None,
     }
 }
 

@@ -417,16 +417,45 @@ fn the_agent_on_a_simulated_node() {
         findings(sendfile).contains(&"foreign-token".to_owned()),
         "{sendfile}"
     );
-    assert_eq!(sendfile["schema"], 2);
+    assert_eq!(sendfile["schema"], 3);
 
     // 5: both reads of the rotated token were seen, with the new JTI. (The
     // test process writing the new token, as the kubelet does, may also
     // show: fanotify's FAN_OPEN fires for opens for writing too.)
+    // Two processes: two records at once (a process's repeats are folded
+    // into records of their own, with `repeated`).
     let rotated = reads
         .iter()
-        .filter(|e| e["token"]["jti"] == "jti-a-2" && e["reader"]["pod"]["uid"] == POD_A)
+        .filter(|e| {
+            e["token"]["jti"] == "jti-a-2"
+                && e["reader"]["pod"]["uid"] == POD_A
+                && e["repeated"].is_null()
+        })
         .count();
     assert_eq!(rotated, 2, "reads of the rotated token:\n{}", describe());
+
+    // Every token access the sensor reported is counted once in the trail:
+    // the first record of a combination stands for one, a folded one for
+    // its count.
+    let recorded: u64 = reads
+        .iter()
+        .map(|e| e["repeated"]["count"].as_u64().unwrap_or(1))
+        .sum();
+    let stopped = all
+        .iter()
+        .rev()
+        .find_map(|e| {
+            e["message"]
+                .as_str()
+                .and_then(|m| m.strip_prefix("agent stopped; the sensor reported "))
+        })
+        .unwrap_or_else(|| panic!("no stop entry:\n{}", describe()));
+    let reported: u64 = stopped
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stopped:?}"));
+    assert_eq!(recorded, reported, "{stopped}\n{}", describe());
 
     // 6: the legacy token of a secret reader.
     let legacy = reads

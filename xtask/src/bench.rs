@@ -60,6 +60,17 @@ pub enum Which {
         /// The token file.
         path: PathBuf,
     },
+    /// A pod's own client re-reading its token (used by `bench agent`, in
+    /// a child process placed in the pod's cgroup).
+    #[command(hide = true)]
+    PodReader {
+        /// Milliseconds between reads.
+        every_ms: u64,
+        /// Seconds.
+        seconds: u64,
+        /// The token file.
+        path: PathBuf,
+    },
     /// Holds a bare fanotify inode mark on a file until SIGINT (the
     /// benchmark's floor; used by `bench sensor`, in a child process).
     #[command(hide = true)]
@@ -102,6 +113,17 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             path,
         } => {
             println!("{}", crate::bench_agent::generate(&path, rate, seconds)?);
+            Ok(())
+        }
+        Which::PodReader {
+            every_ms,
+            seconds,
+            path,
+        } => {
+            println!(
+                "{}",
+                crate::bench_agent::pod_reader(&path, every_ms, seconds)?
+            );
             Ok(())
         }
         Which::HoldMark { path } => hold_mark(&path),

@@ -2,12 +2,14 @@
 //! the token's identity, in; trail entries with findings out. Pure logic:
 //! no kernel, no files, no clock of its own (time comes from the events).
 //!
-//! - A token access (fanotify) is recorded at its open or first access,
-//!   whatever syscall made it, once until the process closes the file: the
-//!   entry says which of open, access and close were seen.
-//! - In the syscall path-match mode, a token read is recorded once per
-//!   open: at the first read that returned bytes (a client library's
-//!   `read` + `read` = 0 + `close` is one observation, not three).
+//! - A token access (fanotify) is recorded at once the first time a
+//!   process accesses a token file, whatever syscall made it: the entry
+//!   says which of open, access and close were seen. Its repeats are folded
+//!   (see [`super::fold`]): one record per window with the exact count.
+//! - In the syscall path-match mode, a token read is an observation once
+//!   per open: at the first read that returned bytes (a client library's
+//!   `read` + `read` = 0 + `close` is one observation, not three); repeated
+//!   observations are folded in the same way.
 //! - A connect to the API server is recorded when its outcome is known, as a
 //!   token use when the same process (or, failing that, the same container)
 //!   read a token within the use window (flagged `foreign-token` when the
@@ -28,6 +30,7 @@ use std::{
 
 use super::{
     baseline::{Baseline, BaselineConfig, Verdict},
+    fold::{Counted, FoldKey, Folds, seen_bits},
     model::{
         Connection, ENTRY_SCHEMA_VERSION, EntryKind, Finding, FindingKind, PodRef, RbacSummary,
         Reader, RiskItem, Severity, TokenFileRef, TokenInfo, TrailEntry,
@@ -54,6 +57,8 @@ pub struct CorrelateConfig {
     pub baseline: BaselineConfig,
     /// Minimum time between two identical token/subject findings for the same reader.
     pub finding_repeat: Duration,
+    /// The longest span one folded record of repeated accesses covers.
+    pub fold_window: Duration,
 }
 
 impl Default for CorrelateConfig {
@@ -67,6 +72,7 @@ impl Default for CorrelateConfig {
             host_api_clients: vec!["kubelet".into(), "kube-proxy".into()],
             baseline: BaselineConfig::default(),
             finding_repeat: Duration::from_secs(3600),
+            fold_window: Duration::from_secs(60),
         }
     }
 }
@@ -163,6 +169,20 @@ struct RecentRead {
     rbac: Option<RbacSummary>,
 }
 
+/// A connect held until a token read by its process may have reached us.
+#[derive(Debug)]
+struct Undecided {
+    attempt: Enriched,
+    detail: ConnectDetail,
+    time: SensorEvent,
+}
+
+/// How long a connect with no token read before it waits for one that may
+/// still be on its way (fanotify and the eBPF ring buffer are read apart)
+/// before it is recorded as an API contact without a token.
+pub const CONTACT_GRACE: Duration = Duration::from_secs(1);
+const GRACE_NS: u64 = CONTACT_GRACE.as_nanos() as u64;
+
 #[derive(Debug, Clone)]
 struct PendingConnect {
     event: Enriched,
@@ -181,12 +201,12 @@ pub struct Correlator {
     rbac: Option<RbacContext>,
     baseline: Baseline,
     open_fds: HashMap<(u32, i32), OpenFd>,
-    /// Token files a process has open and whose access was recorded:
-    /// `(tgid, dev, ino)`, until a close is seen.
-    accessing: std::collections::HashSet<(u32, u64, u64)>,
+    /// Repeated accesses being counted.
+    folds: Folds,
     by_process: HashMap<u32, RecentRead>,
     by_container: HashMap<u64, RecentRead>,
     pending: HashMap<u64, PendingConnect>,
+    undecided: Vec<Undecided>,
     repeats: HashMap<(FindingKind, String, String), u64>,
     lineage: HashMap<u32, (u32, String)>,
     lineage_order: VecDeque<u32>,
@@ -233,15 +253,17 @@ impl Correlator {
     /// A correlator with no RBAC snapshot yet.
     #[must_use]
     pub fn new(config: CorrelateConfig) -> Self {
+        let folds = Folds::new(u64::try_from(config.fold_window.as_nanos()).unwrap_or(u64::MAX));
         Self {
             baseline: Baseline::new(config.baseline.clone()),
             config,
             rbac: None,
             open_fds: HashMap::new(),
-            accessing: std::collections::HashSet::new(),
+            folds,
             by_process: HashMap::new(),
             by_container: HashMap::new(),
             pending: HashMap::new(),
+            undecided: Vec::new(),
             repeats: HashMap::new(),
             lineage: HashMap::new(),
             lineage_order: VecDeque::new(),
@@ -281,27 +303,11 @@ impl Correlator {
                 self.by_process.remove(&ev.process.tgid);
                 self.open_fds
                     .retain(|(tgid, _), _| *tgid != ev.process.tgid);
-                self.accessing
-                    .retain(|(tgid, _, _)| *tgid != ev.process.tgid);
+                self.folds.exited(ev.process.tgid, ev.monotonic_ns);
                 Vec::new()
             }
             (EventKind::TokenAccess, Detail::File(f)) => {
-                let id = (ev.process.tgid, f.dev, f.ino);
-                let closed = f.seen.contains(&"close");
-                let first = !self.accessing.contains(&id);
-                if closed {
-                    self.accessing.remove(&id);
-                } else {
-                    self.accessing.insert(id);
-                }
-                if !first {
-                    return Vec::new();
-                }
-                let mut entry = self.token_read(&input, f.path.clone(), f.dev, f.ino);
-                if let Some(file) = entry.token.as_mut().and_then(|t| t.file.as_mut()) {
-                    file.seen = f.seen.iter().map(|s| (*s).to_owned()).collect();
-                }
-                vec![entry]
+                self.access(&input, f.path.as_deref(), f.dev, f.ino, &f.seen)
             }
             (EventKind::TokenOpen, Detail::File(f)) => {
                 self.open_fds.insert(
@@ -330,7 +336,7 @@ impl Correlator {
                 }
                 state.reported = true;
                 let path = state.path.clone();
-                vec![self.token_read(&input, path, f.dev, f.ino)]
+                self.access(&input, path.as_deref(), f.dev, f.ino, &[])
             }
             (EventKind::Connect, Detail::Connect(c)) => {
                 self.pending.insert(
@@ -345,11 +351,86 @@ impl Correlator {
             (EventKind::ConnectResult, Detail::Connect(c)) => {
                 let attempt = self.pending.remove(&c.sock_id).map(|p| p.event);
                 let mut out = self.expire_pending(ev.monotonic_ns);
-                out.push(self.connect(attempt.as_ref().unwrap_or(&input), c, ev));
+                out.extend(self.connect(attempt.as_ref().unwrap_or(&input), c, ev));
                 out
             }
             _ => Vec::new(),
         }
+    }
+
+    /// One token access (a fanotify event, or an open's first read): the
+    /// first of its combination is recorded at once, its repeats are
+    /// counted into a folded record.
+    fn access(
+        &mut self,
+        input: &Enriched,
+        path: Option<&str>,
+        dev: u64,
+        ino: u64,
+        seen: &[&str],
+    ) -> Vec<TrailEntry> {
+        let ev = &input.event;
+        let key = FoldKey::new(ev.process.tgid, ev.process.start_ns, dev, ino);
+        let bits = seen_bits(seen);
+        let mut out = Vec::new();
+        match self.folds.count(key, ev.monotonic_ns, &ev.time, bits) {
+            Counted::Folded => self.refresh_use(input),
+            Counted::Evaluate { closed } => {
+                out.extend(closed.map(|b| *b));
+                let (mut entry, kinds) = self.token_read(input, path.map(str::to_owned), dev, ino);
+                if let Some(file) = entry.token.as_mut().and_then(|t| t.file.as_mut()) {
+                    file.seen = seen.iter().map(|s| (*s).to_owned()).collect();
+                }
+                if !self.folds.record(key, kinds, &entry, ev.monotonic_ns, bits) {
+                    out.push(entry);
+                }
+            }
+        }
+        if !self.undecided.is_empty() {
+            out.extend(self.settle(ev.monotonic_ns));
+        }
+        out
+    }
+
+    /// Decides the connects held for want of a token read: a token use when
+    /// their process (or container) has read a token since, an API contact
+    /// when [`CONTACT_GRACE`] has passed by `now_ns` without one.
+    fn settle(&mut self, now_ns: u64) -> Vec<TrailEntry> {
+        let mut out = Vec::new();
+        for held in std::mem::take(&mut self.undecided) {
+            let at = held.attempt.event.monotonic_ns;
+            if let Some(read) = self.recent_read(&held.attempt, at) {
+                out.push(self.token_use(&held.attempt, &held.detail, &held.time, read));
+            } else if now_ns.saturating_sub(held.time.monotonic_ns) >= GRACE_NS
+                || now_ns == u64::MAX
+            {
+                out.push(self.api_contact(&held.attempt, &held.detail, &held.time));
+            } else {
+                self.undecided.push(held);
+            }
+        }
+        out
+    }
+
+    /// A folded access still starts the use window of the token it read.
+    fn refresh_use(&mut self, input: &Enriched) {
+        let now_ns = input.event.monotonic_ns;
+        if let Some(read) = self.by_process.get_mut(&input.event.process.tgid) {
+            read.at_ns = read.at_ns.max(now_ns);
+        }
+        if input.pod.is_some()
+            && let Some(read) = self.by_container.get_mut(&input.event.process.cgroup_id)
+        {
+            read.at_ns = read.at_ns.max(now_ns);
+        }
+    }
+
+    /// Folded records whose window has passed or whose process exited, as
+    /// of `now_ns` (monotonic): the agent calls this on a timer.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<TrailEntry> {
+        let mut out = self.settle(now_ns);
+        out.extend(self.folds.due(now_ns));
+        out
     }
 
     /// Records attempts whose outcome never came (older than the wait).
@@ -373,13 +454,17 @@ impl Correlator {
         let Detail::Connect(detail) = &pending.event.event.detail else {
             return None;
         };
-        Some(self.connect(&pending.event, detail, &pending.event.event))
+        self.connect(&pending.event, detail, &pending.event.event)
     }
 
-    /// Records every attempt still waiting for its outcome (at shutdown).
+    /// Records every attempt still waiting for its outcome and every
+    /// pending folded record (at shutdown).
     pub fn drain(&mut self) -> Vec<TrailEntry> {
         let pending: Vec<PendingConnect> = self.pending.drain().map(|(_, p)| p).collect();
-        pending.iter().filter_map(|p| self.unanswered(p)).collect()
+        let mut out: Vec<TrailEntry> = pending.iter().filter_map(|p| self.unanswered(p)).collect();
+        out.extend(self.settle(u64::MAX));
+        out.extend(self.folds.drain());
+        out
     }
 
     fn remember_lineage(&mut self, tgid: u32, ppid: u32, exe: String) {
@@ -479,13 +564,15 @@ impl Correlator {
         }
     }
 
+    /// The full record of a token read, and the set of finding kinds that
+    /// apply to it (before the repeat interval thins the token's own).
     fn token_read(
         &mut self,
         input: &Enriched,
         path: Option<String>,
         dev: u64,
         ino: u64,
-    ) -> TrailEntry {
+    ) -> (TrailEntry, u16) {
         let ev = &input.event;
         let now_ns = ev.monotonic_ns;
         let reader = self.reader(input);
@@ -508,7 +595,7 @@ impl Correlator {
                 None,
                 Vec::new(),
             );
-            return TrailEntry {
+            let entry = TrailEntry {
                 message: Some("the file read is not a parsable token".into()),
                 token: Some(TokenInfo {
                     kind: "unparsable".into(),
@@ -519,6 +606,7 @@ impl Correlator {
                 }),
                 ..entry
             };
+            return (entry, 0);
         };
         let token = Self::token_info(identity, unix_seconds(&ev.time), Some(file));
         let rbac = match (&identity.user, self.rbac.as_mut()) {
@@ -654,6 +742,11 @@ impl Correlator {
                 ),
             ));
         }
+        let kinds = about_token
+            .iter()
+            .fold(FindingKind::set_of(&findings), |set, (kind, _, _)| {
+                set | kind.bit()
+            });
         for (kind, severity, reason) in about_token {
             if self.due(kind, &token.fingerprint, &reader, now_ns) {
                 findings.push(Finding {
@@ -673,7 +766,7 @@ impl Correlator {
         if reader.pod.is_some() {
             self.by_container.insert(reader.cgroup_id, recent);
         }
-        self.entry(
+        let entry = self.entry(
             EntryKind::TokenRead,
             ev,
             Some(reader),
@@ -681,90 +774,125 @@ impl Correlator {
             rbac,
             None,
             findings,
-        )
+        );
+        (entry, kinds)
     }
 
-    /// A token use or an API contact: `attempt` names the process (its
+    /// The token read that `attempt`'s process, or failing that its
+    /// container, made within the use window of `at_ns` (a read seen after
+    /// the connect counts: the two come from different sources).
+    fn recent_read(&self, attempt: &Enriched, at_ns: u64) -> Option<RecentRead> {
+        let window = self.config.use_window.as_nanos() as u64;
+        let fresh = |r: &&RecentRead| at_ns.saturating_sub(r.at_ns) <= window;
+        let p = &attempt.event.process;
+        self.by_process
+            .get(&p.tgid)
+            .filter(fresh)
+            .or_else(|| {
+                attempt
+                    .pod
+                    .as_ref()
+                    .and_then(|_| self.by_container.get(&p.cgroup_id))
+                    .filter(fresh)
+            })
+            .cloned()
+    }
+
+    /// A connect to the API server: `attempt` names the process (its
     /// context is the caller's), `detail` has the addresses and outcome,
-    /// `time_source` the time to record.
+    /// `time_source` the time to record. A token use when the process (or
+    /// its container) read a token within the use window; else held for
+    /// [`CONTACT_GRACE`], because the read that came before it may reach us
+    /// after it (fanotify and eBPF are two queues), then an API contact.
     fn connect(
         &mut self,
         attempt: &Enriched,
         detail: &ConnectDetail,
         time_source: &SensorEvent,
-    ) -> TrailEntry {
-        let ev = &attempt.event;
-        let reader = self.reader(attempt);
-        let connection = Connection {
+    ) -> Option<TrailEntry> {
+        if let Some(read) = self.recent_read(attempt, attempt.event.monotonic_ns) {
+            return Some(self.token_use(attempt, detail, time_source, read));
+        }
+        self.undecided.push(Undecided {
+            attempt: attempt.clone(),
+            detail: detail.clone(),
+            time: time_source.clone(),
+        });
+        None
+    }
+
+    fn connection(detail: &ConnectDetail) -> Connection {
+        Connection {
             saddr: detail.saddr.to_string(),
             sport: detail.sport,
             daddr: detail.daddr.to_string(),
             dport: detail.dport,
             established: detail.established,
-        };
-        let window = self.config.use_window.as_nanos() as u64;
-        let fresh = |r: &&RecentRead| ev.monotonic_ns.saturating_sub(r.at_ns) <= window;
-        let recent = self
-            .by_process
-            .get(&reader.tgid)
-            .filter(fresh)
-            .or_else(|| {
-                reader
-                    .pod
-                    .as_ref()
-                    .and_then(|_| self.by_container.get(&reader.cgroup_id))
-                    .filter(fresh)
-            })
-            .cloned();
-        match recent {
-            Some(read) => {
-                let findings = self.use_findings(&reader, &read.token, &connection);
-                self.entry(
-                    EntryKind::TokenUse,
-                    time_source,
-                    Some(reader),
-                    Some(read.token),
-                    read.rbac,
-                    Some(connection),
-                    findings,
-                )
-            }
-            None => {
-                let allowed = reader.pod.is_none()
-                    && listed(
-                        &self.config.host_api_clients,
-                        reader.exe.as_deref(),
-                        &reader.comm,
-                    );
-                let findings = if allowed {
-                    Vec::new()
-                } else {
-                    vec![Finding {
-                        kind: FindingKind::ApiContactWithoutToken,
-                        severity: Severity::Medium,
-                        reason: format!(
-                            "{} {} connected to the API server at {}:{} without reading a token first: a copied or minted credential?",
-                            reader.pod.as_ref().map_or_else(
-                                || "host process".to_owned(),
-                                |p| format!("in pod {}", p.key())
-                            ),
-                            reader.exe.as_deref().unwrap_or(&reader.comm),
-                            connection.daddr,
-                            connection.dport,
-                        ),
-                    }]
-                };
-                self.entry(
-                    EntryKind::ApiContact,
-                    time_source,
-                    Some(reader),
-                    None,
-                    None,
-                    Some(connection),
-                    findings,
-                )
-            }
         }
+    }
+
+    fn token_use(
+        &self,
+        attempt: &Enriched,
+        detail: &ConnectDetail,
+        time_source: &SensorEvent,
+        read: RecentRead,
+    ) -> TrailEntry {
+        let reader = self.reader(attempt);
+        let connection = Self::connection(detail);
+        let findings = self.use_findings(&reader, &read.token, &connection);
+        self.entry(
+            EntryKind::TokenUse,
+            time_source,
+            Some(reader),
+            Some(read.token),
+            read.rbac,
+            Some(connection),
+            findings,
+        )
+    }
+
+    fn api_contact(
+        &self,
+        attempt: &Enriched,
+        detail: &ConnectDetail,
+        time_source: &SensorEvent,
+    ) -> TrailEntry {
+        let reader = self.reader(attempt);
+        let connection = Self::connection(detail);
+        let allowed = reader.pod.is_none()
+            && listed(
+                &self.config.host_api_clients,
+                reader.exe.as_deref(),
+                &reader.comm,
+            );
+        let findings = if allowed {
+            Vec::new()
+        } else {
+            vec![Finding {
+                kind: FindingKind::ApiContactWithoutToken,
+                severity: Severity::Medium,
+                reason: format!(
+                    "{} {} connected to the API server at {}:{} without reading a token first: a copied or minted credential?",
+                    reader.pod.as_ref().map_or_else(
+                        || "host process".to_owned(),
+                        |p| format!("in pod {}", p.key())
+                    ),
+                    reader.exe.as_deref().unwrap_or(&reader.comm),
+                    connection.daddr,
+                    connection.dport,
+                ),
+            }]
+        };
+        self.entry(
+            EntryKind::ApiContact,
+            time_source,
+            Some(reader),
+            None,
+            None,
+            Some(connection),
+            findings,
+        )
     }
 
     /// Findings of a token's use: the use of a stolen token is the moment
@@ -848,6 +976,7 @@ impl Correlator {
             connection,
             findings,
             message: None,
+            repeated: None,
         }
     }
 }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the [`TrailEntry`] JSON schema (documented in `docs/trail.md`).
 /// Version 2 (fanotify sensor, issue 12) added `reader.named_by`,
-/// `reader.uncertain` and `token.file.seen`; version 1 entries still read.
-pub const ENTRY_SCHEMA_VERSION: u32 = 2;
+/// `reader.uncertain` and `token.file.seen`; version 3 (issue 13) added
+/// `repeated` (folded repeats). Earlier entries still read.
+pub const ENTRY_SCHEMA_VERSION: u32 = 3;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -92,6 +93,18 @@ impl FindingKind {
         Self::PrivilegedSubject,
         Self::ApiContactWithoutToken,
     ];
+
+    /// This kind's bit in a set of kinds (see [`FindingKind::set_of`]).
+    #[must_use]
+    pub const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+
+    /// The set of kinds among `findings`, as bits.
+    #[must_use]
+    pub fn set_of(findings: &[Finding]) -> u16 {
+        findings.iter().fold(0, |set, f| set | f.kind.bit())
+    }
 
     /// The kebab-case name used in JSON, metrics and on the command line.
     #[must_use]
@@ -349,6 +362,22 @@ pub struct TrailEntry {
     /// For agent entries: what happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a folded record: the repeats of one (process, pod, token,
+    /// findings) combination it stands for. Absent on every other entry
+    /// (a first access stands for one sensor event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<Repeated>,
+}
+
+/// The repeats a folded record stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repeated {
+    /// Sensor events folded into this record (at least 1).
+    pub count: u64,
+    /// Time of the first of them (RFC 3339, UTC).
+    pub first: String,
+    /// Time of the last of them (RFC 3339, UTC); the entry's `time` too.
+    pub last: String,
 }
 
 impl TrailEntry {
@@ -388,6 +417,17 @@ impl TrailEntry {
     #[must_use]
     pub fn jti(&self) -> Option<&str> {
         self.token.as_ref().and_then(|t| t.jti.as_deref())
+    }
+
+    /// Token accesses the sensor reported that this entry stands for: the
+    /// folded count, 1 for any other token read, 0 for other kinds.
+    #[must_use]
+    pub fn accesses(&self) -> u64 {
+        match (self.kind, &self.repeated) {
+            (EntryKind::TokenRead, Some(r)) => r.count,
+            (EntryKind::TokenRead, None) => 1,
+            _ => 0,
+        }
     }
 }
 
@@ -431,6 +471,7 @@ mod tests {
             connection: None,
             findings: Vec::new(),
             message: None,
+            repeated: None,
         };
         assert_eq!(entry.pod_key().as_deref(), Some("shop/web-0"));
         assert_eq!(entry.namespaces(), vec!["shop"]);

@@ -146,7 +146,7 @@ pub fn render(report: &Report, events: &EventList, title: &str) -> String {
         }
         let _ = writeln!(
             o,
-            "{} trail records, {} calls.</p>",
+            "{} reads and uses in the trail, {} calls.</p>",
             t.reads_total, t.calls_total
         );
         if let Some(m) = &t.minted {

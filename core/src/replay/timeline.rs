@@ -167,7 +167,7 @@ pub struct TokenTimeline {
     pub in_trail: bool,
     /// Readers, first read first.
     pub reads: Vec<ReadRecord>,
-    /// Trail records about it.
+    /// Reads and uses the trail recorded of it (a folded record counts its repeats).
     pub reads_total: u64,
     /// Addresses its bound pod connected from.
     pub pod_ips: BTreeSet<String>,
@@ -462,6 +462,12 @@ impl TokenIndex {
             i
         });
         let nanos = parse_nanos(&entry.time).unwrap_or(0);
+        // A folded record stands for `count` reads from `first` to `last`.
+        let (times, first_time) = match &entry.repeated {
+            Some(r) => (r.count.max(1), r.first.as_str()),
+            None => (1, entry.time.as_str()),
+        };
+        let first_nanos = parse_nanos(first_time).unwrap_or(nanos);
         let t = &mut self.tokens[idx];
         if !t.in_trail {
             t.in_trail = true;
@@ -491,8 +497,8 @@ impl TokenIndex {
                 }
             }
         }
-        t.reads_total += 1;
-        t.first_read = t.first_read.min(nanos);
+        t.reads_total += times;
+        t.first_read = t.first_read.min(first_nanos);
         t.last_read = t.last_read.max(nanos);
         let reader = entry.reader.as_ref();
         let reader_pod_uid = reader.and_then(|r| r.pod.as_ref()).map(|p| p.uid.clone());
@@ -546,12 +552,12 @@ impl TokenIndex {
                     && x.source_ip == source_ip
             });
             if let Some(x) = existing {
-                x.count += 1;
+                x.count += times;
                 if nanos >= parse_nanos(&x.last_time).unwrap_or(i64::MIN) {
                     x.last_time.clone_from(&entry.time);
                 }
-                if nanos < parse_nanos(&x.time).unwrap_or(i64::MAX) {
-                    x.time.clone_from(&entry.time);
+                if first_nanos < parse_nanos(&x.time).unwrap_or(i64::MAX) {
+                    x.time = first_time.to_owned();
                 }
                 for f in findings {
                     if !x.findings.contains(&f) {
@@ -560,9 +566,9 @@ impl TokenIndex {
                 }
             } else if t.reads.len() < MAX_READS {
                 t.reads.push(ReadRecord {
-                    time: entry.time.clone(),
+                    time: first_time.to_owned(),
                     last_time: entry.time.clone(),
-                    count: 1,
+                    count: times,
                     kind,
                     node: entry.node.clone(),
                     tgid: r.tgid,
@@ -904,5 +910,56 @@ fn parse_trail_line(text: &[u8]) -> Result<TrailEntry, serde_json::Error> {
         serde_json::from_value::<Export>(value).map(|e| e.entry)
     } else {
         serde_json::from_value(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{ENTRY_SCHEMA_VERSION, Reader, Repeated, TokenInfo};
+
+    fn read(time: &str, repeated: Option<Repeated>) -> TrailEntry {
+        TrailEntry {
+            schema: ENTRY_SCHEMA_VERSION,
+            kind: EntryKind::TokenRead,
+            time: time.into(),
+            node: "node-a".into(),
+            reader: Some(Reader {
+                tgid: 42,
+                comm: "cat".into(),
+                ..Reader::default()
+            }),
+            token: Some(TokenInfo {
+                jti: Some("jti-1".into()),
+                fingerprint: "sha256:ab".into(),
+                ..TokenInfo::default()
+            }),
+            rbac: None,
+            connection: None,
+            findings: Vec::new(),
+            message: None,
+            repeated,
+        }
+    }
+
+    #[test]
+    fn a_folded_record_counts_its_repeats_and_its_span() {
+        let mut index = TokenIndex::new();
+        index.add_entry(&read("2026-01-01T00:00:00Z", None));
+        index.add_entry(&read(
+            "2026-01-01T00:01:00Z",
+            Some(Repeated {
+                count: 4999,
+                first: "2026-01-01T00:00:01Z".into(),
+                last: "2026-01-01T00:01:00Z".into(),
+            }),
+        ));
+        let t = &index.tokens[0];
+        assert_eq!(t.reads_total, 5000);
+        assert_eq!(t.reads.len(), 1, "one process: one reader row");
+        let r = &t.reads[0];
+        assert_eq!(r.count, 5000);
+        assert_eq!(r.time, "2026-01-01T00:00:00Z");
+        assert_eq!(r.last_time, "2026-01-01T00:01:00Z");
     }
 }

@@ -346,6 +346,7 @@ mod tests {
             connection: None,
             findings: Vec::new(),
             message: Some("started".into()),
+            repeated: None,
         }
     }
 

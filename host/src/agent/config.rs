@@ -132,6 +132,9 @@ pub struct CorrelateSection {
     /// Minimum time between identical token/subject findings for one reader.
     #[serde(with = "human")]
     pub finding_repeat: Duration,
+    /// The longest span one folded record of a process's repeated accesses covers.
+    #[serde(with = "human")]
+    pub fold_window: Duration,
     /// Executables always expected to read their pod's token.
     pub reader_allowlist: Vec<String>,
     /// Executables never learned as normal readers (shells, file tools).
@@ -149,6 +152,7 @@ impl Default for CorrelateSection {
             use_window: c.use_window,
             learning_period: c.baseline.learning_period,
             finding_repeat: c.finding_repeat,
+            fold_window: c.fold_window,
             reader_allowlist: Vec::new(),
             never_learn: None,
             host_readers: c.host_readers,
@@ -174,6 +178,9 @@ pub struct TrailSection {
     pub checkpoint_interval: Duration,
     /// The checkpoint signing key (e.g. a mounted Secret). Default: `checkpoint.key` in the data dir, made on first start.
     pub checkpoint_key: Option<PathBuf>,
+    /// Records waiting for the trail writer at most; beyond, a record is
+    /// counted as lost (`tokenwatch_trail_queue_lost_total`), never waited for.
+    pub queue_capacity: usize,
 }
 
 impl Default for TrailSection {
@@ -188,6 +195,9 @@ impl Default for TrailSection {
             // What a node root can cut from the trail unnoticed: at most this much.
             checkpoint_interval: Duration::from_secs(10),
             checkpoint_key: None,
+            // Folded, a node writes a few records a second: 64 k is minutes
+            // of a burst of new readers.
+            queue_capacity: 65_536,
         }
     }
 }
@@ -296,6 +306,7 @@ listen = "0.0.0.0:9464"
 use_window = "5m"
 learning_period = "1h"
 finding_repeat = "30m"
+fold_window = "10s"
 reader_allowlist = ["/app/server"]
 never_learn = ["sh"]
 host_readers = ["kubelet", "node-agent"]
@@ -306,6 +317,7 @@ max_age = "7d"
 max_bytes = 1048576
 checkpoint_interval = "30s"
 checkpoint_key = "/etc/tokenwatch/checkpoint/key"
+queue_capacity = 4096
 
 [sinks]
 stdout = true
@@ -324,6 +336,8 @@ queue_capacity = 100
         assert!(c.in_cluster);
         assert_eq!(c.correlate.learning_period, Duration::from_secs(3600));
         assert_eq!(c.correlate.never_learn, Some(vec!["sh".to_owned()]));
+        assert_eq!(c.correlate.fold_window, Duration::from_secs(10));
+        assert_eq!(c.trail.queue_capacity, 4096);
         assert_eq!(c.trail.max_age, Duration::from_secs(7 * 86_400));
         assert_eq!(c.trail.checkpoint_interval, Duration::from_secs(30));
         assert_eq!(

@@ -2,26 +2,36 @@
 //! rbac, correlate and trail modules, and serves health and metrics.
 //!
 //! ```text
-//! sensor (fanotify token accesses, eBPF connects + lineage)
-//!   ──► enrich (cgroup -> pod, (dev, ino) -> identity, volume owner)
-//!   ──► Correlator ──► trail (hash chain, sled) ──► sinks (stdout, file, OTLP)
+//! fanotify reader thread (token accesses, reader named from /proc + pidfd)
+//!   ══► bounded queue (full: tokenwatch_fanotify_queue_lost_total)
+//! eBPF ring buffer (connects, exec/exit lineage; full: kernel drops)
+//!   ──► event loop: enrich (cgroup -> pod, (dev, ino) -> identity, volume owner)
+//!                   ──► Correlator (repeats folded, connects held 1 s for their read)
+//!   ══► bounded queue (full: tokenwatch_trail_queue_lost_total)
+//! trail writer thread ──► trail (hash chain, sled) ──► sinks (stdout, file, OTLP)
 //! kubelet volumes (inotify) ──► fanotify marks: one filesystem mark per token
 //!                               volume on its own tmpfs, else inode marks
-//! sensor losses (overflow, fd failure, queue) ──► /metrics and an agent entry
+//! losses (fanotify overflow, fd failure, either queue) ──► /metrics and an agent entry
 //! RBAC files (polled) ──► snapshot ──► Correlator
 //! API server (kubesync reflectors) ──► stored snapshot + pod metadata ──► Correlator, enrich
+//! every second ──► folded records and held connects that are due, loss counters, baseline
 //! timers ──► trail flush (durable seq), retention, cgroup cache cleanup
 //! timer (and start, shutdown) ──► signed checkpoint of the durable head ──► sinks, trail tree
 //! <data dir>/agent.sock ──► `tokenwatch trail query|export|stats|verify` while running
 //! SIGTERM / SIGINT ──► detach, record what is pending, flush the trail, exit 0
 //! ```
+//!
+//! [`run`] is three stages: [`start`], [`Agent::event_loop`], [`Agent::shutdown`].
+//! No stage waits on another's output: the event loop only ever `try_send`s
+//! to the trail writer (the agent's own rare entries wait for room).
 
 pub mod checkpoint;
 pub mod config;
+pub mod enrich;
 pub mod http;
+pub mod writer;
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -30,18 +40,19 @@ use std::{
 use tokio::sync::mpsc;
 
 pub use self::config::AgentConfig;
+use self::{enrich::Enricher, writer::TrailWriter};
 use crate::caps;
 use crate::metrics::Metrics;
 use crate::{
     correlate::{
-        CorrelateConfig, Correlator, ENTRY_SCHEMA_VERSION, Enriched, EntryKind, PodRef,
-        RbacContext, TrailEntry, baseline::BaselineConfig,
+        CorrelateConfig, Correlator, ENTRY_SCHEMA_VERSION, EntryKind, RbacContext, TrailEntry,
+        baseline::BaselineConfig,
     },
-    identity::{Identity, IdentityCache, KeySet},
+    identity::{IdentityCache, KeySet},
     kubesync,
-    node::{Attribution, CgroupResolver, FileId, PodMeta, TokenWatcher, WatchChange, WatchHandle},
+    node::{CgroupResolver, TokenWatcher, WatchChange, WatchHandle},
     rbac::{Snapshot, import},
-    sensor::{Sensor, SensorConfig, SensorEvent, event::Detail},
+    sensor::{Sensor, SensorConfig, SensorEvent},
     sinks::{SinkConfig, Sinks, file::FileConfig, otlp::OtlpConfig},
     snapshot_store,
     trail::Trail,
@@ -89,6 +100,9 @@ pub enum AgentError {
     /// An endpoint did not resolve.
     #[error("resolving API-server endpoints")]
     ResolveEndpoints(#[source] crate::sensor::SensorError),
+    /// The trail writer could not start.
+    #[error("starting the trail writer")]
+    StartWriter(#[source] writer::WriterError),
     /// The checkpoint task could not start.
     #[error("starting trail checkpoints")]
     StartCheckpoints(#[source] checkpoint::CheckpointTaskError),
@@ -212,146 +226,6 @@ fn load_stored_rbac(db: &sled::Db, data_dir: &Path) -> Option<RbacContext> {
     ))
 }
 
-/// Everything the event loop consults to enrich an event.
-struct Enricher {
-    cgroups: CgroupResolver,
-    identities: Arc<IdentityCache>,
-    /// The kubelet volume watcher; `None` on a machine without a kubelet.
-    watch: Option<WatchHandle>,
-    pods: HashMap<String, PodMeta>,
-    /// This node's pods as the API server describes them (live sync).
-    api_pods: kubesync::PodMap,
-    /// Identity per (dev, ino) for files found by path (not discovered volumes).
-    by_file: HashMap<(u64, u64), Option<Arc<Identity>>>,
-}
-
-impl Enricher {
-    fn refresh_pods(&mut self) {
-        if let Some(watch) = &self.watch {
-            self.pods = watch.pods().into_iter().collect();
-        }
-    }
-
-    fn pod(&self, cgroup_id: u64) -> Option<PodRef> {
-        match self.cgroups.resolve(cgroup_id) {
-            Attribution::Host => None,
-            Attribution::Pod {
-                pod_uid,
-                container_id,
-                runtime,
-                ..
-            } => {
-                let meta = self.pods.get(&pod_uid);
-                // The API server's view first (every pod, legacy tokens too), then the token's.
-                let api = self.api_pods.get(&pod_uid);
-                let image = api.zip(container_id.as_ref()).and_then(|(p, id)| {
-                    // Container IDs from the cgroup and from the status agree
-                    // in full; a shortened one matches by prefix.
-                    p.container_images.get(id).cloned().or_else(|| {
-                        p.container_images
-                            .iter()
-                            .find(|(full, _)| full.starts_with(id.as_str()))
-                            .map(|(_, image)| image.clone())
-                    })
-                });
-                Some(PodRef {
-                    name: api
-                        .map(|p| p.name.clone())
-                        .or_else(|| meta.map(|m| m.name.clone())),
-                    namespace: api
-                        .map(|p| p.namespace.clone())
-                        .or_else(|| meta.map(|m| m.namespace.clone())),
-                    uid: pod_uid,
-                    container_id,
-                    runtime: runtime.map(|r| format!("{r:?}").to_lowercase()),
-                    image,
-                    workload: api.and_then(|p| p.workload.clone()),
-                    service_account: api
-                        .and_then(|p| p.service_account.clone())
-                        .or_else(|| meta.map(|m| m.service_account.clone())),
-                    labels: api.map(|p| p.labels.clone()).unwrap_or_default(),
-                })
-            }
-        }
-    }
-
-    /// The identity of the token file behind a file event: from the
-    /// discovered volumes, else by reading it through the process's view.
-    fn identity(
-        &mut self,
-        event: &SensorEvent,
-        dev: u64,
-        ino: u64,
-        fd: i32,
-        path: Option<&str>,
-    ) -> Option<Arc<Identity>> {
-        if let Some(found) = self.identities.get(FileId { dev, ino }) {
-            return Some(found);
-        }
-        if let Some(cached) = self.by_file.get(&(dev, ino)) {
-            return cached.clone();
-        }
-        let tgid = event.process.tgid;
-        let mut candidates = Vec::new();
-        if event.kind == crate::sensor::event::EventKind::TokenAccess {
-            // fanotify: the path is the file as the agent sees it.
-            if let Some(p) = path {
-                candidates.push(PathBuf::from(p));
-            }
-        } else {
-            candidates.push(PathBuf::from(format!("/proc/{tgid}/fd/{fd}")));
-            if let Some(p) = path.filter(|p| p.starts_with('/')) {
-                candidates.push(PathBuf::from(format!("/proc/{tgid}/root{p}")));
-            }
-        }
-        let mut found = None;
-        for candidate in candidates {
-            if let Ok((id, identity)) = self.identities.load(&candidate)
-                && id.dev == dev
-                && id.ino == ino
-            {
-                found = Some(identity);
-                break;
-            }
-        }
-        if found.is_some() || self.by_file.len() < 65_536 {
-            self.by_file.insert((dev, ino), found.clone());
-        }
-        found
-    }
-
-    fn enrich(&mut self, event: SensorEvent) -> Enriched {
-        let pod = self.pod(event.process.cgroup_id);
-        let (identity, volume_pod_uid) = match &event.detail {
-            Detail::File(f) => {
-                let id = FileId {
-                    dev: f.dev,
-                    ino: f.ino,
-                };
-                let volume = self
-                    .watch
-                    .as_ref()
-                    .and_then(|w| w.file(id))
-                    .map(|t| t.pod_uid);
-                let identity = if matches!(event.kind, crate::sensor::event::EventKind::TokenClose)
-                {
-                    None
-                } else {
-                    self.identity(&event, f.dev, f.ino, f.fd, f.path.as_deref())
-                };
-                (identity, volume)
-            }
-            _ => (None, None),
-        };
-        Enriched {
-            event,
-            pod,
-            identity,
-            volume_pod_uid,
-        }
-    }
-}
-
 fn correlate_config(config: &AgentConfig) -> CorrelateConfig {
     let c = &config.correlate;
     let mut baseline = BaselineConfig {
@@ -369,6 +243,7 @@ fn correlate_config(config: &AgentConfig) -> CorrelateConfig {
         host_api_clients: c.host_api_clients.clone(),
         baseline,
         finding_repeat: c.finding_repeat,
+        fold_window: c.fold_window,
     }
 }
 
@@ -384,34 +259,7 @@ fn agent_entry(node: &str, message: String) -> TrailEntry {
         connection: None,
         findings: Vec::new(),
         message: Some(message),
-    }
-}
-
-/// The running agent's outputs.
-struct Outputs {
-    trail: Trail,
-    sinks: Arc<Sinks>,
-    metrics: Arc<Metrics>,
-}
-
-impl Outputs {
-    fn record(&self, entry: TrailEntry) {
-        self.metrics
-            .entry(entry.kind, entry.findings.iter().map(|f| f.kind));
-        match self.trail.append(&entry) {
-            Ok(_) => {
-                self.metrics.trail_appended.fetch_add(1, Relaxed);
-            }
-            Err(err) => {
-                self.metrics.trail_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %crate::error::error_chain(&err), "trail append failed");
-            }
-        }
-        self.sinks.send(&Arc::new(entry));
-    }
-
-    async fn flush(&self) {
-        flush_trail(&self.trail, &self.metrics).await;
+        repeated: None,
     }
 }
 
@@ -544,9 +392,236 @@ fn loss_message(
 
 /// Runs the agent until SIGTERM or SIGINT. Call inside a tokio runtime.
 ///
+/// Three stages: [`start`] (outputs, sources, the sensor), [`Agent::event_loop`]
+/// (until a signal), [`Agent::shutdown`] (detach, record what is pending,
+/// make it durable). An agent whose sensor cannot load for want of a
+/// required capability stays up unready instead ([`Unready::wait`]).
+///
 /// # Errors
 /// Whatever fails at start; once running, failures are logged and counted.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    match start(config).await? {
+        Started::Running(mut agent) => {
+            agent.event_loop().await;
+            agent.shutdown().await;
+        }
+        Started::Unready(unready) => unready.wait().await,
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// What [`start`] leads to.
+pub enum Started {
+    /// The sensor is attached: run [`Agent::event_loop`], then [`Agent::shutdown`].
+    Running(Box<Agent>),
+    /// The sensor could not load for want of a required capability.
+    Unready(Box<Unready>),
+}
+
+/// The outputs: the trail (through its writer), the sinks, the endpoints.
+struct Outputs {
+    node: String,
+    trail: Trail,
+    writer: TrailWriter,
+    sinks: Arc<Sinks>,
+    metrics: Arc<Metrics>,
+    checkpointer: checkpoint::Checkpointer,
+    http_task: tokio::task::JoinHandle<()>,
+    live_task: Option<tokio::task::JoinHandle<()>>,
+    trail_socket: PathBuf,
+}
+
+impl Outputs {
+    /// An `agent` entry: rare, and never dropped (waits for room).
+    fn note(&self, message: String) {
+        self.writer.record_waiting(agent_entry(&self.node, message));
+    }
+
+    /// Stops everything after the last record: the writer drains its queue,
+    /// the trail is made durable, the checkpoint of the final head goes out,
+    /// the sinks deliver what they hold.
+    async fn close(self) {
+        let Self {
+            trail,
+            writer,
+            sinks,
+            metrics,
+            checkpointer,
+            http_task,
+            live_task,
+            trail_socket,
+            ..
+        } = self;
+        let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+        flush_trail(&trail, &metrics).await;
+        checkpointer.emit(&sinks).await;
+        http_task.abort();
+        if let Some(task) = live_task {
+            task.abort();
+            let _ = std::fs::remove_file(&trail_socket);
+        }
+        // The checkpoint's copy in the tree: durable too.
+        let _ = tokio::task::spawn_blocking(move || trail.flush()).await;
+        match Arc::try_unwrap(sinks) {
+            Ok(sinks) => {
+                let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+            }
+            Err(_) => tracing::warn!("sinks still shared at shutdown: not waiting for them"),
+        }
+    }
+}
+
+/// The trail, sinks, checkpointer, HTTP endpoint and trail socket.
+async fn start_outputs(
+    config: &AgentConfig,
+    node: &str,
+    metrics: &Arc<Metrics>,
+    missing_required: &[&'static str],
+) -> Result<Outputs, AgentError> {
+    let trail = Trail::open(&config.data_dir).map_err(|source| AgentError::OpenTrail {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let sinks = Arc::new(
+        Sinks::start(
+            &SinkConfig {
+                stdout: config.sinks.stdout,
+                file: config.sinks.file.clone().map(|path| FileConfig {
+                    path,
+                    max_bytes: config.sinks.file_max_bytes,
+                    keep: config.sinks.file_keep,
+                }),
+                otlp: config
+                    .sinks
+                    .otlp_endpoint
+                    .clone()
+                    .map(|endpoint| OtlpConfig {
+                        endpoint,
+                        timeout: Duration::from_secs(5),
+                    }),
+                queue_capacity: config.sinks.queue_capacity,
+            },
+            Arc::clone(metrics),
+        )
+        .map_err(AgentError::StartSinks)?,
+    );
+    let checkpointer = checkpoint::Checkpointer::new(config, node, &trail)
+        .map_err(AgentError::StartCheckpoints)?;
+    let writer = TrailWriter::start(
+        trail.clone(),
+        Arc::clone(&sinks),
+        Arc::clone(metrics),
+        config.trail.queue_capacity,
+    )
+    .map_err(AgentError::StartWriter)?;
+    // HTTP: health, readiness, metrics.
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| AgentError::BindListener {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let readiness = Arc::new(http::Readiness {
+        needs_snapshot: !config.rbac.is_empty(),
+        missing_capabilities: missing_required.to_vec(),
+    });
+    let http_task = tokio::spawn(http::serve(listener, Arc::clone(metrics), readiness));
+    // The trail commands ask the running agent on a socket in the data dir.
+    let trail_socket = crate::trail::live::socket_path(&config.data_dir);
+    let live_task = match crate::trail::live::bind(&config.data_dir) {
+        Ok(socket) => Some(tokio::spawn(crate::trail::live::serve(
+            socket,
+            trail.clone(),
+        ))),
+        Err(err) => {
+            tracing::warn!(socket = %trail_socket.display(), error = %err, "`tokenwatch trail` commands cannot ask this agent while it runs");
+            None
+        }
+    };
+    Ok(Outputs {
+        node: node.to_owned(),
+        trail,
+        writer,
+        sinks,
+        metrics: Arc::clone(metrics),
+        checkpointer,
+        http_task,
+        live_task,
+        trail_socket,
+    })
+}
+
+/// An agent whose sensor could not load for want of a required capability:
+/// up and unready, so the pod shows why instead of crash-looping.
+pub struct Unready {
+    outputs: Outputs,
+    watch: Option<WatchHandle>,
+    signals: Signals,
+}
+
+impl Unready {
+    /// Waits for SIGTERM or SIGINT, then records the stop and closes.
+    pub async fn wait(mut self) {
+        self.signals.recv().await;
+        self.outputs.note("agent stopped".to_owned());
+        if let Some(watch) = &self.watch {
+            watch.abort();
+        }
+        self.outputs.close().await;
+    }
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, AgentError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(AgentError::InstallSignals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(AgentError::InstallSignals)?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+/// A running agent: the event loop's state.
+pub struct Agent {
+    config: AgentConfig,
+    outputs: Outputs,
+    correlator: Correlator,
+    enricher: Enricher,
+    sensor: Sensor,
+    control: crate::sensor::SensorControl,
+    watch_rx: mpsc::Receiver<WatchChange>,
+    live: LiveSync,
+    /// Set once the API server has supplied a snapshot: the files are only the fallback.
+    api_rbac: bool,
+    stamp: Vec<(PathBuf, Option<SystemTime>)>,
+    signals: Signals,
+    maintenance: tokio::task::JoinHandle<()>,
+    checkpoints: tokio::task::JoinHandle<()>,
+    reported_losses: crate::sensor::fanotify::Losses,
+    reported_trail_lost: u64,
+}
+
+/// Stage 1: outputs first (so that everything after can be recorded), then
+/// RBAC, live sync, the kubelet volumes, cgroups, and the sensor with every
+/// discovered token already watched.
+///
+/// # Errors
+/// Whatever cannot start; see [`AgentError`].
+pub async fn start(config: AgentConfig) -> Result<Started, AgentError> {
     let metrics = Arc::new(Metrics::default());
     let node = config.effective_node_name();
     // The capabilities docs/capabilities.md lists: one line for each missing one.
@@ -568,97 +643,32 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         .filter(|n| n.required)
         .map(|n| n.name)
         .collect();
-
-    // Outputs first, so that everything after can be recorded.
-    let trail = Trail::open(&config.data_dir).map_err(|source| AgentError::OpenTrail {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    let sinks = Sinks::start(
-        &SinkConfig {
-            stdout: config.sinks.stdout,
-            file: config.sinks.file.clone().map(|path| FileConfig {
-                path,
-                max_bytes: config.sinks.file_max_bytes,
-                keep: config.sinks.file_keep,
-            }),
-            otlp: config
-                .sinks
-                .otlp_endpoint
-                .clone()
-                .map(|endpoint| OtlpConfig {
-                    endpoint,
-                    timeout: Duration::from_secs(5),
-                }),
-            queue_capacity: config.sinks.queue_capacity,
-        },
-        Arc::clone(&metrics),
-    )
-    .map_err(AgentError::StartSinks)?;
-    let checkpointer = checkpoint::Checkpointer::new(&config, &node, &trail)
-        .map_err(AgentError::StartCheckpoints)?;
-    let outputs = Outputs {
-        trail,
-        sinks: Arc::new(sinks),
-        metrics: Arc::clone(&metrics),
-    };
-
-    // HTTP: health, readiness, metrics.
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| AgentError::BindListener {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    let readiness = Arc::new(http::Readiness {
-        needs_snapshot: !config.rbac.is_empty(),
-        missing_capabilities: missing_required.clone(),
-    });
-    let http_task = tokio::spawn(http::serve(listener, Arc::clone(&metrics), readiness));
-    // The trail commands ask the running agent on a socket in the data dir.
-    let trail_socket = crate::trail::live::socket_path(&config.data_dir);
-    let live_task = match crate::trail::live::bind(&config.data_dir) {
-        Ok(socket) => Some(tokio::spawn(crate::trail::live::serve(
-            socket,
-            outputs.trail.clone(),
-        ))),
-        Err(err) => {
-            tracing::warn!(socket = %trail_socket.display(), error = %err, "`tokenwatch trail` commands cannot ask this agent while it runs");
-            None
-        }
-    };
+    let outputs = start_outputs(&config, &node, &metrics, &missing_required).await?;
 
     // RBAC.
     let mut correlator = Correlator::new(correlate_config(&config));
     restore_baseline(&mut correlator, outputs.trail.db());
-    let mut stamp = rbac_stamp(&config.rbac);
+    let stamp = rbac_stamp(&config.rbac);
     if !config.rbac.is_empty() {
         let rbac = load_rbac(&config.rbac)?;
-        outputs.record(agent_entry(
-            &node,
-            format!("loaded RBAC snapshot {}", rbac.label()),
-        ));
+        outputs.note(format!("loaded RBAC snapshot {}", rbac.label()));
         correlator.set_rbac(rbac);
         metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
     }
-    let mut live = start_live_sync(&config, outputs.trail.db(), &node).await;
-    if live.is_on() && config.rbac.is_empty() {
+    let live = start_live_sync(&config, outputs.trail.db(), &node).await;
+    if live.is_on()
+        && config.rbac.is_empty()
         // Until the API server answers, the newest snapshot an earlier sync stored.
-        if let Some(rbac) = load_stored_rbac(outputs.trail.db(), &config.data_dir) {
-            outputs.record(agent_entry(
-                &node,
-                format!("loaded RBAC snapshot {}", rbac.label()),
-            ));
-            correlator.set_rbac(rbac);
-            metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
-        }
+        && let Some(rbac) = load_stored_rbac(outputs.trail.db(), &config.data_dir)
+    {
+        outputs.note(format!("loaded RBAC snapshot {}", rbac.label()));
+        correlator.set_rbac(rbac);
+        metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
     }
-    // Set once the API server has supplied a snapshot: the files are only the fallback.
-    let mut api_rbac = false;
 
     // Kubelet volumes, identities, cgroups.
     let identities = Arc::new(IdentityCache::new(load_keys(&config)?));
-    let (watch_tx, mut watch_rx) = mpsc::channel::<WatchChange>(4096);
+    let (watch_tx, watch_rx) = mpsc::channel::<WatchChange>(4096);
     let watch = if config.kubelet_root.is_dir() {
         Some(
             TokenWatcher::new(config.kubelet_root.clone(), Arc::clone(&identities))
@@ -675,16 +685,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     };
     let cgroups =
         CgroupResolver::new(config.cgroup_root.clone()).map_err(AgentError::FindCgroups)?;
-    let mut enricher = Enricher {
-        cgroups,
-        identities,
-        watch,
-        pods: HashMap::new(),
-        api_pods: Arc::new(HashMap::new()),
-        by_file: HashMap::new(),
-    };
+    let enricher = Enricher::new(cgroups, identities, watch);
 
-    // The sensor, with every discovered token inode already watched.
+    // The sensor.
     let mut endpoints = Vec::new();
     let apiservers = if config.apiservers.is_empty() {
         crate::sensor::default_apiservers()
@@ -696,10 +699,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             crate::sensor::resolve_endpoint(endpoint).map_err(AgentError::ResolveEndpoints)?,
         );
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(AgentError::InstallSignals)?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(AgentError::InstallSignals)?;
+    let signals = Signals::install()?;
     let loaded = Sensor::load(&SensorConfig {
         path_suffixes: config.token_path_suffixes.clone(),
         syscall_path_match: config.syscall_path_match,
@@ -707,10 +707,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         ring_buffer_bytes: config.ring_buffer_bytes,
         ..SensorConfig::default()
     });
-    let mut sensor = match loaded {
+    let sensor = match loaded {
         Ok(sensor) => sensor,
         Err(err) if !missing_required.is_empty() => {
-            // Stay up, unready, so the pod shows why instead of crash-looping.
             let missing = missing_required.join(", ");
             let without: Vec<&str> = caps::NEEDS
                 .iter()
@@ -718,42 +717,21 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                 .map(|n| n.without)
                 .collect();
             tracing::error!(error = %crate::error::error_chain(&err), "not ready: {missing} is missing: {}; /readyz answers 503 until the agent is stopped", without.join("; "));
-            outputs.record(agent_entry(
-                &node,
-                format!("sensor not loaded: missing {missing}"),
-            ));
-            outputs.flush().await;
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-            outputs.record(agent_entry(&node, "agent stopped".to_owned()));
-            outputs.flush().await;
-            if let Some(watch) = &enricher.watch {
-                watch.abort();
-            }
-            http_task.abort();
-            if let Some(task) = live_task {
-                task.abort();
-                let _ = std::fs::remove_file(&trail_socket);
-            }
-            let Outputs { sinks, .. } = outputs;
-            if let Ok(sinks) = Arc::try_unwrap(sinks) {
-                let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
-            }
-            tracing::info!("agent stopped");
-            return Ok(());
+            outputs.note(format!("sensor not loaded: missing {missing}"));
+            flush_trail(&outputs.trail, &metrics).await;
+            return Ok(Started::Unready(Box::new(Unready {
+                outputs,
+                watch: enricher.watch,
+                signals,
+            })));
         }
         Err(err) => return Err(AgentError::StartSensor(err)),
     };
     let control = sensor.control();
     metrics.sensor_attached.store(true, Relaxed);
-    outputs.record(agent_entry(
-        &node,
-        format!(
-            "agent started on {node}; watching {} API-server endpoint(s)",
-            apiservers.len()
-        ),
+    outputs.note(format!(
+        "agent started on {node}; watching {} API-server endpoint(s)",
+        apiservers.len()
     ));
     tracing::info!(node = %node, data_dir = %config.data_dir.display(), "agent running");
 
@@ -764,10 +742,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         config.trail.max_age,
         config.trail.max_bytes,
     ));
-    let checkpoints = tokio::spawn(checkpointer.clone().run(Arc::clone(&outputs.sinks)));
-    let mut drops_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut slow_tick = tokio::time::interval(Duration::from_secs(60));
-    let mut rbac_tick = tokio::time::interval(config.rbac_reload_interval);
+    let checkpoints = tokio::spawn(outputs.checkpointer.clone().run(Arc::clone(&outputs.sinks)));
     // Volumes found before the sensor started.
     if let Some(watch) = &enricher.watch {
         for file in watch.files() {
@@ -777,124 +752,205 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     metrics
         .watched_inodes
         .store(control.watched_files() as u64, Relaxed);
-    let mut reported_losses = sensor.losses();
-    loop {
-        tokio::select! {
-            _ = interrupt.recv() => break,
-            _ = term.recv() => break,
-            Some(change) = watch_rx.recv() => {
-                match change {
-                    WatchChange::Add(id) => {
-                        if let Some(file) = enricher.watch.as_ref().and_then(|w| w.file(id)) {
-                            watch_token_file(&control, &file);
-                        }
-                    }
-                    WatchChange::Remove(id) => {
-                        if let Err(err) = control.unwatch_file(id.dev, id.ino) {
-                            tracing::warn!(error = %crate::error::error_chain(&err), "unwatching a token file");
-                        }
-                    }
-                }
-                metrics.watched_inodes.store(control.watched_files() as u64, Relaxed);
-                enricher.refresh_pods();
-            }
-            batch = sensor.next_batch() => {
-                let batch = match batch {
-                    Ok(batch) => batch,
-                    Err(err) => { tracing::error!(error = %crate::error::error_chain(&err), "reading the ring buffer"); continue; }
-                };
-                if let Some(last) = batch.last() {
-                    let now = crate::sensor::event::monotonic_now_ns();
-                    metrics.queue_lag_ns.store(now.saturating_sub(last.monotonic_ns), Relaxed);
-                }
-                for event in batch {
-                    metrics.event(event.kind);
-                    let enriched = enricher.enrich(event);
-                    for entry in correlator.observe(enriched) {
-                        outputs.record(entry);
-                    }
-                }
-            }
-            _ = drops_tick.tick() => {
-                metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
-                let losses = sensor.losses();
-                if losses != reported_losses {
-                    outputs.record(agent_entry(&node, loss_message(reported_losses, losses)));
-                    reported_losses = losses;
-                }
-                metrics.fanotify_overflows.store(losses.overflows, Relaxed);
-                metrics.fanotify_fd_failures.store(losses.fd_failures, Relaxed);
-                metrics.fanotify_queue_lost.store(losses.queue_lost, Relaxed);
-                store_baseline(&mut correlator, outputs.trail.db());
-            }
-            changed = live.handles.rbac.changed(), if live.rbac_open => {
-                if changed.is_err() { live.rbac_open = false; continue; }
-                let update = live.handles.rbac.borrow_and_update().clone();
-                if let Some(update) = update {
-                    outputs.record(agent_entry(&node, format!("RBAC snapshot {} from the API server ({} objects)", update.label, update.objects.len())));
-                    correlator.set_rbac(RbacContext::new(update.snapshot, update.label));
-                    metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
-                    api_rbac = true;
-                }
-            }
-            changed = live.handles.pods.changed(), if live.pods_open => {
-                if changed.is_err() { live.pods_open = false; continue; }
-                enricher.api_pods = live.handles.pods.borrow_and_update().clone();
-            }
-            _ = rbac_tick.tick() => {
-                if config.rbac.is_empty() || api_rbac { continue; }
-                let now_stamp = rbac_stamp(&config.rbac);
-                if now_stamp != stamp {
-                    stamp = now_stamp;
-                    match load_rbac(&config.rbac) {
-                        Ok(rbac) => {
-                            outputs.record(agent_entry(&node, format!("reloaded RBAC snapshot {}", rbac.label())));
-                            correlator.set_rbac(rbac);
-                            metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
-                        }
-                        Err(err) => tracing::error!(error = %crate::error::error_chain(&err), "RBAC files changed but do not load; keeping the previous snapshot"),
+    let reported_losses = sensor.losses();
+    Ok(Started::Running(Box::new(Agent {
+        config,
+        outputs,
+        correlator,
+        enricher,
+        sensor,
+        control,
+        watch_rx,
+        live,
+        api_rbac: false,
+        stamp,
+        signals,
+        maintenance,
+        checkpoints,
+        reported_losses,
+        reported_trail_lost: 0,
+    })))
+}
+
+impl Agent {
+    /// Stage 2: sensor batches through enrichment and correlation to the
+    /// trail writer's queue, volume changes to the sensor's marks, RBAC and
+    /// pod updates to the correlator and enricher, timers; until a signal.
+    pub async fn event_loop(&mut self) {
+        let mut second_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut slow_tick = tokio::time::interval(Duration::from_secs(60));
+        let mut rbac_tick = tokio::time::interval(self.config.rbac_reload_interval);
+        loop {
+            tokio::select! {
+                () = self.signals.recv() => break,
+                Some(change) = self.watch_rx.recv() => self.volume_changed(change),
+                batch = self.sensor.next_batch() => match batch {
+                    Ok(batch) => self.process(batch),
+                    Err(err) => tracing::error!(error = %crate::error::error_chain(&err), "reading the ring buffer"),
+                },
+                _ = second_tick.tick() => self.every_second(),
+                changed = self.live.handles.rbac.changed(), if self.live.rbac_open => {
+                    if changed.is_err() { self.live.rbac_open = false; continue; }
+                    let update = self.live.handles.rbac.borrow_and_update().clone();
+                    if let Some(update) = update {
+                        self.outputs.note(format!("RBAC snapshot {} from the API server ({} objects)", update.label, update.objects.len()));
+                        self.correlator.set_rbac(RbacContext::new(update.snapshot, update.label));
+                        self.outputs.metrics.snapshot_loaded_unix.store(unix_now(), Relaxed);
+                        self.api_rbac = true;
                     }
                 }
-            }
-            _ = slow_tick.tick() => {
-                let removed = enricher.cgroups.forget_removed();
-                tracing::debug!(removed, "forgot removed cgroups");
-                enricher.refresh_pods();
+                changed = self.live.handles.pods.changed(), if self.live.pods_open => {
+                    if changed.is_err() { self.live.pods_open = false; continue; }
+                    self.enricher.api_pods = self.live.handles.pods.borrow_and_update().clone();
+                }
+                _ = rbac_tick.tick() => self.reload_rbac_files(),
+                _ = slow_tick.tick() => {
+                    let removed = self.enricher.cgroups.forget_removed();
+                    tracing::debug!(removed, "forgot removed cgroups");
+                    self.enricher.refresh_pods();
+                }
             }
         }
     }
 
-    // Shutdown: detach first, record what is pending, make it durable.
-    metrics.kernel_drops.store(sensor.kernel_drops(), Relaxed);
-    drop(sensor);
-    maintenance.abort();
-    checkpoints.abort();
-    let _ = checkpoints.await;
-    metrics.sensor_attached.store(false, Relaxed);
-    for entry in correlator.drain() {
-        outputs.record(entry);
-    }
-    outputs.record(agent_entry(&node, "agent stopped".to_owned()));
-    store_baseline(&mut correlator, outputs.trail.db());
-    outputs.flush().await;
-    checkpointer.emit(&outputs.sinks).await;
-    if let Some(watch) = &enricher.watch {
-        watch.abort();
-    }
-    http_task.abort();
-    if let Some(task) = live_task {
-        task.abort();
-        let _ = std::fs::remove_file(&trail_socket);
-    }
-    let Outputs { sinks, trail, .. } = outputs;
-    // The checkpoint's copy in the tree: durable too.
-    let _ = tokio::task::spawn_blocking(move || trail.flush()).await;
-    match Arc::try_unwrap(sinks) {
-        Ok(sinks) => {
-            let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+    /// One sensor batch: counted, enriched, correlated, queued for the trail.
+    fn process(&mut self, batch: Vec<SensorEvent>) {
+        let metrics = &self.outputs.metrics;
+        if let Some(last) = batch.last() {
+            let now = crate::sensor::event::monotonic_now_ns();
+            metrics
+                .queue_lag_ns
+                .store(now.saturating_sub(last.monotonic_ns), Relaxed);
         }
-        Err(_) => tracing::warn!("sinks still shared at shutdown: not waiting for them"),
+        for event in batch {
+            metrics.event(event.kind);
+            let enriched = self.enricher.enrich(event);
+            for entry in self.correlator.observe(enriched) {
+                self.outputs.writer.record(entry);
+            }
+        }
     }
-    tracing::info!("agent stopped");
-    Ok(())
+
+    fn volume_changed(&mut self, change: WatchChange) {
+        match change {
+            WatchChange::Add(id) => {
+                if let Some(file) = self.enricher.watch.as_ref().and_then(|w| w.file(id)) {
+                    watch_token_file(&self.control, &file);
+                }
+            }
+            WatchChange::Remove(id) => {
+                if let Err(err) = self.control.unwatch_file(id.dev, id.ino) {
+                    tracing::warn!(error = %crate::error::error_chain(&err), "unwatching a token file");
+                }
+            }
+        }
+        self.outputs
+            .metrics
+            .watched_inodes
+            .store(self.control.watched_files() as u64, Relaxed);
+        self.enricher.refresh_pods();
+    }
+
+    /// Folded records and held connects that are due, loss counters (and an
+    /// `agent` entry when they moved), the learned baseline.
+    fn every_second(&mut self) {
+        let now = crate::sensor::event::monotonic_now_ns();
+        for entry in self.correlator.tick(now) {
+            self.outputs.writer.record(entry);
+        }
+        let metrics = &self.outputs.metrics;
+        metrics
+            .kernel_drops
+            .store(self.sensor.kernel_drops(), Relaxed);
+        let losses = self.sensor.losses();
+        if losses != self.reported_losses {
+            self.outputs
+                .note(loss_message(self.reported_losses, losses));
+            self.reported_losses = losses;
+        }
+        metrics.fanotify_overflows.store(losses.overflows, Relaxed);
+        metrics
+            .fanotify_fd_failures
+            .store(losses.fd_failures, Relaxed);
+        metrics
+            .fanotify_queue_lost
+            .store(losses.queue_lost, Relaxed);
+        // Records lost to a full trail queue: said once there is room again.
+        let lost = metrics.trail_queue_lost.load(Relaxed);
+        if lost != self.reported_trail_lost {
+            let entry = agent_entry(
+                &self.outputs.node,
+                format!(
+                    "the trail writer's queue was full: {} record(s) lost (total since start: {lost})",
+                    lost - self.reported_trail_lost
+                ),
+            );
+            if self.outputs.writer.try_record_uncounted(entry) {
+                self.reported_trail_lost = lost;
+            }
+        }
+        store_baseline(&mut self.correlator, self.outputs.trail.db());
+    }
+
+    fn reload_rbac_files(&mut self) {
+        if self.config.rbac.is_empty() || self.api_rbac {
+            return;
+        }
+        let now_stamp = rbac_stamp(&self.config.rbac);
+        if now_stamp == self.stamp {
+            return;
+        }
+        self.stamp = now_stamp;
+        match load_rbac(&self.config.rbac) {
+            Ok(rbac) => {
+                self.outputs
+                    .note(format!("reloaded RBAC snapshot {}", rbac.label()));
+                self.correlator.set_rbac(rbac);
+                self.outputs
+                    .metrics
+                    .snapshot_loaded_unix
+                    .store(unix_now(), Relaxed);
+            }
+            Err(err) => {
+                tracing::error!(error = %crate::error::error_chain(&err), "RBAC files changed but do not load; keeping the previous snapshot");
+            }
+        }
+    }
+
+    /// Stage 3: detach first, record what is pending (held connects,
+    /// folded repeats), make it durable, stop the outputs.
+    pub async fn shutdown(self) {
+        let Self {
+            outputs,
+            mut correlator,
+            enricher,
+            sensor,
+            maintenance,
+            checkpoints,
+            ..
+        } = self;
+        outputs
+            .metrics
+            .kernel_drops
+            .store(sensor.kernel_drops(), Relaxed);
+        drop(sensor);
+        maintenance.abort();
+        checkpoints.abort();
+        let _ = checkpoints.await;
+        outputs.metrics.sensor_attached.store(false, Relaxed);
+        for entry in correlator.drain() {
+            outputs.writer.record_waiting(entry);
+        }
+        let m = &outputs.metrics;
+        outputs.note(format!(
+            "agent stopped; the sensor reported {} token access(es) since start, {} lost to the trail writer's full queue",
+            m.events(crate::sensor::event::EventKind::TokenAccess),
+            m.trail_queue_lost.load(Relaxed),
+        ));
+        store_baseline(&mut correlator, outputs.trail.db());
+        if let Some(watch) = &enricher.watch {
+            watch.abort();
+        }
+        outputs.close().await;
+    }
 }

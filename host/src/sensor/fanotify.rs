@@ -100,6 +100,9 @@ pub struct Counters {
     pub queue_lost: AtomicU64,
     /// Token access events delivered to the queue.
     pub delivered: AtomicU64,
+    /// Accesses in the queue now (its bound is counted in accesses, the
+    /// reader hands them over a read buffer at a time).
+    pub queued: std::sync::atomic::AtomicUsize,
 }
 
 /// A snapshot of [`Counters`].
@@ -437,8 +440,11 @@ pub fn spawn_reader(
     group: Arc<Group>,
     capacity: usize,
     self_pid: u32,
-) -> Result<(Reader, mpsc::Receiver<Access>), FanotifyError> {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+) -> Result<(Reader, mpsc::UnboundedReceiver<Vec<Access>>), FanotifyError> {
+    // Bounded by `Counters::queued` in accesses; a batch per read buffer
+    // wakes the receiver once, not once per access.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let capacity = capacity.max(1);
     // SAFETY: plain syscall.
     let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if wake < 0 {
@@ -451,7 +457,7 @@ pub fn spawn_reader(
     let thread_stop = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
         .name("fanotify".into())
-        .spawn(move || read_loop(&group, &tx, &thread_stop, wake_fd, self_pid))
+        .spawn(move || read_loop(&group, &tx, capacity, &thread_stop, wake_fd, self_pid))
         .map_err(FanotifyError::SpawnReader)?;
     Ok((
         Reader {
@@ -468,7 +474,8 @@ const READ_BUFFER: usize = 16 * 1024;
 
 fn read_loop(
     group: &Group,
-    tx: &mpsc::Sender<Access>,
+    tx: &mpsc::UnboundedSender<Vec<Access>>,
+    capacity: usize,
     stop: &AtomicBool,
     wake_fd: RawFd,
     self_pid: u32,
@@ -476,6 +483,7 @@ fn read_loop(
     let mut buf = vec![0u8; READ_BUFFER];
     let fan = group.fd.as_raw_fd();
     let cgroup_root = crate::node::find_cgroup2_mount().ok();
+    let mut procs = ProcCache::default();
     while !stop.load(Relaxed) {
         if group.held.load(Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -525,18 +533,22 @@ fn read_loop(
                 self_pid,
                 read_ns,
                 cgroup_root.as_deref(),
+                &mut procs,
             );
-            for access in accesses {
-                match tx.try_send(access) {
-                    Ok(()) => {
-                        group.counters.delivered.fetch_add(1, Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        group.counters.queue_lost.fetch_add(1, Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
+            if accesses.is_empty() {
+                continue;
             }
+            let n = accesses.len();
+            let c = &group.counters;
+            if c.queued.load(Relaxed) + n > capacity {
+                c.queue_lost.fetch_add(n as u64, Relaxed);
+                continue;
+            }
+            c.queued.fetch_add(n, Relaxed);
+            if tx.send(accesses).is_err() {
+                return;
+            }
+            c.delivered.fetch_add(n as u64, Relaxed);
         }
     }
 }
@@ -666,6 +678,7 @@ fn parse_buffer(
     self_pid: u32,
     read_ns: u64,
     cgroup_root: Option<&Path>,
+    procs: &mut ProcCache,
 ) -> Vec<Access> {
     let (events, err) = parse_events(buf);
     if let Some(err) = err {
@@ -712,7 +725,13 @@ fn parse_buffer(
             last.mask |= mask;
             continue;
         }
-        let (facts, source) = name_reader(pid, pidfd.as_ref(), group.features.pidfd, cgroup_root);
+        let (facts, source) = name_reader(
+            pid,
+            pidfd.as_ref(),
+            group.features.pidfd,
+            cgroup_root,
+            procs,
+        );
         out.push(Access {
             mask,
             pid,
@@ -749,23 +768,81 @@ fn name_reader(
     pidfd: Option<&OwnedFd>,
     have_pidfd: bool,
     cgroup_root: Option<&Path>,
+    procs: &mut ProcCache,
 ) -> (Option<ProcFacts>, ReaderSource) {
     if have_pidfd {
         let Some(pidfd) = pidfd else {
             // FAN_NOPIDFD: it had exited before the event was read.
             return (None, ReaderSource::Gone);
         };
-        let facts = read_proc(pid, cgroup_root);
+        let facts = procs.facts(pid, cgroup_root);
         // Checked after reading: alive now means /proc/<pid> was still it.
         if facts.is_some() && pidfd_alive(pidfd) {
             return (facts, ReaderSource::Pidfd);
         }
         return (None, ReaderSource::Gone);
     }
-    match read_proc(pid, cgroup_root) {
+    match procs.facts(pid, cgroup_root) {
         Some(facts) => (Some(facts), ReaderSource::Proc),
         None => (None, ReaderSource::Gone),
     }
+}
+
+/// Processes named recently, so that a process reading a token in a loop
+/// costs one read of `/proc/<pid>/stat` per event instead of six files.
+/// A process is the same while its pid, start time and comm are: an exec
+/// changes the comm (to the new program's name), and a reused pid has
+/// another start time. What it does not see: a setuid or a cgroup move of
+/// a process that keeps its comm (its first access was named right).
+#[derive(Debug, Default)]
+pub struct ProcCache {
+    known: HashMap<u32, (u64, String, ProcFacts)>,
+}
+
+/// Processes the cache remembers at most (then it starts over).
+const PROC_CACHE: usize = 4096;
+
+impl ProcCache {
+    /// The facts of `pid` now: from the cache when `/proc/<pid>/stat` says
+    /// it is the process named before, else read in full.
+    pub fn facts(&mut self, pid: u32, cgroup_root: Option<&Path>) -> Option<ProcFacts> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (comm, rest) = split_stat(&stat)?;
+        let mut fields = rest.split_whitespace();
+        // Field 3 (state) is the first after the comm; ppid is field 4.
+        if fields.next()? == "Z" {
+            return None;
+        }
+        let ppid = fields.next()?.parse().unwrap_or(0);
+        let start = parse_start_ticks(&stat)?;
+        if let Some((known_start, known_comm, facts)) = self.known.get(&pid)
+            && *known_start == start
+            && known_comm == comm
+        {
+            return Some(ProcFacts {
+                ppid,
+                ..facts.clone()
+            });
+        }
+        let facts = read_proc(pid, cgroup_root)?;
+        // An exiting reader's exe cannot be read: never remember that.
+        if facts.exe.is_some() {
+            if self.known.len() >= PROC_CACHE {
+                self.known.clear();
+            }
+            self.known
+                .insert(pid, (start, comm.to_owned(), facts.clone()));
+        }
+        Some(facts)
+    }
+}
+
+/// `(comm, what follows it)` of a `/proc/<pid>/stat` line: the comm is
+/// between the first `(` and the last `)` (it may hold either).
+fn split_stat(stat: &str) -> Option<(&str, &str)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let (_, comm) = head.split_once('(')?;
+    Some((comm, rest))
 }
 
 /// Reads what `/proc/<pid>` says about a process; `None` when it is gone
@@ -836,6 +913,28 @@ fn ticks_to_ns(ticks: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_lines_split_at_the_comm_whatever_it_holds() {
+        let stat = "4242 (a) (b) ) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0";
+        let (comm, rest) = split_stat(stat).unwrap();
+        assert_eq!(comm, "a) (b) ");
+        assert!(rest.trim_start().starts_with("S 1 "));
+        assert_eq!(parse_start_ticks(stat), Some(777));
+        assert_eq!(split_stat("no parentheses"), None);
+    }
+
+    #[test]
+    fn a_process_named_twice_is_read_in_full_once() {
+        let mut cache = ProcCache::default();
+        let me = std::process::id();
+        let first = cache.facts(me, None).expect("this process");
+        assert!(first.exe.is_some());
+        assert_eq!(cache.known.len(), 1);
+        let again = cache.facts(me, None).expect("this process");
+        assert_eq!(again, first);
+        assert_eq!(cache.facts(0, None), None);
+    }
 
     fn event(mask: u64, fd: i32, pid: i32, pidfd: Option<i32>) -> Vec<u8> {
         let len = if pidfd.is_some() { 32 } else { 24 };

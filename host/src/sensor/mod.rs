@@ -490,7 +490,7 @@ fn check_privileges() -> Result<(), SensorError> {
 pub struct Sensor {
     /// Stops the fanotify reader thread when dropped (before the group).
     _reader: fanotify::Reader,
-    accesses: tokio::sync::mpsc::Receiver<fanotify::Access>,
+    accesses: tokio::sync::mpsc::UnboundedReceiver<Vec<fanotify::Access>>,
     group: Arc<fanotify::Group>,
     /// Owns the programs and their links: dropping it detaches them.
     _ebpf: Ebpf,
@@ -703,9 +703,9 @@ impl Sensor {
                         drain(guard.get_inner_mut(), &mut raws);
                         guard.clear_ready();
                     }
-                    access = queue.recv() => {
-                        match access {
-                            Some(access) => accesses.push(access),
+                    batch = queue.recv() => {
+                        match batch {
+                            Some(batch) => accesses.extend(batch),
                             // The reader thread ended: only the ring is left.
                             None => std::future::pending::<()>().await,
                         }
@@ -714,10 +714,14 @@ impl Sensor {
             }
             while accesses.len() < MAX_ACCESSES {
                 match self.accesses.try_recv() {
-                    Ok(access) => accesses.push(access),
+                    Ok(batch) => accesses.extend(batch),
                     Err(_) => break,
                 }
             }
+            self.group
+                .counters()
+                .queued
+                .fetch_sub(accesses.len(), std::sync::atomic::Ordering::Relaxed);
             // The kernel wakes a reader only when it submits into an empty
             // ring: records that arrived after a drain but before
             // `clear_ready` would never wake us again. Drain once more; this

@@ -147,6 +147,7 @@ pub fn entry(i: usize) -> TrailEntry {
             })
             .collect(),
         message: None,
+        repeated: None,
     }
 }
 

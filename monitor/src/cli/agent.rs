@@ -78,6 +78,10 @@ pub struct Args {
     /// Window in which a connect counts as the use of a token read before it.
     #[arg(long, value_parser = humantime::parse_duration, env = "TOKENWATCH_USE_WINDOW")]
     pub use_window: Option<Duration>,
+    /// The longest span one folded record of a process's repeated token
+    /// accesses covers (default 60s).
+    #[arg(long, value_parser = humantime::parse_duration, env = "TOKENWATCH_FOLD_WINDOW")]
+    pub fold_window: Option<Duration>,
     /// How often appended records are made durable.
     #[arg(long, value_parser = humantime::parse_duration, env = "TOKENWATCH_FLUSH_INTERVAL")]
     pub flush_interval: Option<Duration>,
@@ -146,6 +150,9 @@ impl Args {
         }
         if let Some(v) = self.use_window {
             c.correlate.use_window = v;
+        }
+        if let Some(v) = self.fold_window {
+            c.correlate.fold_window = v;
         }
         if let Some(v) = self.flush_interval {
             c.trail.flush_interval = v;

@@ -313,9 +313,10 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
         }
         OutputFormat::Table => {
             let mut t = new_table(&[
-                "SEQ", "TIME", "KIND", "SUBJECT", "POD", "PROCESS", "FINDINGS",
+                "SEQ", "TIME", "KIND", "COUNT", "SUBJECT", "POD", "PROCESS", "FINDINGS",
             ]);
             let mut n = 0usize;
+            let mut accesses = 0u64;
             for r in iter {
                 let (r, _) = r?;
                 let e = &r.entry;
@@ -324,10 +325,18 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
                     .as_ref()
                     .map(|p| format!("{}[{}]", p.comm, p.tgid))
                     .unwrap_or_default();
+                accesses += e.accesses();
+                // A folded record: its count and the span it covers.
+                let count = match &e.repeated {
+                    Some(rep) => format!("{} ({} .. {})", rep.count, rep.first, rep.last),
+                    None if e.accesses() > 0 => "1".to_owned(),
+                    None => "-".to_owned(),
+                };
                 t.add_row(vec![
                     r.seq.to_string(),
                     r.time.clone(),
                     e.kind.as_str().to_owned(),
+                    count,
                     e.subject().unwrap_or("-").to_owned(),
                     e.pod_key().unwrap_or_else(|| "-".to_owned()),
                     process,
@@ -339,6 +348,11 @@ fn query(a: &QueryArgs) -> Result<ExitCode, CommandError> {
                 writeln!(out, "no record matches").map_err(write)?;
             } else {
                 writeln!(out, "{t}").map_err(write)?;
+                writeln!(
+                    out,
+                    "{n} record(s); {accesses} token access(es) (a folded record counts its repeats)"
+                )
+                .map_err(write)?;
             }
         }
     }
