@@ -91,7 +91,11 @@ fn the_agent_attaches_and_records_with_exactly_the_manifests_capabilities() {
         "{} is missing: run `cargo xtask test`",
         bin.display()
     );
-    let caps = manifest_capabilities();
+    let caps = tokenwatch_tests::grantable_capabilities(
+        "capabilities_exact",
+        manifest_capabilities(),
+        cap_bit,
+    );
     assert!(caps.iter().any(|c| c == "SYS_ADMIN"), "{caps:?}");
     let work = tempfile::tempdir().unwrap();
     let kubelet: PathBuf = work.path().join("kubelet");
@@ -158,10 +162,14 @@ fn without_cap_sys_admin_the_agent_names_it_once_and_stays_unready() {
         return;
     }
     let bin = tokenwatch_tests::tokenwatch_binary();
-    let caps: Vec<String> = manifest_capabilities()
-        .into_iter()
-        .filter(|c| c != "SYS_ADMIN")
-        .collect();
+    let caps: Vec<String> = tokenwatch_tests::grantable_capabilities(
+        "capabilities_missing",
+        manifest_capabilities(),
+        cap_bit,
+    )
+    .into_iter()
+    .filter(|c| c != "SYS_ADMIN")
+    .collect();
     let work = tempfile::tempdir().unwrap();
     let kubelet = work.path().join("kubelet");
     std::fs::create_dir_all(&kubelet).unwrap();
