@@ -65,7 +65,7 @@ enum Task {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
         no_lint: bool,
-        /// Skip the kernel tests in VMs (5.10, 6.1, 6.12; about ten minutes
+        /// Skip the kernel tests in VMs (5.10, 6.1, 6.12; about 12 minutes
         /// of emulation): for a developer's quick run. CI runs them.
         #[arg(long)]
         no_vm: bool,
