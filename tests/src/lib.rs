@@ -184,7 +184,7 @@ pub fn grantable_capabilities(
             let held = bounding & (1u64 << bit(cap)) != 0;
             if !held {
                 eprintln!(
-                    "NOTE {test}: CAP_{cap} is not in this machine's bounding set, so it cannot be granted here; checked without it (the VMs hold it)"
+                    "NOTE {test}: CAP_{cap} is not in this machine's bounding set, so it cannot be granted here; checked without it (the capabilities test checks it in the VMs, which hold every capability)"
                 );
             }
             held
