@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenwatch_host::sensor::fanotify::{parse_events, parse_start_ticks};
+use tokenwatch_host::sensor::fanotify::{parse_events, parse_start_ticks, split_stat};
 
 fuzz_target!(|data: &[u8]| {
     let (events, err) = parse_events(data);
@@ -17,4 +17,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let text = String::from_utf8_lossy(data);
     let _ = parse_start_ticks(&text);
+    // The comm and the rest are pieces of the line, in order.
+    if let Some((comm, rest)) = split_stat(&text) {
+        assert!(comm.len() + rest.len() < text.len());
+        assert!(text.ends_with(rest));
+    }
 });

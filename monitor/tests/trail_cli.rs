@@ -68,12 +68,14 @@ fn query_table_and_json() {
     let out = stdout(&o);
     let header = out.lines().next().unwrap();
     for col in [
-        "SEQ", "TIME", "KIND", "SUBJECT", "POD", "PROCESS", "FINDINGS",
+        "SEQ", "TIME", "KIND", "COUNT", "SUBJECT", "POD", "PROCESS", "FINDINGS",
     ] {
         assert!(header.contains(col), "{header}");
     }
     // i % 3 == 1 && i.is_multiple_of(4) for i < 60: 4, 16, 28, 40, 52 -> seqs 5, 17, ...
-    let rows: Vec<&str> = out.lines().skip(1).collect();
+    let mut rows: Vec<&str> = out.lines().skip(1).collect();
+    let total = rows.pop().unwrap();
+    assert!(total.starts_with("5 record(s); "), "{out}");
     assert_eq!(rows.len(), 5, "{out}");
     assert!(rows[0].trim_start().starts_with("5 "), "{out}");
     assert!(rows[0].contains("payments/web-4"), "{out}");
@@ -380,4 +382,37 @@ fn export_into_a_closed_pipe_is_quiet() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn query_shows_a_folded_records_count_and_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = Trail::open(dir.path()).unwrap();
+    let mut first = entry(0);
+    first.kind = tokenwatch_core::correlate::EntryKind::TokenRead;
+    let mut folded = first.clone();
+    folded.repeated = Some(tokenwatch_core::correlate::Repeated {
+        count: 4999,
+        first: "2026-05-17T10:00:01Z".into(),
+        last: "2026-05-17T10:01:00Z".into(),
+    });
+    trail.append(&first).unwrap();
+    trail.append(&folded).unwrap();
+    trail.flush().unwrap();
+    drop(trail);
+    let o = run(dir.path(), &["query"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("4999 (2026-05-17T10:00:01Z .. 2026-05-17T10:01:00Z)"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("2 record(s); 5000 token access(es)")),
+        "{out}"
+    );
+    let o = run(dir.path(), &["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }

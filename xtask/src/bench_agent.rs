@@ -276,7 +276,19 @@ impl AgentProc {
             .local_addr()?
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(binary);
+        // A profiler to run the agent under (`heaptrack`, `perf record -g
+        // --`), e.g. TOKENWATCH_BENCH_AGENT_WRAPPER=heaptrack; the CPU and
+        // RSS figures are then the wrapper's.
+        let wrapper = std::env::var("TOKENWATCH_BENCH_AGENT_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.args(words).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
         cmd.args(["agent", "--listen", &listen, "--kubelet-root"])
             .arg(kubelet)
             .arg("--data-dir")

@@ -303,7 +303,8 @@ impl Correlator {
                 self.by_process.remove(&ev.process.tgid);
                 self.open_fds
                     .retain(|(tgid, _), _| *tgid != ev.process.tgid);
-                self.folds.exited(ev.process.tgid, ev.monotonic_ns);
+                self.folds
+                    .exited(ev.process.tgid, ev.process.start_ns, ev.monotonic_ns);
                 Vec::new()
             }
             (EventKind::TokenAccess, Detail::File(f)) => {

@@ -38,6 +38,9 @@ const MAX_FOLDS: usize = 65_536;
 /// just before exiting may be read after the exit record.
 const EXIT_GRACE_NS: u64 = 1_000_000_000;
 
+/// How long an exit is remembered for accesses that arrive after it.
+const EXITS_KEPT_NS: u64 = 10_000_000_000;
+
 /// One combination's process and token file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FoldKey {
@@ -67,8 +70,8 @@ struct Fold {
     /// of what applied, before the repeat interval thinned them).
     kinds: u16,
     /// The combination's first record: reader, token, RBAC and findings
-    /// of the folded record.
-    template: TrailEntry,
+    /// of the folded record (boxed: a fold is kept per live reader).
+    template: Box<TrailEntry>,
     /// Accesses counted since the last record (0: nothing pending).
     count: u64,
     /// Monotonic ns of the first counted access: the window's start.
@@ -89,7 +92,7 @@ impl Fold {
         if self.count == 0 {
             return None;
         }
-        let mut entry = self.template.clone();
+        let mut entry = (*self.template).clone();
         entry.time.clone_from(&self.last_time);
         if let Some(file) = entry.token.as_mut().and_then(|t| t.file.as_mut()) {
             file.seen = SEEN
@@ -138,6 +141,10 @@ pub enum Counted {
 pub struct Folds {
     window_ns: u64,
     open: HashMap<FoldKey, Fold>,
+    /// Processes (pid, start tick) whose exit was seen lately, and when:
+    /// a short-lived reader's exit often arrives before its access (two
+    /// queues), and its fold must not wait a window to be written.
+    exits: HashMap<(u32, u64), u64>,
 }
 
 impl Folds {
@@ -147,6 +154,7 @@ impl Folds {
         Self {
             window_ns: window_ns.max(1),
             open: HashMap::new(),
+            exits: HashMap::new(),
         }
     }
 
@@ -169,7 +177,6 @@ impl Folds {
         let Some(fold) = self.open.get_mut(&key) else {
             return Counted::Evaluate { closed: None };
         };
-        fold.exited_ns = None;
         let passed = now_ns.saturating_sub(fold.window_start_ns) >= self.window_ns;
         if fold.count == 0 && passed {
             // The findings were evaluated a window ago: again, in full.
@@ -222,7 +229,6 @@ impl Folds {
             fold.first_time.clone_from(&entry.time);
             fold.last_time.clone_from(&entry.time);
             fold.seen = seen;
-            fold.exited_ns = None;
             return true;
         }
         if self.open.len() >= MAX_FOLDS && !self.open.contains_key(&key) {
@@ -231,30 +237,36 @@ impl Folds {
                 return false;
             }
         }
+        let exited_ns = self.exits.get(&(key.tgid, key.start_tick)).copied();
         self.open.insert(
             key,
             Fold {
                 kinds,
-                template: entry.clone(),
+                template: Box::new(entry.clone()),
                 count: 0,
                 window_start_ns: now_ns,
                 last_ns: now_ns,
                 first_time: String::new(),
                 last_time: String::new(),
                 seen: 0,
-                exited_ns: None,
+                exited_ns,
             },
         );
         false
     }
 
-    /// The process `tgid` exited at `now_ns`: its folds are written after a
-    /// grace period (by [`Folds::due`]).
-    pub fn exited(&mut self, tgid: u32, now_ns: u64) {
+    /// The process `tgid` started at `start_ns` exited at `now_ns`: its
+    /// folds, and those its late accesses open, are written after a grace
+    /// period (by [`Folds::due`]).
+    pub fn exited(&mut self, tgid: u32, start_ns: u64, now_ns: u64) {
+        let start_tick = start_ns / TICK_NS;
         for (key, fold) in &mut self.open {
-            if key.tgid == tgid {
+            if key.tgid == tgid && key.start_tick == start_tick {
                 fold.exited_ns = Some(now_ns);
             }
+        }
+        if start_ns != 0 {
+            self.exits.insert((tgid, start_tick), now_ns);
         }
     }
 
@@ -263,6 +275,8 @@ impl Folds {
     /// exited processes.
     pub fn due(&mut self, now_ns: u64) -> Vec<TrailEntry> {
         let window = self.window_ns;
+        self.exits
+            .retain(|_, at| now_ns.saturating_sub(*at) < EXITS_KEPT_NS);
         let mut out = Vec::new();
         self.open.retain(|_, fold| {
             let exited = fold
@@ -424,12 +438,29 @@ mod tests {
         let key = FoldKey::new(10, 5 * S, 1, 2);
         assert!(!folds.record(key, 0, &first(&t(0)), 0, 1));
         assert!(matches!(folds.count(key, S, &t(1), 1), Counted::Folded));
-        folds.exited(10, 2 * S);
+        folds.exited(10, 5 * S, 2 * S);
         assert!(folds.due(2 * S).is_empty(), "within the grace");
         let out = folds.due(3 * S);
         assert_eq!(out[0].repeated.as_ref().unwrap().count, 1);
         assert!(folds.is_empty());
         assert_eq!(out[0].accesses(), 1);
+    }
+
+    #[test]
+    fn an_access_that_arrives_after_its_exit_is_written_after_the_grace_too() {
+        let mut folds = Folds::new(60 * S);
+        let key = FoldKey::new(10, 5 * S, 1, 2);
+        folds.exited(10, 5 * S, S);
+        assert!(!folds.record(key, 0, &first(&t(1)), S, 1));
+        assert!(matches!(folds.count(key, S + 1, &t(1), 4), Counted::Folded));
+        let out = folds.due(3 * S);
+        assert_eq!(out.len(), 1);
+        assert!(folds.is_empty(), "not kept for a window");
+        // Another process with the pid (another start) is not affected.
+        let other = FoldKey::new(10, 9 * S, 1, 2);
+        assert!(!folds.record(other, 0, &first(&t(2)), 2 * S, 1));
+        assert!(folds.due(4 * S).is_empty());
+        assert_eq!(folds.len(), 1);
     }
 
     #[test]

@@ -76,8 +76,10 @@ pub struct AgentConfig {
     pub apiservers: Vec<String>,
     /// Address of the health, readiness and metrics endpoint.
     pub listen: String,
-    /// Ring buffer size in bytes.
-    pub ring_buffer_bytes: u32,
+    /// Ring buffer size in bytes; default 2 MiB (it carries lineage and
+    /// connects: ~5,000 records), 8 MiB with `syscall_path_match` (token
+    /// reads go through it too).
+    pub ring_buffer_bytes: Option<u32>,
     /// Correlation settings.
     pub correlate: CorrelateSection,
     /// Trail settings.
@@ -110,8 +112,7 @@ impl Default for AgentConfig {
             apiservers: Vec::new(),
             // Loopback by default; the DaemonSet sets 0.0.0.0:9464 for Prometheus.
             listen: "127.0.0.1:9464".to_owned(),
-            // 8 MiB: about 20,000 records of headroom.
-            ring_buffer_bytes: 8 * 1024 * 1024,
+            ring_buffer_bytes: None,
             correlate: CorrelateSection::default(),
             trail: TrailSection::default(),
             sinks: SinksSection::default(),

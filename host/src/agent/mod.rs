@@ -390,6 +390,32 @@ fn loss_message(
     )
 }
 
+/// Gives the heap's free pages back to the kernel. Loading the sensor
+/// parses the kernel's BTF (megabytes, freed at once), which the allocator
+/// would otherwise keep: ~10 MiB of the idle agent's RSS (issue 13).
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Limits the allocator to two arenas. Call before the agent's threads
+/// start. By default glibc gives each thread that allocates an arena of its
+/// own (up to 8 per core), and the agent's threads (fanotify reader,
+/// runtime workers, trail writer, sled's) each kept 10 to 20 MiB of freed
+/// memory in theirs under load: 95 MiB peak RSS against 96 MiB allowed
+/// (issue 13). Its threads rarely allocate at once, so two arenas cost no
+/// measurable contention.
+pub fn limit_allocator_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's own parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT. Call inside a tokio runtime.
 ///
 /// Three stages: [`start`] (outputs, sources, the sensor), [`Agent::event_loop`]
@@ -704,7 +730,13 @@ pub async fn start(config: AgentConfig) -> Result<Started, AgentError> {
         path_suffixes: config.token_path_suffixes.clone(),
         syscall_path_match: config.syscall_path_match,
         endpoints,
-        ring_buffer_bytes: config.ring_buffer_bytes,
+        ring_buffer_bytes: config
+            .ring_buffer_bytes
+            .unwrap_or(if config.syscall_path_match {
+                8 * 1024 * 1024
+            } else {
+                2 * 1024 * 1024
+            }),
         ..SensorConfig::default()
     });
     let sensor = match loaded {
@@ -753,6 +785,7 @@ pub async fn start(config: AgentConfig) -> Result<Started, AgentError> {
         .watched_inodes
         .store(control.watched_files() as u64, Relaxed);
     let reported_losses = sensor.losses();
+    release_freed_memory();
     Ok(Started::Running(Box::new(Agent {
         config,
         outputs,
@@ -808,6 +841,7 @@ impl Agent {
                     let removed = self.enricher.cgroups.forget_removed();
                     tracing::debug!(removed, "forgot removed cgroups");
                     self.enricher.refresh_pods();
+                    release_freed_memory();
                 }
             }
         }

@@ -174,6 +174,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(config) => config,
         Err(err) => return super::fail(&err),
     };
+    agent::limit_allocator_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
