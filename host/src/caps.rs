@@ -19,7 +19,7 @@ pub struct Need {
 }
 
 /// Every capability the DaemonSet grants, in docs/capabilities.md's order.
-pub const NEEDS: [Need; 3] = [
+pub const NEEDS: [Need; 4] = [
     Need {
         name: "CAP_SYS_ADMIN",
         bit: 21,
@@ -37,6 +37,12 @@ pub const NEEDS: [Need; 3] = [
         bit: 19,
         required: false,
         without: "readers in other containers are recorded without their executable or mount namespace",
+    },
+    Need {
+        name: "CAP_SYS_RESOURCE",
+        bit: 24,
+        required: false,
+        without: "on a kernel before 5.11 (Amazon Linux 2's 5.10), which counts eBPF maps against RLIMIT_MEMLOCK, the sensor cannot raise that limit and does not load (5.11 and later charge the maps to the cgroup and lose nothing)",
     },
 ];
 
@@ -92,13 +98,13 @@ mod tests {
 
     #[test]
     fn the_daemonset_set_misses_nothing() {
-        let set = (1u64 << 21) | (1 << 2) | (1 << 19);
+        let set = (1u64 << 21) | (1 << 2) | (1 << 19) | (1 << 24);
         assert!(missing(set).is_empty());
     }
 
     #[test]
     fn each_one_dropped_is_named() {
-        let set = (1u64 << 21) | (1 << 2) | (1 << 19);
+        let set = (1u64 << 21) | (1 << 2) | (1 << 19) | (1 << 24);
         for need in NEEDS {
             let without = set & !(1u64 << need.bit);
             assert_eq!(missing(without), vec![need], "{}", need.name);
@@ -108,7 +114,7 @@ mod tests {
 
     #[test]
     fn bpf_and_perfmon_do_not_stand_for_sys_admin() {
-        let set = (1u64 << 39) | (1 << 38) | (1 << 2) | (1 << 19);
+        let set = (1u64 << 39) | (1 << 38) | (1 << 2) | (1 << 19) | (1 << 24);
         assert_eq!(missing(set), vec![NEEDS[0]]);
     }
 

@@ -471,12 +471,13 @@ fn daemonset_is_least_privilege_and_documented() {
             assert!(reason.len() > 20, "CAP_{cap} has no reason");
         }
         // Exactly these: SYS_ADMIN (fanotify, and accepted by the kernel
-        // for bpf() and perf_event_open()), DAC_READ_SEARCH, SYS_PTRACE.
+        // for bpf() and perf_event_open()), DAC_READ_SEARCH, SYS_PTRACE,
+        // SYS_RESOURCE (RLIMIT_MEMLOCK for the eBPF maps before 5.11).
         let mut sorted = added.clone();
         sorted.sort();
         assert_eq!(
             sorted,
-            ["DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE"],
+            ["DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"],
             "{name}: the capability set"
         );
 

@@ -158,6 +158,40 @@ pub fn kernel_has(test: &str, feature: KernelFeature) -> bool {
     false
 }
 
+/// The capabilities of `caps` (names as a manifest spells them:
+/// `SYS_ADMIN`) that this process's bounding set holds, so that a child
+/// can be given them; `bit` maps a name to its bit. Each one left out is
+/// named on stderr: a machine whose own bounding set lacks it (this
+/// project's CI host runs without `CAP_SYS_RESOURCE`) cannot grant it, and
+/// the test then checks the others exactly. The VMs hold every capability.
+///
+/// # Panics
+/// When `/proc/self/status` has no readable `CapBnd:` line.
+#[must_use]
+pub fn grantable_capabilities(
+    test: &str,
+    caps: Vec<String>,
+    bit: impl Fn(&str) -> u32,
+) -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .expect("a CapBnd: line in /proc/self/status");
+    caps.into_iter()
+        .filter(|cap| {
+            let held = bounding & (1u64 << bit(cap)) != 0;
+            if !held {
+                eprintln!(
+                    "NOTE {test}: CAP_{cap} is not in this machine's bounding set, so it cannot be granted here; checked without it (the capabilities test checks it in the VMs, which hold every capability)"
+                );
+            }
+            held
+        })
+        .collect()
+}
+
 /// A loaded sensor plus the events seen so far.
 pub struct Harness {
     runtime: tokio::runtime::Runtime,

@@ -10,7 +10,7 @@ use std::{
 };
 
 use tokenwatch_tests::{
-    require_root,
+    require_root, scaled,
     sim::{self, Agent},
 };
 
@@ -58,6 +58,7 @@ fn cap_bit(name: &str) -> u32 {
         "DAC_READ_SEARCH" => 2,
         "SYS_PTRACE" => 19,
         "SYS_ADMIN" => 21,
+        "SYS_RESOURCE" => 24,
         "PERFMON" => 38,
         "BPF" => 39,
         other => panic!("add CAP_{other} to this test's table"),
@@ -90,7 +91,11 @@ fn the_agent_attaches_and_records_with_exactly_the_manifests_capabilities() {
         "{} is missing: run `cargo xtask test`",
         bin.display()
     );
-    let caps = manifest_capabilities();
+    let caps = tokenwatch_tests::grantable_capabilities(
+        "capabilities_exact",
+        manifest_capabilities(),
+        cap_bit,
+    );
     assert!(caps.iter().any(|c| c == "SYS_ADMIN"), "{caps:?}");
     let work = tempfile::tempdir().unwrap();
     let kubelet: PathBuf = work.path().join("kubelet");
@@ -126,7 +131,7 @@ fn the_agent_attaches_and_records_with_exactly_the_manifests_capabilities() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
     loop {
         let metrics = agent.get("/metrics").unwrap_or_default();
         if metrics.contains("tokenwatch_entries_total{kind=\"token-read\"} 1") {
@@ -157,10 +162,14 @@ fn without_cap_sys_admin_the_agent_names_it_once_and_stays_unready() {
         return;
     }
     let bin = tokenwatch_tests::tokenwatch_binary();
-    let caps: Vec<String> = manifest_capabilities()
-        .into_iter()
-        .filter(|c| c != "SYS_ADMIN")
-        .collect();
+    let caps: Vec<String> = tokenwatch_tests::grantable_capabilities(
+        "capabilities_missing",
+        manifest_capabilities(),
+        cap_bit,
+    )
+    .into_iter()
+    .filter(|c| c != "SYS_ADMIN")
+    .collect();
     let work = tempfile::tempdir().unwrap();
     let kubelet = work.path().join("kubelet");
     std::fs::create_dir_all(&kubelet).unwrap();
@@ -193,7 +202,7 @@ fn without_cap_sys_admin_the_agent_names_it_once_and_stays_unready() {
         Some(out)
     };
     // Unready, saying why, and still so a while later: it does not exit.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
     let reply = loop {
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
@@ -228,7 +237,7 @@ fn without_cap_sys_admin_the_agent_names_it_once_and_stays_unready() {
     // SIGTERM: a clean stop.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;

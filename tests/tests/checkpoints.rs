@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokenwatch_host::store;
 use tokenwatch_host::trail::{ChainPoint, record};
 use tokenwatch_tests::{
-    require_root,
+    require_root, scaled,
     sim::{self, IN_POD_TOKEN, PodCgroup},
 };
 
@@ -51,7 +51,7 @@ impl Collected {
             listen,
             stderr_log: log.to_owned(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
         while !agent.ready() {
             if let Some(status) = agent.child.try_wait().unwrap() {
                 panic!("the agent exited with {status}:\n{}", agent.log());
@@ -87,7 +87,7 @@ impl Collected {
     fn stop(mut self) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success(), "agent exit {status}:\n{}", self.log());
@@ -239,7 +239,7 @@ fn shipped_checkpoints_catch_a_trail_cut_back_by_20_records() {
     let agent = Collected::start(&bin, &args, &stdout, &work.path().join("agent.log"));
 
     // Pod processes read the token until a checkpoint vouches for 45 records.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + scaled(Duration::from_secs(90));
     let mut rounds = 0;
     while checkpoints(&stdout)
         .iter()

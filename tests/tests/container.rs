@@ -404,7 +404,11 @@ fn run_agent_pod(node: &mut Node, name: &str, edit: impl FnOnce(&mut Vec<String>
         .as_mut()
         .and_then(|sc| sc.capabilities.as_mut())
         .expect("the agent container lists capabilities");
-    let mut add = caps.add.clone().unwrap_or_default();
+    let mut add = tokenwatch_tests::grantable_capabilities(
+        name,
+        caps.add.clone().unwrap_or_default(),
+        cap_bit,
+    );
     edit(&mut add);
     caps.add = Some(add);
 
@@ -601,7 +605,8 @@ fn daemonset_pod_through_cri() {
             .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
             .to_owned()
     };
-    let added = manifest_capabilities();
+    let added =
+        tokenwatch_tests::grantable_capabilities("container", manifest_capabilities(), cap_bit);
     let expected: u64 = added.iter().map(|c| 1u64 << cap_bit(c)).sum();
     assert_eq!(
         u64::from_str_radix(&field("CapEff:"), 16).unwrap(),
@@ -841,6 +846,7 @@ fn cap_bit(name: &str) -> u32 {
         "DAC_READ_SEARCH" => 2,
         "SYS_PTRACE" => 19,
         "SYS_ADMIN" => 21,
+        "SYS_RESOURCE" => 24,
         "PERFMON" => 38,
         "BPF" => 39,
         other => panic!("add CAP_{other} to this test's table"),

@@ -226,7 +226,17 @@ fn the_agent_on_a_simulated_node() {
         POD_A,
         "jti-a-2",
     ));
-    std::thread::sleep(Duration::from_millis(1500));
+    // The agent watches the new token file (a fourth inode) before the app
+    // reads it: waited for, not slept on (emulated kernels are slower).
+    let deadline = Instant::now() + scaled(Duration::from_secs(5));
+    while metric(&agent, "tokenwatch_watched_inodes") < 4.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never watched pod A's rotated token:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     run(&vol_a, &cg_a, &app);
     run(&vol_a, &cg_a, &app);
     wait_reads(&agent, 12.0);

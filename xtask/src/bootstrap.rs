@@ -210,7 +210,7 @@ pub fn ensure_vm_tools() -> anyhow::Result<()> {
     if !crate::is_root() {
         bail!(
             "the VM tests need Debian packages that are missing: {} (run as root, or `apt-get install` them; \
-             `cargo xtask test` without `--vm-matrix` skips the VM tests)",
+             `cargo xtask test --no-vm` skips the VM tests)",
             missing.join(" ")
         );
     }
