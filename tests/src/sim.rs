@@ -390,7 +390,11 @@ impl Agent {
         stream
             .set_read_timeout(Some(crate::scaled(Duration::from_secs(5))))
             .ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut out = String::new();
         stream.read_to_string(&mut out).ok()?;
         Some(out)

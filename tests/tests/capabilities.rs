@@ -196,7 +196,11 @@ fn without_cap_sys_admin_the_agent_names_it_once_and_stays_unready() {
         use std::io::{Read as _, Write as _};
         let mut stream = std::net::TcpStream::connect(&listen).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        write!(
+            stream,
+            "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut out = String::new();
         stream.read_to_string(&mut out).ok()?;
         Some(out)

@@ -71,7 +71,12 @@ impl Collected {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if write!(s, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+        if write!(
+            s,
+            "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .is_err()
+        {
             return false;
         }
         let mut out = String::new();

@@ -314,7 +314,11 @@ impl AgentProc {
     fn get(&self, path: &str) -> Option<String> {
         let mut stream = std::net::TcpStream::connect(&self.listen).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut out = String::new();
         stream.read_to_string(&mut out).ok()?;
         Some(out)
