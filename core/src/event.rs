@@ -397,12 +397,15 @@ struct ProcEntry {
     exited: bool,
 }
 
+/// One clock tick of `/proc`'s start times (`USER_HZ`, 100 on every
+/// architecture we run on): the precision to which a process's start time
+/// from `/proc` and from the kernel agree.
+pub const PROC_TICK_NS: u64 = 10_000_000;
+
 /// Whether two start times name the same process: the kernel's in ns and
-/// `/proc`'s in clock ticks (`USER_HZ`, 100 on every architecture we run on,
-/// so 10 ms) converted to ns.
+/// `/proc`'s in clock ticks converted to ns.
 fn same_start(kernel_ns: u64, proc_ns: u64) -> bool {
-    const TICK_NS: u64 = 10_000_000;
-    kernel_ns != 0 && proc_ns != 0 && kernel_ns.abs_diff(proc_ns) < TICK_NS
+    kernel_ns != 0 && proc_ns != 0 && kernel_ns.abs_diff(proc_ns) < PROC_TICK_NS
 }
 
 /// What the eBPF exec record said about a process.

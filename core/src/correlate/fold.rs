@@ -26,9 +26,9 @@ use std::collections::HashMap;
 
 use super::model::{Repeated, TrailEntry};
 
-/// `/proc` gives start times in clock ticks (`USER_HZ`, 100), the kernel in
-/// ns: a process is keyed by its start tick so that both name it the same.
-const TICK_NS: u64 = 10_000_000;
+/// `/proc` gives start times in clock ticks, the kernel in ns: a process
+/// is keyed by its start tick so that both name it the same.
+use crate::event::PROC_TICK_NS as TICK_NS;
 
 /// Folds kept at most; beyond, accesses are recorded one by one (nothing is
 /// lost, only not folded) until idle folds are swept.

@@ -834,7 +834,8 @@ impl ProcCache {
                 ..facts.clone()
             });
         }
-        let facts = read_proc(pid, cgroup_root)?;
+        let mut facts = read_proc_but_start(pid, cgroup_root)?;
+        facts.start_ns = ticks_to_ns(start);
         // An exiting reader's exe cannot be read: never remember that.
         if facts.exe.is_some() {
             if self.known.len() >= PROC_CACHE {
@@ -860,6 +861,16 @@ pub fn split_stat(stat: &str) -> Option<(&str, &str)> {
 /// (or a zombie, whose exe cannot be read).
 #[must_use]
 pub fn read_proc(pid: u32, cgroup_root: Option<&Path>) -> Option<ProcFacts> {
+    let mut facts = read_proc_but_start(pid, cgroup_root)?;
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        facts.start_ns = parse_start_ticks(&stat).map_or(0, ticks_to_ns);
+    }
+    Some(facts)
+}
+
+/// [`read_proc`] without the start time (for a caller that has just read
+/// `/proc/<pid>/stat` itself).
+fn read_proc_but_start(pid: u32, cgroup_root: Option<&Path>) -> Option<ProcFacts> {
     if pid == 0 {
         return None;
     }
@@ -895,9 +906,6 @@ pub fn read_proc(pid: u32, cgroup_root: Option<&Path>) -> Option<ProcFacts> {
         facts.cgroup_id = std::fs::metadata(path)
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0);
-    }
-    if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
-        facts.start_ns = parse_start_ticks(&stat).map_or(0, ticks_to_ns);
     }
     Some(facts)
 }
