@@ -768,7 +768,7 @@ fn benign_fixture_events_raise_only_documented_detections() {
         .detections
         .iter()
         .map(|d| {
-            let file = Path::new(&d.location.file)
+            let file = Path::new(&*d.location.file)
                 .file_name()
                 .unwrap()
                 .to_string_lossy()

@@ -56,6 +56,127 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// Strings of a short list kept inline by [`Texts`].
+const INLINE_TEXTS: usize = 4;
+
+/// A list of strings (`groups`, `sourceIPs`): up to four are kept inline,
+/// so most events parse without allocating for their lists; longer lists
+/// move to the heap. Reads as a slice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Texts<'a> {
+    inline: [Text<'a>; INLINE_TEXTS],
+    len: usize,
+    /// Every element, once there are more than fit inline.
+    spilled: Vec<Text<'a>>,
+}
+
+impl<'a> Texts<'a> {
+    /// Appends one.
+    pub fn push(&mut self, text: Text<'a>) {
+        if !self.spilled.is_empty() {
+            self.spilled.push(text);
+        } else if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = text;
+            self.len += 1;
+        } else {
+            self.spilled.reserve(INLINE_TEXTS * 2);
+            self.spilled
+                .extend(self.inline.iter_mut().map(std::mem::take));
+            self.spilled.push(text);
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for Texts<'a> {
+    type Target = [Text<'a>];
+
+    fn deref(&self) -> &Self::Target {
+        if self.spilled.is_empty() {
+            self.inline.get(..self.len).unwrap_or_default()
+        } else {
+            &self.spilled
+        }
+    }
+}
+
+impl<'s, 'a> IntoIterator for &'s Texts<'a> {
+    type Item = &'s Text<'a>;
+    type IntoIter = std::slice::Iter<'s, Text<'a>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a> FromIterator<Text<'a>> for Texts<'a> {
+    fn from_iter<I: IntoIterator<Item = Text<'a>>>(iter: I) -> Self {
+        let mut out = Texts::default();
+        for t in iter {
+            out.push(t);
+        }
+        out
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Texts<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextsVisitor;
+        impl<'de> Visitor<'de> for TextsVisitor {
+            type Value = Texts<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of strings")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Texts::default();
+                while let Some(t) = seq.next_element::<Text<'de>>()? {
+                    out.push(t);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(TextsVisitor)
+    }
+}
+
+/// A string kept as the input wrote it, escapes and quotes included, and
+/// decoded only when read: for long texts most events never show
+/// (`authorization.k8s.io/reason`, a 403's message), whose `\"` escapes
+/// would otherwise cost an allocation on every event. Not a string (`0`,
+/// `{}`) is an error, as for [`Text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawText<'a>(&'a str);
+
+impl<'a> RawText<'a> {
+    /// The decoded string: borrowed when it has no escapes.
+    #[must_use]
+    pub fn decode(&self) -> Cow<'a, str> {
+        let inner = self
+            .0
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or_default();
+        if !inner.contains('\\') {
+            return Cow::Borrowed(inner);
+        }
+        // The parser checked the escapes when it read the event.
+        serde_json::from_str::<String>(self.0).map_or(Cow::Borrowed(""), Cow::Owned)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawText<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&'a serde_json::value::RawValue>::deserialize(deserializer)?;
+        if raw.get().starts_with('"') {
+            Ok(RawText(raw.get()))
+        } else {
+            Err(de::Error::invalid_type(
+                de::Unexpected::Other(raw.get().get(..1).unwrap_or("value")),
+                &"a string",
+            ))
+        }
+    }
+}
+
 /// The authenticated (or impersonated) user of a request.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct EventUser<'a> {
@@ -67,7 +188,7 @@ pub struct EventUser<'a> {
     pub uid: Option<Text<'a>>,
     /// Groups.
     #[serde(borrow, default)]
-    pub groups: Option<Vec<Text<'a>>>,
+    pub groups: Option<Texts<'a>>,
     /// The extras the replay joins on.
     #[serde(borrow, default)]
     pub extra: Option<UserExtra<'a>>,
@@ -210,7 +331,7 @@ pub struct ResponseStatus<'a> {
     pub reason: Option<Text<'a>>,
     /// Message, e.g. the RBAC denial.
     #[serde(borrow, default)]
-    pub message: Option<Text<'a>>,
+    pub message: Option<RawText<'a>>,
 }
 
 /// The annotations the replay reads (authorizer, authenticator, token
@@ -222,7 +343,7 @@ pub struct Annotations<'a> {
     pub decision: Option<Text<'a>>,
     /// `authorization.k8s.io/reason`.
     #[serde(borrow, default, rename = "authorization.k8s.io/reason")]
-    pub reason: Option<Text<'a>>,
+    pub reason: Option<RawText<'a>>,
     /// `authentication.k8s.io/legacy-token`: the subject of a legacy
     /// (Secret-based) ServiceAccount token that authenticated the request.
     #[serde(borrow, default, rename = "authentication.k8s.io/legacy-token")]
@@ -338,7 +459,7 @@ pub struct AuditEvent<'a> {
     pub impersonated_user: Option<EventUser<'a>>,
     /// Client addresses, the client's own first.
     #[serde(borrow, default, rename = "sourceIPs")]
-    pub source_ips: Option<Vec<Text<'a>>>,
+    pub source_ips: Option<Texts<'a>>,
     /// User agent.
     #[serde(borrow, default)]
     pub user_agent: Option<Text<'a>>,
@@ -588,44 +709,39 @@ impl<'a> AuditEvent<'a> {
     /// whose message is an authorization denial, `... cannot ...`, denied).
     /// `None` when neither tells.
     #[must_use]
-    pub fn recorded(&self) -> Option<Recorded<'_>> {
+    pub fn recorded(&self) -> Option<Recorded<'a>> {
+        let (allowed, from, reason) = self.recorded_raw()?;
+        Some(Recorded {
+            allowed,
+            reason: reason.map_or(Cow::Borrowed(""), |r| r.decode()),
+            from,
+        })
+    }
+
+    /// Whether [`Self::recorded`] says allowed, without decoding its reason.
+    #[must_use]
+    pub fn recorded_allowed(&self) -> Option<bool> {
+        self.recorded_raw().map(|(allowed, _, _)| allowed)
+    }
+
+    /// [`Self::recorded`]'s decision, where it was read, and its reason
+    /// still encoded.
+    fn recorded_raw(&self) -> Option<(bool, &'static str, Option<RawText<'a>>)> {
         let ann = self.annotations.as_ref();
-        let reason = Cow::Borrowed(ann.and_then(|a| a.reason.as_ref()).map_or("", Text::as_str));
+        let reason = ann.and_then(|a| a.reason);
         match ann.and_then(|a| a.decision.as_ref()).map(Text::as_str) {
-            Some("allow") => {
-                return Some(Recorded {
-                    allowed: true,
-                    reason,
-                    from: "annotation",
-                });
-            }
-            Some("forbid") => {
-                return Some(Recorded {
-                    allowed: false,
-                    reason,
-                    from: "annotation",
-                });
-            }
+            Some("allow") => return Some((true, "annotation", reason)),
+            Some("forbid") => return Some((false, "annotation", reason)),
             _ => {}
         }
         let status = self.response_status.as_ref()?;
         let code = status.code?;
         if (200..400).contains(&code) {
-            return Some(Recorded {
-                allowed: true,
-                reason,
-                from: "status",
-            });
+            return Some((true, "status", reason));
         }
-        let message = status.message.as_ref().map_or("", Text::as_str);
-        if code == 403 && message.contains(" cannot ") {
-            return Some(Recorded {
-                allowed: false,
-                reason: Cow::Borrowed(message),
-                from: "status",
-            });
-        }
-        None
+        let message = status.message?;
+        (code == 403 && message.decode().contains(" cannot "))
+            .then_some((false, "status", Some(message)))
     }
 }
 
@@ -716,6 +832,38 @@ mod tests {
         assert_eq!(ev.recorded(), None);
         let ev = AuditEvent::parse(br#"{"responseStatus":{"code":201}}"#).unwrap();
         assert!(ev.recorded().unwrap().allowed);
+    }
+
+    #[test]
+    fn long_lists_and_escaped_texts_read_as_written() {
+        let ev = AuditEvent::parse(
+            r#"{"sourceIPs":["a","b","c","d","\u00e9","f"],"user":{"groups":["g1","g\"2"]},"annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"RBAC: allowed by \"r\u00e9\" \\ ok"}}"#
+                .as_bytes(),
+        )
+        .unwrap();
+        let ips: Vec<&str> = ev.source_ips.iter().flatten().map(Text::as_str).collect();
+        assert_eq!(ips, ["a", "b", "c", "d", "\u{e9}", "f"]);
+        assert_eq!(ev.source_ip(), Some("f"));
+        assert_eq!(ev.claimed_slice().len(), 5);
+        let groups: Vec<&str> = ev.user.as_ref().unwrap().group_names().collect();
+        assert_eq!(groups, ["g1", "g\"2"]);
+        let rec = ev.recorded().unwrap();
+        assert_eq!(rec.reason, "RBAC: allowed by \"r\u{e9}\" \\ ok");
+        assert_eq!(ev.recorded_allowed(), Some(true));
+        // Exactly four stay inline; none is an empty list.
+        let four: Texts<'_> = ["1", "2", "3", "4"]
+            .into_iter()
+            .map(|t| Text(Cow::Borrowed(t)))
+            .collect();
+        assert_eq!(four.len(), 4);
+        assert!(four.spilled.is_empty());
+        assert!(Texts::default().is_empty());
+        // A reason or message that is not a string is an error, as before.
+        assert!(
+            AuditEvent::parse(br#"{"annotations":{"authorization.k8s.io/reason":0}}"#).is_err()
+        );
+        assert!(AuditEvent::parse(br#"{"responseStatus":{"message":{}}}"#).is_err());
+        assert!(AuditEvent::parse(br#"{"sourceIPs":[1]}"#).is_err());
     }
 
     #[test]

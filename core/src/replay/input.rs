@@ -59,13 +59,18 @@ pub enum InputError {
 /// list, its 0-based index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Location {
-    /// The file as given.
-    pub file: String,
+    /// The file as given (shared by every record of the file).
+    #[serde(serialize_with = "serialize_file")]
+    pub file: Arc<str>,
     /// 1-based line where the record starts.
     pub line: u64,
     /// Index in the list the record is an element of.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub item: Option<u64>,
+}
+
+fn serialize_file<S: serde::Serializer>(file: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(file)
 }
 
 impl std::fmt::Display for Location {
@@ -191,7 +196,7 @@ enum Mode {
 
 /// One input file as a stream of JSON records.
 pub struct RecordSource {
-    file: String,
+    file: Arc<str>,
     reader: Box<dyn BufRead + Send>,
     mode: Mode,
     /// Lines read so far.
@@ -208,10 +213,10 @@ impl RecordSource {
     /// A source over an opened reader; `file` names it in locations.
     #[must_use]
     pub fn new(file: impl Into<String>, reader: Box<dyn BufRead + Send>) -> Self {
-        let file = file.into();
+        let file: Arc<str> = file.into().into();
         Self {
             location: Location {
-                file: file.clone(),
+                file: Arc::clone(&file),
                 line: 0,
                 item: None,
             },
@@ -241,7 +246,7 @@ impl RecordSource {
     fn read_error(&mut self, problems: &mut Problems, err: &io::Error) {
         problems.record(
             Location {
-                file: self.file.clone(),
+                file: Arc::clone(&self.file),
                 line: self.line + 1,
                 item: None,
             },
@@ -309,7 +314,7 @@ impl RecordSource {
                         && serde_json::from_slice::<serde::de::IgnoredAny>(first)
                             .is_err_and(|e| e.is_eof()));
                 if incomplete {
-                    let mut scanner = Box::new(Scanner::new(self.file.clone()));
+                    let mut scanner = Box::new(Scanner::new(Arc::clone(&self.file)));
                     scanner.line = self.line - 1;
                     scanner.prefix = std::mem::take(&mut self.buf);
                     self.mode = Mode::Document(scanner);
@@ -319,7 +324,7 @@ impl RecordSource {
             }
             self.span = (start, end);
             self.location = Location {
-                file: self.file.clone(),
+                file: Arc::clone(&self.file),
                 line: self.line,
                 item: None,
             };
@@ -388,7 +393,7 @@ enum Top {
 /// element of a top-level object's `items` array or of a top-level array.
 /// It tracks only strings and nesting; the parser judges each value.
 struct Scanner {
-    file: String,
+    file: Arc<str>,
     line: u64,
     prefix: Vec<u8>,
     prefix_pos: usize,
@@ -412,7 +417,7 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn new(file: String) -> Self {
+    fn new(file: Arc<str>) -> Self {
         Self {
             file,
             line: 0,
@@ -436,7 +441,7 @@ impl Scanner {
 
     fn location(&self, item: Option<u64>) -> Location {
         Location {
-            file: self.file.clone(),
+            file: Arc::clone(&self.file),
             line: self.capture_line,
             item,
         }

@@ -233,6 +233,7 @@ pub fn replay(
         user: UserInfo::default(),
         target: String::new(),
         detector: detect::Detector::new(options.detect.clone()),
+        decisions: decide::DecisionCache::default(),
         on_event,
     };
 
@@ -370,6 +371,8 @@ struct Engine<'o> {
     /// Reused for the call's target text.
     target: String,
     detector: detect::Detector,
+    /// Decisions already made, by call.
+    decisions: decide::DecisionCache,
     on_event: &'o mut dyn FnMut(&EventRecord),
 }
 
@@ -530,9 +533,10 @@ impl Engine<'_> {
                 .into_iter()
                 .flat_map(event::EventUser::group_names),
         );
-        let recorded = ev.recorded();
+        // The recorded reason is decoded only where it is shown.
+        let recorded = ev.recorded_allowed();
         let code = ev.code();
-        let denied = code == Some(403) || recorded.as_ref().is_some_and(|r| !r.allowed);
+        let denied = code == Some(403) || recorded == Some(false);
 
         // Decide.
         let mut outcome = Outcome::NotEvaluated;
@@ -552,10 +556,12 @@ impl Engine<'_> {
                 if let Some((idx, snap)) = self.policy.select(nanos)? {
                     snapshot_idx = Some(idx);
                     let a = borrowed.unwrap_or_default();
-                    let d = snap.authorizer.decide(&a, &self.user);
+                    let d = self
+                        .decisions
+                        .decide(idx, snap.authorizer.snapshot(), &a, &self.user);
                     let masters = self.user.groups.iter().any(|g| g == decide::GROUP_MASTERS);
                     let agrees =
-                        !masters && recorded.as_ref().is_some_and(|r| r.allowed == d.allowed);
+                        !masters && recorded == Some(d.allowed);
                     let reason = if agrees {
                         None
                     } else {
@@ -566,7 +572,7 @@ impl Engine<'_> {
                     } else {
                         let (o, why) = decide::classify(
                             &self.user,
-                            recorded.as_ref(),
+                            ev.recorded().as_ref(),
                             d.allowed,
                             reason.as_deref().unwrap_or(""),
                             &snap.label,
@@ -579,7 +585,7 @@ impl Engine<'_> {
                         reason,
                         snapshot: idx,
                     });
-                    let allowed_live = recorded.as_ref().map_or(d.allowed, |r| r.allowed);
+                    let allowed_live = recorded.unwrap_or(d.allowed);
                     self.subjects.record(
                         &self.user,
                         &SubjectCall {
@@ -597,7 +603,7 @@ impl Engine<'_> {
             }
         }
         if snapshot_idx.is_none() {
-            let allowed_live = recorded.as_ref().is_some_and(|r| r.allowed);
+            let allowed_live = recorded == Some(true);
             self.subjects.record(
                 &self.user,
                 &SubjectCall {
@@ -633,8 +639,7 @@ impl Engine<'_> {
         }
         let allowed_live = !denied
             && recorded
-                .as_ref()
-                .map_or(code.is_some_and(|c| (200..400).contains(&c)), |r| r.allowed);
+                .unwrap_or_else(|| code.is_some_and(|c| (200..400).contains(&c)));
         let mut flags: Vec<&'static str> = Vec::new();
         self.detector.observe(
             &detect::Observed {
@@ -659,7 +664,7 @@ impl Engine<'_> {
 
         // Join the token timeline.
         let (pod_uid, pod_name) = auth_user.map_or((None, None), |u| (u.pod_uid(), u.pod_name()));
-        let mut token_label = None;
+        let mut token_index = None;
         if jti.is_some() || pod_uid.is_some() || pod_name.is_some() {
             match &borrowed {
                 Some(a) => target_into(a, &mut self.target),
@@ -685,7 +690,7 @@ impl Engine<'_> {
             };
             if let Some((i, f)) = self.index.record_call(&facts, location) {
                 flags.extend(f);
-                token_label = self.index.get(i).map(timeline::TokenTimeline::label);
+                token_index = Some(i);
             }
         }
         let finding = detected || flags.iter().any(|f| *f != "forbidden");
@@ -704,9 +709,13 @@ impl Engine<'_> {
         }
         if let Some(r) = &mut replayed
             && r.reason.is_none()
-            && let (Some(a), Some(snap)) = (borrowed, snapshot_idx.and_then(|i| self.policy.get(i)))
+            && let (Some(a), Some(idx)) = (borrowed, snapshot_idx)
+            && let Some(snap) = self.policy.get(idx)
         {
-            r.reason = Some(snap.authorizer.decide(&a, &self.user).reason().to_string());
+            let d = self
+                .decisions
+                .decide(idx, snap.authorizer.snapshot(), &a, &self.user);
+            r.reason = Some(d.reason().to_string());
         }
         let record = EventRecord {
             location: location.clone(),
@@ -737,7 +746,7 @@ impl Engine<'_> {
                 .collect(),
             user_agent: ev.user_agent.as_ref().map(|t| t.as_str().to_owned()),
             code,
-            recorded: recorded.map(event::Recorded::into_owned),
+            recorded: ev.recorded().map(event::Recorded::into_owned),
             replayed: replayed.map(|r| report::ReplayedOut {
                 allowed: r.allowed,
                 reason: r.reason.unwrap_or_default(),
@@ -749,7 +758,9 @@ impl Engine<'_> {
             }),
             outcome,
             explanation,
-            token: token_label,
+            token: token_index
+                .and_then(|i| self.index.get(i))
+                .map(timeline::TokenTimeline::label),
             flags,
         };
         (self.on_event)(&record);

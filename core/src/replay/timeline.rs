@@ -409,7 +409,7 @@ impl TokenIndex {
                 Err(e) => {
                     problems.record(
                         Location {
-                            file: file.to_owned(),
+                            file: file.into(),
                             line: line_no + 1,
                             item: None,
                         },
@@ -427,7 +427,7 @@ impl TokenIndex {
                 Ok(entry) => self.add_entry(&entry),
                 Err(e) => problems.record(
                     Location {
-                        file: file.to_owned(),
+                        file: file.into(),
                         line: line_no,
                         item: None,
                     },
