@@ -406,48 +406,7 @@ pub struct Decision<'r> {
     namespace: &'r str,
 }
 
-/// What a [`Decision`] found, without its borrows: kept by a caller that
-/// remembers decisions (the replay's decision cache) and turned back into a
-/// [`Decision`] with [`Decision::from_outcome`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// The allowing binding and rule.
-    pub source: Option<Source>,
-    /// Whether a binding that applied named a missing role.
-    pub had_errors: bool,
-}
-
 impl<'r> Decision<'r> {
-    /// What was found, without the borrows.
-    #[must_use]
-    pub fn outcome(&self) -> Outcome {
-        Outcome {
-            source: self.source,
-            had_errors: self.had_errors,
-        }
-    }
-
-    /// The decision [`decide`] made for `user` in `namespace` against
-    /// `snapshot` when it found `outcome`: the same allow, reason, binding
-    /// and rule, without scanning again. `outcome` must come from a decision
-    /// on this snapshot for this user and these attributes.
-    #[must_use]
-    pub fn from_outcome(
-        snapshot: &'r Snapshot,
-        user: &'r UserInfo,
-        namespace: &'r str,
-        outcome: Outcome,
-    ) -> Self {
-        Decision {
-            allowed: outcome.source.is_some(),
-            source: outcome.source,
-            had_errors: outcome.had_errors,
-            snapshot,
-            user,
-            namespace,
-        }
-    }
-
     /// The binding that allowed the request.
     #[must_use]
     pub fn binding(&self) -> Option<&'r Binding> {

@@ -10,9 +10,6 @@
 //!   is outside RBAC's reach ([`Outcome::OutsideRbac`]: `system:masters`,
 //!   the Node authorizer's `system:node:*` users, or an allow whose reason
 //!   is another authorizer's, e.g. a webhook's).
-//! - [`DecisionCache`] remembers what the authorizer found for each
-//!   distinct (snapshot, user, groups, attributes): an audit log repeats
-//!   the same calls, and a remembered decision is the same decision.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +18,7 @@ use serde::Serialize;
 
 use super::event::Recorded;
 use crate::rbac::import::{ImportError, import_paths};
-use crate::rbac::authorizer::Outcome as Found;
-use crate::rbac::{Attributes, Authorizer, Decision, Snapshot, UserInfo};
+use crate::rbac::{Authorizer, Snapshot, UserInfo};
 
 /// An error of a store the core does not know (the host's sled store).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -318,72 +314,6 @@ impl Policy {
     }
 }
 
-/// Distinct decisions kept before the cache starts again.
-pub const MAX_CACHED_DECISIONS: usize = 1 << 16;
-
-/// Remembers, per distinct call, what the authorizer found: the key is the
-/// snapshot's index, the user's name and groups and every attribute RBAC
-/// reads, length-prefixed (so no two calls share a key); the value is the
-/// allowing binding and rule ([`Found`]), from which [`Decision::from_outcome`]
-/// rebuilds the same decision and reason. Bounded: when full it is emptied
-/// and fills again.
-#[derive(Debug, Default)]
-pub struct DecisionCache {
-    map: rustc_hash::FxHashMap<Box<[u8]>, Found>,
-    key: Vec<u8>,
-    /// Decisions answered from the cache.
-    pub hits: u64,
-    /// Decisions the authorizer made.
-    pub misses: u64,
-}
-
-impl DecisionCache {
-    /// The decision for `attrs` by `user` against snapshot `index` (`snapshot`).
-    pub fn decide<'r>(
-        &mut self,
-        index: usize,
-        snapshot: &'r Snapshot,
-        attrs: &Attributes<'r>,
-        user: &'r UserInfo,
-    ) -> Decision<'r> {
-        let key = &mut self.key;
-        key.clear();
-        key.extend_from_slice(&(index as u64).to_le_bytes());
-        key.push(u8::from(attrs.is_resource_request));
-        let mut field = |text: &str| {
-            key.extend_from_slice(&(text.len() as u64).to_le_bytes());
-            key.extend_from_slice(text.as_bytes());
-        };
-        for text in [
-            attrs.verb,
-            attrs.namespace,
-            attrs.api_group,
-            attrs.resource,
-            attrs.subresource,
-            attrs.name,
-            attrs.path,
-            &user.name,
-        ] {
-            field(text);
-        }
-        for group in &user.groups {
-            field(group);
-        }
-        if let Some(&found) = self.map.get(self.key.as_slice()) {
-            self.hits += 1;
-            return Decision::from_outcome(snapshot, user, attrs.namespace, found);
-        }
-        self.misses += 1;
-        let decision = crate::rbac::authorizer::decide(snapshot, attrs, user);
-        if self.map.len() >= MAX_CACHED_DECISIONS {
-            self.map.clear();
-        }
-        self.map
-            .insert(self.key.as_slice().into(), decision.outcome());
-        decision
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,40 +400,5 @@ mod tests {
             }
         );
         assert_eq!(classify(&sa, None, true, "", "s").0, Outcome::Unrecorded);
-    }
-    #[test]
-    fn a_remembered_decision_is_the_authorizers_decision() {
-        let report = crate::rbac::import::import_str(
-            "policy.yaml",
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: shop}\nrules:\n- {apiGroups: [''], resources: [pods], verbs: [get]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: b, namespace: shop}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}\nsubjects:\n- {kind: Group, name: g\u{e9}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: missing, namespace: shop}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: gone}\nsubjects:\n- {kind: User, name: bob}\n",
-        )
-        .expect("policy");
-        let snapshot = Snapshot::build(report.objects);
-        let mut cache = DecisionCache::default();
-        let in_group = UserInfo::new("alice", vec!["g\u{e9}".to_owned()]);
-        let without = UserInfo::new("alice", vec![]);
-        // The same name with the group's text moved into it: not the same call.
-        let moved = UserInfo::new("aliceg\u{e9}", vec![]);
-        let bob = UserInfo::new("bob", vec![]);
-        let get = Attributes::resource("get", "", "pods", "shop", "p");
-        let list = Attributes::resource("list", "", "pods", "shop", "");
-        for _ in 0..2 {
-            for user in [&in_group, &without, &moved, &bob] {
-                for attrs in [&get, &list] {
-                    let fresh = crate::rbac::authorizer::decide(&snapshot, attrs, user);
-                    let cached = cache.decide(0, &snapshot, attrs, user);
-                    assert_eq!(cached.allowed, fresh.allowed, "{} {}", user.name, attrs.verb);
-                    assert_eq!(cached.outcome(), fresh.outcome());
-                    assert_eq!(cached.reason().to_string(), fresh.reason().to_string());
-                }
-            }
-        }
-        assert_eq!((cache.misses, cache.hits), (8, 8));
-        assert!(cache.decide(0, &snapshot, &get, &in_group).allowed);
-        assert!(!cache.decide(0, &snapshot, &get, &moved).allowed);
-        assert!(cache.decide(0, &snapshot, &list, &bob).had_errors);
-        // Another snapshot index is another key.
-        cache.decide(1, &snapshot, &get, &in_group);
-        assert_eq!(cache.misses, 9);
     }
 }

@@ -740,8 +740,11 @@ impl<'a> AuditEvent<'a> {
             return Some((true, "status", reason));
         }
         let message = status.message?;
-        (code == 403 && message.decode().contains(" cannot "))
-            .then_some((false, "status", Some(message)))
+        (code == 403 && message.decode().contains(" cannot ")).then_some((
+            false,
+            "status",
+            Some(message),
+        ))
     }
 }
 

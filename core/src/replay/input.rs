@@ -207,6 +207,11 @@ pub struct RecordSource {
     location: Location,
     pending: VecDeque<(Location, Vec<u8>)>,
     from_pending: bool,
+    /// The current record is `span` of the reader's own buffer (a whole
+    /// line was there): no copy is made, and these bytes are consumed
+    /// when the next record is asked for.
+    in_reader: bool,
+    consume: usize,
 }
 
 impl RecordSource {
@@ -228,13 +233,59 @@ impl RecordSource {
             span: (0, 0),
             pending: VecDeque::new(),
             from_pending: false,
+            in_reader: false,
+            consume: 0,
         }
     }
 
     /// The current record (valid after [`Self::advance`] returned true).
     #[must_use]
-    pub fn record(&self) -> (&Location, &[u8]) {
-        (&self.location, &self.buf[self.span.0..self.span.1])
+    pub fn record(&mut self) -> (&Location, &[u8]) {
+        let (start, end) = self.span;
+        let bytes = if self.in_reader {
+            // The line is still in the reader's buffer (nothing was
+            // consumed since `advance` found it), so this does not read.
+            self.reader.fill_buf().unwrap_or_default()
+        } else {
+            &self.buf
+        };
+        (&self.location, bytes.get(start..end).unwrap_or_default())
+    }
+
+    /// JSON lines, the common case: the next whole line in the reader's
+    /// buffer, found without copying it. `Some(true)`: a record;
+    /// `Some(false)`: the input ended or failed; `None`: no whole line is
+    /// buffered (read it the copying way).
+    fn next_buffered_line(&mut self, problems: &mut Problems) -> Option<bool> {
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(err) => {
+                    self.read_error(problems, &err);
+                    return Some(false);
+                }
+            };
+            if available.is_empty() {
+                self.mode = Mode::Done;
+                return Some(false);
+            }
+            let end = memchr::memchr(b'\n', available)? + 1;
+            let (start, stop) = trim_span(available.get(..end).unwrap_or_default());
+            self.line += 1;
+            if start == stop {
+                self.reader.consume(end);
+                continue;
+            }
+            self.span = (start, stop);
+            self.consume = end;
+            self.in_reader = true;
+            self.location = Location {
+                file: Arc::clone(&self.file),
+                line: self.line,
+                item: None,
+            };
+            return Some(true);
+        }
     }
 
     /// Lines read so far.
@@ -265,9 +316,19 @@ impl RecordSource {
             return true;
         }
         self.from_pending = false;
+        if self.in_reader {
+            self.reader.consume(self.consume);
+            self.in_reader = false;
+            self.consume = 0;
+        }
         loop {
             match &mut self.mode {
                 Mode::Done => return false,
+                Mode::Lines => {
+                    if let Some(found) = self.next_buffered_line(problems) {
+                        return found;
+                    }
+                }
                 Mode::Document(scanner) => {
                     return match scanner.next_value(&mut *self.reader, &mut self.buf, problems) {
                         Ok(Some(location)) => {
@@ -288,7 +349,7 @@ impl RecordSource {
                         }
                     };
                 }
-                Mode::Start | Mode::Lines => {}
+                Mode::Start => {}
             }
             self.buf.clear();
             match self.reader.read_until(b'\n', &mut self.buf) {
@@ -652,6 +713,42 @@ impl Scanner {
                 self.after_colon = false;
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record, with its line, read through a reader whose buffer is
+    /// `capacity` bytes (so lines straddle and outgrow it).
+    fn records(text: &str, capacity: usize) -> Vec<(u64, String)> {
+        let reader = BufReader::with_capacity(capacity, io::Cursor::new(text.as_bytes().to_vec()));
+        let mut source = RecordSource::new("t.log", Box::new(reader));
+        let mut problems = Problems::default();
+        let mut out = Vec::new();
+        while source.advance(&mut problems) {
+            let (location, bytes) = source.record();
+            out.push((location.line, String::from_utf8_lossy(bytes).into_owned()));
+        }
+        assert_eq!(problems.count, 0, "{:?}", problems.kept);
+        out
+    }
+
+    #[test]
+    fn lines_read_in_place_or_copied_are_the_same_records() {
+        let long = format!("{{\"a\":\"{}\"}}", "é".repeat(40));
+        let text = format!("{{\"x\":1}}\n\n  {{\"é\":2}}\r\n{long}\n\t\n{{\"y\":3}}\n{{\"z\":4}}");
+        let want = vec![
+            (1, "{\"x\":1}".to_owned()),
+            (3, "{\"é\":2}".to_owned()),
+            (4, long.clone()),
+            (6, "{\"y\":3}".to_owned()),
+            (7, "{\"z\":4}".to_owned()),
+        ];
+        for capacity in [8, 9, 13, 64, 256 * 1024] {
+            assert_eq!(records(&text, capacity), want, "buffer of {capacity} bytes");
         }
     }
 }

@@ -233,7 +233,6 @@ pub fn replay(
         user: UserInfo::default(),
         target: String::new(),
         detector: detect::Detector::new(options.detect.clone()),
-        decisions: decide::DecisionCache::default(),
         on_event,
     };
 
@@ -371,8 +370,6 @@ struct Engine<'o> {
     /// Reused for the call's target text.
     target: String,
     detector: detect::Detector,
-    /// Decisions already made, by call.
-    decisions: decide::DecisionCache,
     on_event: &'o mut dyn FnMut(&EventRecord),
 }
 
@@ -556,12 +553,9 @@ impl Engine<'_> {
                 if let Some((idx, snap)) = self.policy.select(nanos)? {
                     snapshot_idx = Some(idx);
                     let a = borrowed.unwrap_or_default();
-                    let d = self
-                        .decisions
-                        .decide(idx, snap.authorizer.snapshot(), &a, &self.user);
+                    let d = snap.authorizer.decide(&a, &self.user);
                     let masters = self.user.groups.iter().any(|g| g == decide::GROUP_MASTERS);
-                    let agrees =
-                        !masters && recorded == Some(d.allowed);
+                    let agrees = !masters && recorded == Some(d.allowed);
                     let reason = if agrees {
                         None
                     } else {
@@ -637,9 +631,8 @@ impl Engine<'_> {
         if code == Some(401) {
             self.detector.observe_unauthenticated(&ev, location);
         }
-        let allowed_live = !denied
-            && recorded
-                .unwrap_or_else(|| code.is_some_and(|c| (200..400).contains(&c)));
+        let allowed_live =
+            !denied && recorded.unwrap_or_else(|| code.is_some_and(|c| (200..400).contains(&c)));
         let mut flags: Vec<&'static str> = Vec::new();
         self.detector.observe(
             &detect::Observed {
@@ -712,10 +705,7 @@ impl Engine<'_> {
             && let (Some(a), Some(idx)) = (borrowed, snapshot_idx)
             && let Some(snap) = self.policy.get(idx)
         {
-            let d = self
-                .decisions
-                .decide(idx, snap.authorizer.snapshot(), &a, &self.user);
-            r.reason = Some(d.reason().to_string());
+            r.reason = Some(snap.authorizer.decide(&a, &self.user).reason().to_string());
         }
         let record = EventRecord {
             location: location.clone(),
