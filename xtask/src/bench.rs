@@ -328,6 +328,8 @@ struct Sample {
     /// CPU time: the loop's own (its children's included), plus, attached,
     /// the watcher's over the same run.
     cpu: f64,
+    /// The watcher's part of `cpu`.
+    watcher: f64,
 }
 
 /// The loop itself: wall-clock and CPU nanoseconds per iteration.
@@ -394,6 +396,7 @@ fn run_loop(kind: &str, iterations: u64, path: &Path, port: u16) -> anyhow::Resu
     Ok(Sample {
         wall: wall / iterations as f64,
         cpu: cpu / iterations as f64,
+        watcher: 0.0,
     })
 }
 
@@ -677,9 +680,11 @@ fn measure(
     let (Some(Ok(wall)), Some(Ok(cpu))) = (fields.next(), fields.next()) else {
         bail!("the {kind} loop printed {text:?}");
     };
+    let watcher = watcher_spent as f64 / iterations as f64;
     Ok(Sample {
         wall,
-        cpu: cpu + watcher_spent as f64 / iterations as f64,
+        cpu: cpu + watcher,
+        watcher,
     })
 }
 
@@ -760,6 +765,8 @@ struct Figures {
     cpu: Series,
     /// Elapsed time of the loop.
     wall: Series,
+    /// Per loop, the watcher's own CPU time per iteration in every attached run.
+    watcher: Vec<Vec<f64>>,
 }
 
 /// Every run of each loop in one half: `plan.reps` rounds of the four loops.
@@ -774,6 +781,7 @@ fn half(
         let mut round = [Sample {
             wall: 0.0,
             cpu: 0.0,
+            watcher: 0.0,
         }; LOOPS.len()];
         for (i, kind) in LOOPS.iter().enumerate() {
             round[i] = measure(setup, plan, kind, watcher)?;
@@ -796,6 +804,7 @@ fn measure_watcher(setup: &Setup, plan: &Plan, watcher: &str) -> anyhow::Result<
     let mut figures = Figures {
         cpu: Series::new(),
         wall: Series::new(),
+        watcher: vec![Vec::new(); LOOPS.len()],
     };
     for pair in 0..plan.pairs {
         eprintln!("xtask: {watcher}: pair {}/{}", pair + 1, plan.pairs);
@@ -812,6 +821,7 @@ fn measure_watcher(setup: &Setup, plan: &Plan, watcher: &str) -> anyhow::Result<
             }
         }
         for i in 0..LOOPS.len() {
+            figures.watcher[i].extend(attached.iter().map(|round| round[i].watcher));
             let cpu = |s: &Sample| s.cpu;
             let wall = |s: &Sample| s.wall;
             figures.cpu.push(
@@ -934,6 +944,21 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
         &results,
         |f| &f.cpu,
     );
+    let own: Vec<String> = results
+        .iter()
+        .map(|(watcher, f)| {
+            let per_loop: Vec<String> = LOOPS
+                .iter()
+                .enumerate()
+                .map(|(i, kind)| format!("{kind} {:.0}", median(&f.watcher[i])))
+                .collect();
+            format!("{watcher}: {}", per_loop.join(", "))
+        })
+        .collect();
+    println!(
+        "the watcher's own CPU per iteration, included above (median of the attached runs, ns): {}",
+        own.join("; ")
+    );
     print_table(
         "elapsed time of the loop (shows contention with the watcher and with anything else running)",
         &results,
@@ -955,7 +980,11 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
             };
             per_loop.insert(
                 (*kind).to_owned(),
-                serde_json::json!({"cpu": series(&figures.cpu), "wall": series(&figures.wall)}),
+                serde_json::json!({
+                    "cpu": series(&figures.cpu),
+                    "wall": series(&figures.wall),
+                    "watcher_cpu_ns": median(&figures.watcher[i]),
+                }),
             );
         }
         json.insert(watcher.clone(), per_loop.into());
