@@ -34,7 +34,7 @@ use monitor_common::{
 use crate::{
     maps::{PATH_SCRATCH, SELF_TGID, SYSCALL_ABI, TRACKED_FDS, WATCHED_INODES},
     pattern::{matches_any, name_may_match},
-    task::{current_facts, current_task, inode_of_fd, offsets, read_at, reserve},
+    task::{REPORT_WAKEUP, current_facts, current_task, inode_of_fd, offsets, read_at, reserve},
 };
 
 /// Every syscall exit; see the module docs for what is kept.
@@ -183,7 +183,7 @@ fn exit_open(
             }
         }
     }
-    entry.submit(0);
+    entry.submit(REPORT_WAKEUP);
     Ok(0)
 }
 
@@ -245,6 +245,6 @@ fn emit_fd_event(
         (*event).fd = key.fd as i32;
         (*event).ret = ret;
     }
-    entry.submit(0);
+    entry.submit(REPORT_WAKEUP);
     Ok(0)
 }

@@ -17,7 +17,7 @@ use monitor_common::{
 
 use crate::{
     maps::{ENDPOINTS, PENDING_CONNECTS, TP_OFFSETS},
-    task::{TaskFacts, current_facts, current_task, offsets, read_at, reserve},
+    task::{REPORT_WAKEUP, TaskFacts, current_facts, current_task, offsets, read_at, reserve},
 };
 
 /// Every TCP state change; see the module docs for what is kept.
@@ -181,6 +181,6 @@ fn emit(base: u64, kind: u32, facts: &TaskFacts, skaddr: u64, state: i64) -> Res
         (*event).sock_id = skaddr;
         (*event).ret = state;
     }
-    entry.submit(0);
+    entry.submit(REPORT_WAKEUP);
     Ok(0)
 }

@@ -2,7 +2,8 @@
 //!
 //! Every exec is reported with the executable path, parent and start time,
 //! so that userspace can still name a short-lived reader (`cat`) after it
-//! has exited; exits are reported for thread-group leaders only.
+//! has exited; exits are reported for thread-group leaders only. Neither
+//! wakes userspace (see [`lineage_wakeup`]).
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -14,7 +15,7 @@ use monitor_common::{KIND_EXEC, KIND_EXIT};
 
 use crate::{
     maps::TP_OFFSETS,
-    task::{current_facts, current_task, offsets, read_at, reserve},
+    task::{current_facts, current_task, lineage_wakeup, offsets, read_at, reserve},
 };
 
 /// A successful `execve`: the new program's path.
@@ -38,7 +39,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
     unsafe {
         let _ = bpf_probe_read_kernel_str_bytes(filename as *const u8, &mut (*event).path);
     }
-    entry.submit(0);
+    entry.submit(lineage_wakeup());
     Ok(0)
 }
 
@@ -63,6 +64,6 @@ fn try_exit() -> Result<u32, i64> {
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is the reserved, zeroed record.
     unsafe { (*event).flags = exit_code };
-    entry.submit(0);
+    entry.submit(lineage_wakeup());
     Ok(0)
 }

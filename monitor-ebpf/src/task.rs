@@ -2,6 +2,7 @@
 //! filling the common part of an event.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -105,6 +106,27 @@ pub fn current_facts(task: u64, o: &KernelOffsets) -> TaskFacts {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     }
 }
+
+/// Submit flags for a lineage record (exec, exit): no wake-up, so that the
+/// node's process churn does not wake userspace twice per process (a
+/// context switch costs far more than the record). Userspace drains the
+/// ring on a timer and before it names the readers of token accesses
+/// (`Sensor::next_batch`), so the lineage is there when it is needed. A
+/// ring more than a quarter full wakes it at once.
+#[inline(always)]
+pub fn lineage_wakeup() -> u64 {
+    let ring = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= ring / 4 {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
+/// Submit flags for every other record (token files, connects): a wake-up,
+/// forced, because the kernel's adaptive one fires only when userspace has
+/// read everything before the record, which unread lineage records prevent.
+pub const REPORT_WAKEUP: u64 = BPF_RB_FORCE_WAKEUP as u64;
 
 /// Reserves a zeroed event of `kind` carrying `facts`, or counts a drop.
 #[inline(always)]

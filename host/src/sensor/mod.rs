@@ -499,7 +499,18 @@ pub struct Sensor {
     control: SensorControl,
     table: ProcessTable,
     clock: Clock,
+    /// Drains the ring buffer every [`LINEAGE_DRAIN`]: lineage records do
+    /// not wake us.
+    lineage_tick: tokio::time::Interval,
 }
+
+/// How often the ring buffer is drained without a wake-up. The kernel
+/// programs submit exec and exit records without waking userspace (a
+/// node's process churn would otherwise cost two context switches per
+/// process: docs/performance.md); they are read on this tick, before the
+/// accesses of every batch, on any other record, and at once when the ring
+/// is a quarter full.
+pub const LINEAGE_DRAIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl std::fmt::Debug for Sensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -650,6 +661,11 @@ impl Sensor {
             control,
             table: ProcessTable::new(config.keep_exited),
             clock: Clock::new(),
+            lineage_tick: {
+                let mut tick = tokio::time::interval(LINEAGE_DRAIN);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick
+            },
         })
     }
 
@@ -680,10 +696,11 @@ impl Sensor {
         self.group.features()
     }
 
-    /// Waits until the ring buffer or the fanotify queue has something, then
-    /// returns everything available, decoded: ring-buffer records (lineage,
-    /// connects) first, so that a reader that exited before its access was
-    /// handled is named from its exec record.
+    /// Waits until the ring buffer or the fanotify queue has something (or,
+    /// for lineage, which does not wake us, the next [`LINEAGE_DRAIN`] tick),
+    /// then returns everything available, decoded: ring-buffer records
+    /// (lineage, connects) first, so that a reader that exited before its
+    /// access was handled is named from its exec record.
     ///
     /// # Errors
     /// [`SensorError::PollRingBuffer`] if polling fails. A record of unknown
@@ -697,12 +714,15 @@ impl Sensor {
             {
                 let ring = &mut self.ring;
                 let queue = &mut self.accesses;
+                let tick = &mut self.lineage_tick;
                 tokio::select! {
                     guard = ring.readable_mut() => {
                         let mut guard = guard.map_err(SensorError::PollRingBuffer)?;
                         drain(guard.get_inner_mut(), &mut raws);
                         guard.clear_ready();
                     }
+                    // Lineage records that did not wake us (drained below).
+                    _ = tick.tick() => {}
                     batch = queue.recv() => {
                         match batch {
                             Some(batch) => accesses.extend(batch),
