@@ -685,11 +685,19 @@ mod tests {
         #[derive(Serialize)]
         struct Empty {}
         let mut out = Vec::new();
-        write_json_line(&mut out, "subject", &serde_json::json!({"user": "é\"x", "n": 1}))
-            .unwrap();
+        write_json_line(
+            &mut out,
+            "subject",
+            &serde_json::json!({"user": "é\"x", "n": 1}),
+        )
+        .unwrap();
         write_json_line(&mut out, "stats", &Empty {}).unwrap();
         let err = write_json_line(&mut out, "token", &[1, 2]).unwrap_err();
-        assert!(err.to_string().contains("token record is not a JSON object"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("token record is not a JSON object"),
+            "{err}"
+        );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
