@@ -702,8 +702,7 @@ impl Engine<'_> {
         }
         if let Some(r) = &mut replayed
             && r.reason.is_none()
-            && let (Some(a), Some(idx)) = (borrowed, snapshot_idx)
-            && let Some(snap) = self.policy.get(idx)
+            && let (Some(a), Some(snap)) = (borrowed, snapshot_idx.and_then(|i| self.policy.get(i)))
         {
             r.reason = Some(snap.authorizer.decide(&a, &self.user).reason().to_string());
         }
