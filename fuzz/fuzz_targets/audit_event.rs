@@ -3,7 +3,10 @@
 //! one-line EventList expansion included), must give events or located
 //! problems, never a panic; every event that parses must yield attributes
 //! (or a reason why not), a recorded decision and a time without panicking,
-//! and be decided against a snapshot.
+//! and be decided against a snapshot. The hand-written event reader must
+//! agree with the serde derive it replaced (`AuditEvent::parse_reference`):
+//! the same event, or an error from both; the one accepted difference is a
+//! struct written as a JSON array, which only the derive reads.
 #![no_main]
 
 use std::io::Cursor;
@@ -12,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use tokenwatch_core::rbac::authorizer::decide;
 use tokenwatch_core::rbac::{RbacObjects, Snapshot, UserInfo};
 use tokenwatch_core::replay::attributes::attributes;
-use tokenwatch_core::replay::event::AuditEvent;
+use tokenwatch_core::replay::event::{AuditEvent, EventTimes};
 use tokenwatch_core::replay::input::{Problems, RecordSource};
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +26,21 @@ fuzz_target!(|data: &[u8]| {
     while source.advance(&mut problems) && records < 10_000 {
         records += 1;
         let (_, bytes) = source.record();
-        let Ok(event) = AuditEvent::parse(bytes) else {
+        let parsed = AuditEvent::parse(bytes);
+        match (&parsed, AuditEvent::parse_reference(bytes)) {
+            (Ok(ours), Ok(theirs)) => assert_eq!(ours, &theirs),
+            (Err(_), Err(_)) => {}
+            (Ok(ours), Err(e)) => panic!("reader accepted what serde refused ({e}): {ours:?}"),
+            (Err(e), Ok(_)) => assert!(
+                e.what().starts_with("expected an object"),
+                "reader refused what serde accepted: {e}"
+            ),
+        }
+        let times = EventTimes::parse(bytes).ok();
+        if parsed.is_ok() {
+            assert_eq!(times, serde_json::from_slice::<EventTimes<'_>>(bytes).ok());
+        }
+        let Ok(event) = parsed else {
             continue;
         };
         if event.kind() == "EventList" {

@@ -39,6 +39,7 @@ pub mod detect;
 pub mod event;
 pub mod html;
 pub mod input;
+pub mod json;
 pub mod report;
 pub mod roles;
 pub mod summary;
@@ -175,8 +176,7 @@ impl Source {
         self.has = self.records.advance(problems);
         if self.has && merging {
             let (_, bytes) = self.records.record();
-            self.time =
-                serde_json::from_slice::<EventTimes<'_>>(bytes).map_or(i64::MIN, |t| t.nanos());
+            self.time = EventTimes::parse(bytes).map_or(i64::MIN, |t| t.nanos());
         }
     }
 }
