@@ -54,6 +54,16 @@ pub enum BtfError {
         /// The field.
         field: String,
     },
+    /// The field is not an integer of the width the programs read.
+    #[error("kernel BTF: {strukt}.{field} is not a {bytes}-byte integer")]
+    CheckFieldWidth {
+        /// The struct.
+        strukt: String,
+        /// The field.
+        field: String,
+        /// The width the programs read.
+        bytes: u32,
+    },
 }
 
 const MAGIC: u16 = 0xeb9f;
@@ -302,6 +312,29 @@ impl Btf {
     /// [`BtfError::FindStruct`] / [`BtfError::FindField`] naming what is missing;
     /// [`BtfError::BitfieldField`] for a bitfield.
     pub fn field_offset(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        self.field(strukt, path).map(|(offset, _)| offset)
+    }
+
+    /// Byte offset of a possibly nested field that must be an integer (or
+    /// enum) of `bytes` bytes, through typedefs such as `__be16`.
+    ///
+    /// # Errors
+    /// As [`Btf::field_offset`], and [`BtfError::CheckFieldWidth`] when the
+    /// field is not such an integer.
+    pub fn int_field_offset(&self, strukt: &str, path: &str, bytes: u32) -> Result<u32, BtfError> {
+        let (offset, type_id) = self.field(strukt, path)?;
+        match self.types.get(type_id as usize) {
+            Some(t) if matches!(t.kind, KIND_INT | KIND_ENUM) && t.type_ref == bytes => Ok(offset),
+            _ => Err(BtfError::CheckFieldWidth {
+                strukt: strukt.to_owned(),
+                field: path.to_owned(),
+                bytes,
+            }),
+        }
+    }
+
+    /// Byte offset and (resolved) type id of a possibly nested field.
+    fn field(&self, strukt: &str, path: &str) -> Result<(u32, u32), BtfError> {
         let mut id = self.struct_id(strukt)?;
         let mut total_bits = 0;
         for field in path.split('.') {
@@ -320,7 +353,7 @@ impl Btf {
             total_bits += bits;
             id = self.resolve(member.type_id);
         }
-        Ok(total_bits / 8)
+        Ok((total_bits / 8, id))
     }
 
     /// The offsets the kernel programs walk.
@@ -451,6 +484,21 @@ mod tests {
         assert_eq!(btf.field_offset("outer", "a").unwrap(), 0);
         assert_eq!(btf.field_offset("outer", "b").unwrap(), 8);
         assert_eq!(btf.field_offset("outer", "c.d").unwrap(), 12);
+    }
+
+    #[test]
+    fn checks_an_integer_fields_width() {
+        let btf = Btf::parse(&tiny_btf()).unwrap();
+        assert_eq!(btf.int_field_offset("outer", "c.d", 4).unwrap(), 12);
+        let err = btf
+            .int_field_offset("outer", "a", 2)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "kernel BTF: outer.a is not a 2-byte integer");
+        assert!(matches!(
+            btf.int_field_offset("outer", "c", 4),
+            Err(BtfError::CheckFieldWidth { .. })
+        ));
     }
 
     #[test]
