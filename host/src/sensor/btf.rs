@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use monitor_common::{KernelOffsets, SyscallAbi};
+use monitor_common::{KernelOffsets, SockOffsets, SyscallAbi};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -380,6 +380,33 @@ impl Btf {
             ready: 1,
         })
     }
+
+    /// The `struct sock` offsets the connect program reads. `sk_protocol`
+    /// has been a plain `u16` since Linux 5.6 (a bitfield before, which is
+    /// refused here with a message naming it).
+    ///
+    /// # Errors
+    /// The first struct or field that BTF lacks, or a field of another width.
+    pub fn sock_offsets(&self) -> Result<SockOffsets, BtfError> {
+        let common = |field: &str, bytes: Option<u32>| {
+            let path = format!("__sk_common.{field}");
+            match bytes {
+                Some(bytes) => self.int_field_offset("sock", &path, bytes),
+                None => self.field_offset("sock", &path),
+            }
+        };
+        Ok(SockOffsets {
+            protocol: self.int_field_offset("sock", "sk_protocol", 2)?,
+            family: common("skc_family", Some(2))?,
+            dport: common("skc_dport", Some(2))?,
+            num: common("skc_num", Some(2))?,
+            daddr: common("skc_daddr", Some(4))?,
+            rcv_saddr: common("skc_rcv_saddr", Some(4))?,
+            v6_daddr: common("skc_v6_daddr", None)?,
+            v6_rcv_saddr: common("skc_v6_rcv_saddr", None)?,
+            ready: 1,
+        })
+    }
 }
 
 /// `pt_regs` field names of the syscall number and the first three
@@ -536,5 +563,10 @@ mod tests {
         assert_ne!(abi.nr_openat, monitor_common::NO_SYSCALL);
         assert_ne!(offsets.task_files, 0);
         assert_ne!(offsets.task_tgid, offsets.task_real_parent);
+        let sock = btf.sock_offsets().unwrap();
+        assert_eq!(sock.ready, 1);
+        // `__sk_common` leads `struct sock`; `skc_num` follows `skc_dport`.
+        assert_eq!(sock.num, sock.dport + 2);
+        assert!(sock.protocol > sock.v6_rcv_saddr);
     }
 }
