@@ -67,7 +67,7 @@ pub const SYSCALL_CLOSE: u32 = 7;
 pub const AF_INET: u16 = 2;
 /// `AF_INET6`.
 pub const AF_INET6: u16 = 10;
-/// TCP state numbers as the `sock:inet_sock_set_state` tracepoint gives them.
+/// TCP state numbers as the `inet_sock_set_state` tracepoint gives them.
 pub const TCP_ESTABLISHED: i32 = 1;
 /// `TCP_SYN_SENT`.
 pub const TCP_SYN_SENT: i32 = 2;
@@ -299,32 +299,37 @@ const _: () = assert!(size_of::<KernelOffsets>() == 64);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TracepointOffsets {
-    /// `inet_sock_set_state.skaddr`
-    pub sk_skaddr: u32,
-    /// `inet_sock_set_state.oldstate`
-    pub sk_oldstate: u32,
-    /// `inet_sock_set_state.newstate`
-    pub sk_newstate: u32,
-    /// `inet_sock_set_state.sport`
-    pub sk_sport: u32,
-    /// `inet_sock_set_state.dport`
-    pub sk_dport: u32,
-    /// `inet_sock_set_state.family`
-    pub sk_family: u32,
-    /// `inet_sock_set_state.protocol`
-    pub sk_protocol: u32,
-    /// `inet_sock_set_state.saddr`
-    pub sk_saddr: u32,
-    /// `inet_sock_set_state.daddr`
-    pub sk_daddr: u32,
-    /// `inet_sock_set_state.saddr_v6`
-    pub sk_saddr_v6: u32,
-    /// `inet_sock_set_state.daddr_v6`
-    pub sk_daddr_v6: u32,
     /// `sched_process_exec.filename` (a `__data_loc`: low 16 bits offset, high 16 length)
     pub exec_filename: u32,
 }
-const _: () = assert!(size_of::<TracepointOffsets>() == 48);
+const _: () = assert!(size_of::<TracepointOffsets>() == 4);
+
+/// Byte offsets in `struct sock` of the fields the connect program reads,
+/// from BTF (the raw tracepoint `inet_sock_set_state` hands it the socket,
+/// not a record). The `skc_*` fields are in `sock.__sk_common`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `sock.sk_protocol` (a `u16`, Linux 5.6+)
+    pub protocol: u32,
+    /// `sock.__sk_common.skc_family` (a `u16`)
+    pub family: u32,
+    /// `sock.__sk_common.skc_dport` (a `u16`, network byte order)
+    pub dport: u32,
+    /// `sock.__sk_common.skc_num` (a `u16`, the local port in host byte order)
+    pub num: u32,
+    /// `sock.__sk_common.skc_daddr` (IPv4, network byte order)
+    pub daddr: u32,
+    /// `sock.__sk_common.skc_rcv_saddr` (IPv4, network byte order)
+    pub rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_daddr`
+    pub v6_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`
+    pub v6_rcv_saddr: u32,
+    /// 1 once userspace filled this in; the connect program does nothing while it is 0.
+    pub ready: u32,
+}
+const _: () = assert!(size_of::<SockOffsets>() == 36);
 
 /// A syscall number the architecture does not have (e.g. `open` on arm64).
 pub const NO_SYSCALL: u64 = u64::MAX;
@@ -403,6 +408,7 @@ mod user {
     unsafe impl aya::Pod for super::PathScratch {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::SockOffsets {}
     unsafe impl aya::Pod for super::SyscallAbi {}
     unsafe impl aya::Pod for super::PendingConnect {}
 }

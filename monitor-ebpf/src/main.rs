@@ -1,14 +1,16 @@
-//! tokenwatch kernel programs: tracepoints only (they load and attach on
-//! every kernel we target; kprobes, fentry and LSM are not relied upon).
+//! tokenwatch kernel programs: tracepoints and raw tracepoints only (they
+//! load and attach on every kernel we target; kprobes, fentry and LSM are
+//! not relied upon).
 //!
 //! - `files`: token opens (`openat`, `openat2`, `open`), reads of token fds
 //!   (`read`, `pread64`, `readv`) and `close`;
-//! - `net`: TCP connects to API-server endpoints (`sock:inet_sock_set_state`);
+//! - `net`: TCP connects to API-server endpoints (raw tracepoint
+//!   `inet_sock_set_state`);
 //! - `process`: lineage (`sched:sched_process_exec` / `exit`).
 //!
 //! Filtering happens here, so an unrelated syscall costs one or two map
 //! lookups and never reaches userspace. Struct and tracepoint field offsets
-//! come from userspace (BTF and tracefs) through the two read-only globals.
+//! come from userspace (BTF and tracefs) through read-only globals.
 
 #![no_std]
 #![no_main]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EndpointKey, FdKey, InodeKey, KernelOffsets, MAX_PATTERNS, PathPattern, PathScratch,
-    PendingConnect, SyscallAbi, TracepointOffsets,
+    PendingConnect, SockOffsets, SyscallAbi, TracepointOffsets,
 };
 
 /// Kernel struct offsets from BTF (written by the loader).
@@ -20,6 +20,12 @@ pub static KERNEL_OFFSETS: Global<KernelOffsets> =
 #[unsafe(no_mangle)]
 pub static TP_OFFSETS: Global<TracepointOffsets> =
     // SAFETY: as above.
+    Global::new(unsafe { core::mem::zeroed() });
+
+/// `struct sock` field offsets from BTF (written by the loader).
+#[unsafe(no_mangle)]
+pub static SOCK_OFFSETS: Global<SockOffsets> =
+    // SAFETY: as above; `ready == 0` disables the connect program.
     Global::new(unsafe { core::mem::zeroed() });
 
 /// Syscall numbers and `pt_regs` layout (written by the loader).

@@ -1,134 +1,171 @@
-//! TCP connects to API-server endpoints, from `sock:inet_sock_set_state`.
+//! TCP connects to API-server endpoints, from the raw tracepoint
+//! `inet_sock_set_state` (`TP_PROTO(const struct sock *sk, int oldstate,
+//! int newstate)`).
 //!
-//! CLOSE -> SYN_SENT runs in the connecting task's context: when the
-//! destination (family, addr, port) is in `ENDPOINTS`, the caller is
-//! reported and remembered by socket. The socket's next move out of
-//! SYN_SENT (to ESTABLISHED, or to CLOSE when refused, reset or timed out)
-//! may run in softirq context, so it is reported with the remembered caller.
-//! Every other state change costs one lookup. An IPv4-mapped IPv6
+//! A raw tracepoint hands the program the tracepoint's arguments as they
+//! are: the classic `sock:inet_sock_set_state` first had the kernel fill a
+//! whole perf record (addresses, ports, family, protocol) for every TCP
+//! state change of every socket on the node. Here the two state numbers
+//! are compared first, and the socket is read only for the transitions
+//! that matter:
+//!
+//! - CLOSE -> SYN_SENT runs in the connecting task's context: the socket's
+//!   protocol, family, destination port and address are read from `struct
+//!   sock` (offsets from BTF, in `SOCK_OFFSETS`); when the destination is in
+//!   `ENDPOINTS`, the caller is reported and remembered by socket.
+//! - The socket's next move out of SYN_SENT (to ESTABLISHED, or to CLOSE
+//!   when refused, reset or timed out) may run in softirq context, so it is
+//!   reported with the remembered caller. It costs one lookup when the
+//!   socket was not remembered.
+//!
+//! Every other state change costs two compares. An IPv4-mapped IPv6
 //! destination (`::ffff:a.b.c.d`, an IPv6 socket connecting to an IPv4
 //! address) matches the IPv4 endpoint.
 
-use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use monitor_common::{
     AF_INET, AF_INET6, EndpointKey, IPPROTO_TCP, KIND_CONNECT, KIND_CONNECT_RESULT, PendingConnect,
-    TCP_CLOSE, TCP_SYN_SENT,
+    SockOffsets, TCP_CLOSE, TCP_SYN_SENT,
 };
 
 use crate::{
-    maps::{ENDPOINTS, PENDING_CONNECTS, TP_OFFSETS},
+    maps::{ENDPOINTS, PENDING_CONNECTS, SOCK_OFFSETS},
     task::{REPORT_WAKEUP, TaskFacts, current_facts, current_task, offsets, read_at, reserve},
 };
 
 /// Every TCP state change; see the module docs for what is kept.
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+///
+/// Inlined into the program's entry point, which the macro wraps around
+/// it: a non-inlined function taking the context is a global BPF function,
+/// which verifiers before 6.8 refuse (docs/requirements.md).
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+#[inline(always)]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
     try_set_state(&ctx).unwrap_or(0)
 }
 
-fn try_set_state(ctx: &TracePointContext) -> Result<u32, i64> {
-    let base = ctx.as_ptr() as u64;
-    let tp = TP_OFFSETS.load();
-    let protocol: u16 = read_at(base, tp.sk_protocol)?;
-    if protocol != IPPROTO_TCP {
-        return Ok(0);
-    }
-    let oldstate: i32 = read_at(base, tp.sk_oldstate)?;
-    let newstate: i32 = read_at(base, tp.sk_newstate)?;
-    let skaddr: u64 = read_at(base, tp.sk_skaddr)?;
+#[inline(always)]
+fn try_set_state(ctx: &RawTracePointContext) -> Result<u32, i64> {
+    let oldstate: i32 = ctx.arg(1);
+    let newstate: i32 = ctx.arg(2);
     if oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT {
-        let family: u16 = read_at(base, tp.sk_family)?;
-        let dport: u16 = read_at(base, tp.sk_dport)?;
-        let mut key = EndpointKey {
-            family,
-            port: dport,
-            _pad: 0,
-            addr: [0; 16],
-        };
-        if family == AF_INET {
-            let daddr: [u8; 4] = read_at(base, tp.sk_daddr)?;
-            key.addr[..4].copy_from_slice(&daddr);
-        } else if family == AF_INET6 {
-            key.addr = read_at(base, tp.sk_daddr_v6)?;
-        } else {
-            return Ok(0);
-        }
-        // SAFETY: only the presence of the key is used.
-        let mut found = unsafe { ENDPOINTS.get(&key) }.is_some();
-        if !found && family == AF_INET6 && is_v4_mapped(&key.addr) {
-            // `::ffff:a.b.c.d` (an IPv6 socket reaching an IPv4 address)
-            // matches the IPv4 endpoint.
-            let v4 = EndpointKey {
-                family: AF_INET,
-                port: dport,
-                _pad: 0,
-                addr: [
-                    key.addr[12],
-                    key.addr[13],
-                    key.addr[14],
-                    key.addr[15],
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                ],
-            };
-            // SAFETY: as above.
-            found = unsafe { ENDPOINTS.get(&v4) }.is_some();
-        }
-        if !found {
-            return Ok(0);
-        }
-        let Some(o) = offsets() else { return Ok(0) };
-        let facts = current_facts(current_task(), &o);
-        let pending = PendingConnect {
-            tgid: facts.tgid,
-            pid: facts.pid,
-            ppid: facts.ppid,
-            uid: facts.uid,
-            gid: facts.gid,
-            mnt_ns: facts.mnt_ns,
-            cgroup_id: facts.cgroup_id,
-            start_ns: facts.start_ns,
-            comm: facts.comm,
-        };
-        PENDING_CONNECTS.insert(skaddr, pending, 0)?;
-        emit(base, KIND_CONNECT, &facts, skaddr, i64::from(newstate))
+        attempt(ctx.arg(0), newstate)
     } else if oldstate == TCP_SYN_SENT {
-        // SAFETY: the value is copied out before the entry is removed.
-        let Some(p) = (unsafe { PENDING_CONNECTS.get(&skaddr) }).copied() else {
-            return Ok(0);
-        };
-        let _ = PENDING_CONNECTS.remove(&skaddr);
-        let facts = TaskFacts {
-            tgid: p.tgid,
-            pid: p.pid,
-            ppid: p.ppid,
-            uid: p.uid,
-            gid: p.gid,
-            mnt_ns: p.mnt_ns,
-            cgroup_id: p.cgroup_id,
-            start_ns: p.start_ns,
-            comm: p.comm,
-        };
-        emit(
-            base,
-            KIND_CONNECT_RESULT,
-            &facts,
-            skaddr,
-            i64::from(newstate),
-        )
+        outcome(ctx.arg(0), newstate)
     } else {
         Ok(0)
     }
+}
+
+/// The `struct sock` offsets, or `None` while userspace has not filled them in.
+#[inline(always)]
+fn sock_offsets() -> Option<SockOffsets> {
+    let offsets = SOCK_OFFSETS.load();
+    (offsets.ready == 1).then_some(offsets)
+}
+
+/// CLOSE -> SYN_SENT of socket `sk`: reported and remembered when its
+/// destination is an endpoint.
+#[inline(always)]
+fn attempt(sk: u64, newstate: i32) -> Result<u32, i64> {
+    let Some(so) = sock_offsets() else {
+        return Ok(0);
+    };
+    let protocol: u16 = read_at(sk, so.protocol)?;
+    if protocol != IPPROTO_TCP {
+        return Ok(0);
+    }
+    let family: u16 = read_at(sk, so.family)?;
+    let dport = u16::from_be(read_at(sk, so.dport)?);
+    let mut key = EndpointKey {
+        family,
+        port: dport,
+        _pad: 0,
+        addr: [0; 16],
+    };
+    if family == AF_INET {
+        let daddr: [u8; 4] = read_at(sk, so.daddr)?;
+        key.addr[..4].copy_from_slice(&daddr);
+    } else if family == AF_INET6 {
+        key.addr = read_at(sk, so.v6_daddr)?;
+    } else {
+        return Ok(0);
+    }
+    // SAFETY: only the presence of the key is used.
+    let mut found = unsafe { ENDPOINTS.get(&key) }.is_some();
+    if !found && family == AF_INET6 && is_v4_mapped(&key.addr) {
+        // `::ffff:a.b.c.d` (an IPv6 socket reaching an IPv4 address)
+        // matches the IPv4 endpoint.
+        let v4 = EndpointKey {
+            family: AF_INET,
+            port: dport,
+            _pad: 0,
+            addr: [
+                key.addr[12],
+                key.addr[13],
+                key.addr[14],
+                key.addr[15],
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
+        };
+        // SAFETY: as above.
+        found = unsafe { ENDPOINTS.get(&v4) }.is_some();
+    }
+    if !found {
+        return Ok(0);
+    }
+    let Some(o) = offsets() else { return Ok(0) };
+    let facts = current_facts(current_task(), &o);
+    let pending = PendingConnect {
+        tgid: facts.tgid,
+        pid: facts.pid,
+        ppid: facts.ppid,
+        uid: facts.uid,
+        gid: facts.gid,
+        mnt_ns: facts.mnt_ns,
+        cgroup_id: facts.cgroup_id,
+        start_ns: facts.start_ns,
+        comm: facts.comm,
+    };
+    PENDING_CONNECTS.insert(sk, pending, 0)?;
+    emit(sk, &so, KIND_CONNECT, &facts, newstate)
+}
+
+/// SYN_SENT -> anything of socket `sk`: reported with the remembered
+/// caller when the attempt was.
+#[inline(always)]
+fn outcome(sk: u64, newstate: i32) -> Result<u32, i64> {
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(p) = (unsafe { PENDING_CONNECTS.get(&sk) }).copied() else {
+        return Ok(0);
+    };
+    let _ = PENDING_CONNECTS.remove(&sk);
+    let Some(so) = sock_offsets() else {
+        return Ok(0);
+    };
+    let facts = TaskFacts {
+        tgid: p.tgid,
+        pid: p.pid,
+        ppid: p.ppid,
+        uid: p.uid,
+        gid: p.gid,
+        mnt_ns: p.mnt_ns,
+        cgroup_id: p.cgroup_id,
+        start_ns: p.start_ns,
+        comm: p.comm,
+    };
+    emit(sk, &so, KIND_CONNECT_RESULT, &facts, newstate)
 }
 
 /// Whether an IPv6 address is IPv4-mapped (`::ffff:0:0/96`).
@@ -149,23 +186,23 @@ fn is_v4_mapped(addr: &[u8; 16]) -> bool {
         && addr[11] == 0xff
 }
 
-/// Reports a connect attempt or result with the tracepoint's addresses.
+/// Reports a connect attempt or result with the socket's addresses and
+/// ports (ports in host byte order, as the classic tracepoint gave them).
 #[inline(always)]
-fn emit(base: u64, kind: u32, facts: &TaskFacts, skaddr: u64, state: i64) -> Result<u32, i64> {
-    let tp = TP_OFFSETS.load();
-    let family: u16 = read_at(base, tp.sk_family)?;
-    let sport: u16 = read_at(base, tp.sk_sport)?;
-    let dport: u16 = read_at(base, tp.sk_dport)?;
+fn emit(sk: u64, so: &SockOffsets, kind: u32, facts: &TaskFacts, state: i32) -> Result<u32, i64> {
+    let family: u16 = read_at(sk, so.family)?;
+    let sport: u16 = read_at(sk, so.num)?;
+    let dport = u16::from_be(read_at(sk, so.dport)?);
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
     if family == AF_INET {
-        let s: [u8; 4] = read_at(base, tp.sk_saddr)?;
-        let d: [u8; 4] = read_at(base, tp.sk_daddr)?;
+        let s: [u8; 4] = read_at(sk, so.rcv_saddr)?;
+        let d: [u8; 4] = read_at(sk, so.daddr)?;
         saddr[..4].copy_from_slice(&s);
         daddr[..4].copy_from_slice(&d);
     } else {
-        saddr = read_at(base, tp.sk_saddr_v6)?;
-        daddr = read_at(base, tp.sk_daddr_v6)?;
+        saddr = read_at(sk, so.v6_rcv_saddr)?;
+        daddr = read_at(sk, so.v6_daddr)?;
     }
     let Some(mut entry) = reserve(kind, facts) else {
         return Ok(0);
@@ -178,8 +215,8 @@ fn emit(base: u64, kind: u32, facts: &TaskFacts, skaddr: u64, state: i64) -> Res
         (*event).dport = dport;
         (*event).saddr = saddr;
         (*event).daddr = daddr;
-        (*event).sock_id = skaddr;
-        (*event).ret = state;
+        (*event).sock_id = sk;
+        (*event).ret = i64::from(state);
     }
     entry.submit(REPORT_WAKEUP);
     Ok(0)

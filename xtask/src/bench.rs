@@ -30,8 +30,8 @@
 //!   contention that depends on where the scheduler put it;
 //! - for each watcher the loops run in pairs of halves, detached and
 //!   attached, alternating which goes first; each half waits a second
-//!   (`--settle-ms`) and then runs the four loops `--reps` times,
-//!   interleaved, and keeps each loop's fastest run;
+//!   (`--settle-ms`) and then runs the four loops (or those `--loops`
+//!   names) `--reps` times, interleaved, and keeps each loop's fastest run;
 //! - the figure is the median over the pairs of attached / detached, printed
 //!   with the interquartile range of the pairs' ratios; the floor's spread
 //!   is the noise.
@@ -65,6 +65,9 @@ pub enum Which {
         /// Watchers to measure (default: all five).
         #[arg(long, value_delimiter = ',', default_values_t = ["floor".to_owned(), "agent".to_owned(), "watch".to_owned(), "auditd".to_owned(), "bpftrace".to_owned()])]
         watchers: Vec<String>,
+        /// Loops to run (default: all four): `open`, `read`, `connect`, `exec`.
+        #[arg(long, value_delimiter = ',', default_values_t = LOOPS.map(str::to_owned))]
+        loops: Vec<String>,
         /// Runs of each loop per half (interleaved); the half keeps the
         /// fastest.
         #[arg(long, default_value_t = 5)]
@@ -142,6 +145,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             pairs,
             iterations,
             watchers,
+            loops,
             reps,
             settle_ms,
             no_pin,
@@ -152,6 +156,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             settle: Duration::from_millis(settle_ms),
             pin: !no_pin,
             watchers,
+            loops: loop_indices(&loops)?,
             loop_cpu: None,
         }),
         Which::Replay(args) => crate::bench_replay::run(&args),
@@ -191,6 +196,24 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The indices in [`LOOPS`] of the loops named, in `LOOPS` order.
+fn loop_indices(names: &[String]) -> anyhow::Result<Vec<usize>> {
+    if let Some(unknown) = names.iter().find(|n| !LOOPS.contains(&n.as_str())) {
+        bail!(
+            "unknown loop {unknown:?} (the loops are {})",
+            LOOPS.join(", ")
+        );
+    }
+    Ok((0..LOOPS.len())
+        .filter(|&i| names.iter().any(|n| n == LOOPS[i]))
+        .collect())
+}
+
+/// The loops of `loops` (indices in [`LOOPS`]) with their names.
+fn chosen(loops: &[usize]) -> impl Iterator<Item = (usize, &'static str)> + '_ {
+    loops.iter().map(|&i| (i, LOOPS[i]))
 }
 
 /// Pins the calling process (and the children it starts afterwards) to `cpus`.
@@ -714,6 +737,8 @@ struct Plan {
     settle: Duration,
     pin: bool,
     watchers: Vec<String>,
+    /// Indices in [`LOOPS`] of the loops to run.
+    loops: Vec<usize>,
     /// The CPU the loops are pinned to (the bench and the watchers run on
     /// the others), when pinning.
     loop_cpu: Option<usize>,
@@ -783,8 +808,8 @@ fn half(
             cpu: 0.0,
             watcher: 0.0,
         }; LOOPS.len()];
-        for (i, kind) in LOOPS.iter().enumerate() {
-            round[i] = measure(setup, plan, kind, watcher)?;
+        for &i in &plan.loops {
+            round[i] = measure(setup, plan, LOOPS[i], watcher)?;
         }
         rounds.push(round);
     }
@@ -820,7 +845,7 @@ fn measure_watcher(setup: &Setup, plan: &Plan, watcher: &str) -> anyhow::Result<
                 detached = half(setup, plan, None)?;
             }
         }
-        for i in 0..LOOPS.len() {
+        for &i in &plan.loops {
             figures.watcher[i].extend(attached.iter().map(|round| round[i].watcher));
             let cpu = |s: &Sample| s.cpu;
             let wall = |s: &Sample| s.wall;
@@ -906,6 +931,7 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
         settle: plan.settle,
         pin: plan.pin,
         watchers: plan.watchers.clone(),
+        loops: plan.loops.clone(),
     };
     let started = Instant::now();
     let mut results = Vec::new();
@@ -913,9 +939,7 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
         // A peer that cannot run here is reported as such; the others still are.
         match measure_watcher(&setup, plan, watcher) {
             Ok(figures) => {
-                let summary: Vec<String> = LOOPS
-                    .iter()
-                    .enumerate()
+                let summary: Vec<String> = chosen(&plan.loops)
                     .map(|(i, kind)| format!("{kind} {:.3}x", figures.cpu.ratio(i)))
                     .collect();
                 eprintln!("xtask: {watcher}: {}", summary.join(", "));
@@ -941,15 +965,14 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
     );
     print_table(
         "CPU time (the loop's plus the watcher's: what the node pays), the headline and the verdict's measure",
+        plan,
         &results,
         |f| &f.cpu,
     );
     let own: Vec<String> = results
         .iter()
         .map(|(watcher, f)| {
-            let per_loop: Vec<String> = LOOPS
-                .iter()
-                .enumerate()
+            let per_loop: Vec<String> = chosen(&plan.loops)
                 .map(|(i, kind)| format!("{kind} {:.0}", median(&f.watcher[i])))
                 .collect();
             format!("{watcher}: {}", per_loop.join(", "))
@@ -961,13 +984,14 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
     );
     print_table(
         "elapsed time of the loop (shows contention with the watcher and with anything else running)",
+        plan,
         &results,
         |f| &f.wall,
     );
     let mut json = serde_json::Map::new();
     for (watcher, figures) in &results {
         let mut per_loop = serde_json::Map::new();
-        for (i, kind) in LOOPS.iter().enumerate() {
+        for (i, kind) in chosen(&plan.loops) {
             let series = |s: &Series| {
                 serde_json::json!({
                     "ratio": s.ratio(i),
@@ -979,7 +1003,7 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
                 })
             };
             per_loop.insert(
-                (*kind).to_owned(),
+                kind.to_owned(),
                 serde_json::json!({
                     "cpu": series(&figures.cpu),
                     "wall": series(&figures.wall),
@@ -990,13 +1014,18 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
         json.insert(watcher.clone(), per_loop.into());
     }
     println!("{}", serde_json::Value::from(json));
-    verdict(&results);
+    verdict(plan, &results);
     Ok(())
 }
 
 /// One table: per loop and watcher, the median ratio, the interquartile
 /// range of the pairs' ratios and the median ns per iteration.
-fn print_table(title: &str, results: &[(String, Figures)], series: impl Fn(&Figures) -> &Series) {
+fn print_table(
+    title: &str,
+    plan: &Plan,
+    results: &[(String, Figures)],
+    series: impl Fn(&Figures) -> &Series,
+) {
     println!(
         "\n{title}: median ratio (interquartile range of the pairs' ratios; ns per iteration detached->attached)"
     );
@@ -1005,7 +1034,7 @@ fn print_table(title: &str, results: &[(String, Figures)], series: impl Fn(&Figu
         print!(" | {watcher:>30}");
     }
     println!();
-    for (i, kind) in LOOPS.iter().enumerate() {
+    for (i, kind) in chosen(&plan.loops) {
         print!("{kind:<8}");
         for (_, figures) in results {
             let s = series(figures);
@@ -1022,9 +1051,7 @@ fn print_table(title: &str, results: &[(String, Figures)], series: impl Fn(&Figu
     }
     if let Some((_, floor)) = results.iter().find(|(w, _)| w == "floor") {
         let s = series(floor);
-        let spread: Vec<String> = LOOPS
-            .iter()
-            .enumerate()
+        let spread: Vec<String> = chosen(&plan.loops)
             .map(|(i, kind)| {
                 format!(
                     "{kind} {:.3}..{:.3} (IQR {:.3})",
@@ -1035,9 +1062,7 @@ fn print_table(title: &str, results: &[(String, Figures)], series: impl Fn(&Figu
             })
             .collect();
         println!("noise (the floor's pairs, min..max): {}", spread.join(", "));
-        let single: Vec<String> = LOOPS
-            .iter()
-            .enumerate()
+        let single: Vec<String> = chosen(&plan.loops)
             .map(|(i, kind)| {
                 let r = &s.single_ratios[i];
                 format!(
@@ -1071,7 +1096,7 @@ fn peer_work(peer: &str, i: usize) -> (bool, &'static str) {
 /// time): at most 0.02 above the floor, and below auditd and bpftrace. Each
 /// peer's ratio is marked with whether the peer does work on that loop, and
 /// the floor's spread is printed beside it, for the reader to judge.
-fn verdict(results: &[(String, Figures)]) {
+fn verdict(plan: &Plan, results: &[(String, Figures)]) {
     let series = |watcher: &str| {
         results
             .iter()
@@ -1083,7 +1108,7 @@ fn verdict(results: &[(String, Figures)]) {
     );
     let mut all_met = true;
     let mut met_where_peers_work = true;
-    for (i, kind) in LOOPS.iter().enumerate() {
+    for (i, kind) in chosen(&plan.loops) {
         let floor = series("floor").map(|s| (s.ratio(i), s.iqr(i)));
         for ours in ["agent", "watch"] {
             let Some(r) = series(ours).map(|s| s.ratio(i)) else {

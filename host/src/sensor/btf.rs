@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use monitor_common::{KernelOffsets, SyscallAbi};
+use monitor_common::{KernelOffsets, SockOffsets, SyscallAbi};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -53,6 +53,16 @@ pub enum BtfError {
         strukt: String,
         /// The field.
         field: String,
+    },
+    /// The field is not an integer of the width the programs read.
+    #[error("kernel BTF: {strukt}.{field} is not a {bytes}-byte integer")]
+    CheckFieldWidth {
+        /// The struct.
+        strukt: String,
+        /// The field.
+        field: String,
+        /// The width the programs read.
+        bytes: u32,
     },
 }
 
@@ -302,6 +312,29 @@ impl Btf {
     /// [`BtfError::FindStruct`] / [`BtfError::FindField`] naming what is missing;
     /// [`BtfError::BitfieldField`] for a bitfield.
     pub fn field_offset(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        self.field(strukt, path).map(|(offset, _)| offset)
+    }
+
+    /// Byte offset of a possibly nested field that must be an integer (or
+    /// enum) of `bytes` bytes, through typedefs such as `__be16`.
+    ///
+    /// # Errors
+    /// As [`Btf::field_offset`], and [`BtfError::CheckFieldWidth`] when the
+    /// field is not such an integer.
+    pub fn int_field_offset(&self, strukt: &str, path: &str, bytes: u32) -> Result<u32, BtfError> {
+        let (offset, type_id) = self.field(strukt, path)?;
+        match self.types.get(type_id as usize) {
+            Some(t) if matches!(t.kind, KIND_INT | KIND_ENUM) && t.type_ref == bytes => Ok(offset),
+            _ => Err(BtfError::CheckFieldWidth {
+                strukt: strukt.to_owned(),
+                field: path.to_owned(),
+                bytes,
+            }),
+        }
+    }
+
+    /// Byte offset and (resolved) type id of a possibly nested field.
+    fn field(&self, strukt: &str, path: &str) -> Result<(u32, u32), BtfError> {
         let mut id = self.struct_id(strukt)?;
         let mut total_bits = 0;
         for field in path.split('.') {
@@ -320,7 +353,7 @@ impl Btf {
             total_bits += bits;
             id = self.resolve(member.type_id);
         }
-        Ok(total_bits / 8)
+        Ok((total_bits / 8, id))
     }
 
     /// The offsets the kernel programs walk.
@@ -344,6 +377,33 @@ impl Btf {
             sb_dev: self.field_offset("super_block", "s_dev")?,
             nsproxy_mnt_ns: self.field_offset("nsproxy", "mnt_ns")?,
             mnt_ns_inum: self.field_offset("mnt_namespace", "ns.inum")?,
+            ready: 1,
+        })
+    }
+
+    /// The `struct sock` offsets the connect program reads. `sk_protocol`
+    /// has been a plain `u16` since Linux 5.6 (a bitfield before, which is
+    /// refused here with a message naming it).
+    ///
+    /// # Errors
+    /// The first struct or field that BTF lacks, or a field of another width.
+    pub fn sock_offsets(&self) -> Result<SockOffsets, BtfError> {
+        let common = |field: &str, bytes: Option<u32>| {
+            let path = format!("__sk_common.{field}");
+            match bytes {
+                Some(bytes) => self.int_field_offset("sock", &path, bytes),
+                None => self.field_offset("sock", &path),
+            }
+        };
+        Ok(SockOffsets {
+            protocol: self.int_field_offset("sock", "sk_protocol", 2)?,
+            family: common("skc_family", Some(2))?,
+            dport: common("skc_dport", Some(2))?,
+            num: common("skc_num", Some(2))?,
+            daddr: common("skc_daddr", Some(4))?,
+            rcv_saddr: common("skc_rcv_saddr", Some(4))?,
+            v6_daddr: common("skc_v6_daddr", None)?,
+            v6_rcv_saddr: common("skc_v6_rcv_saddr", None)?,
             ready: 1,
         })
     }
@@ -454,6 +514,21 @@ mod tests {
     }
 
     #[test]
+    fn checks_an_integer_fields_width() {
+        let btf = Btf::parse(&tiny_btf()).unwrap();
+        assert_eq!(btf.int_field_offset("outer", "c.d", 4).unwrap(), 12);
+        let err = btf
+            .int_field_offset("outer", "a", 2)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "kernel BTF: outer.a is not a 2-byte integer");
+        assert!(matches!(
+            btf.int_field_offset("outer", "c", 4),
+            Err(BtfError::CheckFieldWidth { .. })
+        ));
+    }
+
+    #[test]
     fn names_what_is_missing() {
         let btf = Btf::parse(&tiny_btf()).unwrap();
         let err = btf.field_offset("outer", "zz").unwrap_err().to_string();
@@ -488,5 +563,10 @@ mod tests {
         assert_ne!(abi.nr_openat, monitor_common::NO_SYSCALL);
         assert_ne!(offsets.task_files, 0);
         assert_ne!(offsets.task_tgid, offsets.task_real_parent);
+        let sock = btf.sock_offsets().unwrap();
+        assert_eq!(sock.ready, 1);
+        // `__sk_common` leads `struct sock`; `skc_num` follows `skc_dport`.
+        assert_eq!(sock.num, sock.dport + 2);
+        assert!(sock.protocol > sock.v6_rcv_saddr);
     }
 }

@@ -1,6 +1,6 @@
 //! The kernel sensor: token-file accesses from fanotify marks ([`fanotify`]),
-//! API-server connects and exec/exit lineage from eBPF tracepoints, yielded
-//! as typed events.
+//! API-server connects (a raw tracepoint) and exec/exit lineage (tracepoints)
+//! from eBPF, yielded as typed events.
 //!
 //! ```text
 //! Sensor::load(config) -> Sensor
@@ -18,8 +18,9 @@
 //! syscall path-match mode ([`SensorConfig::syscall_path_match`]): it runs
 //! on every syscall of the node (docs/sensor.md).
 //!
-//! Struct offsets come from BTF ([`btf`]), tracepoint field offsets from
-//! tracefs ([`tracefs`], mounted when missing); neither is hard-coded.
+//! Struct offsets (tasks, files, sockets) come from BTF ([`btf`]), the exec
+//! tracepoint's field offset from tracefs ([`tracefs`], mounted when
+//! missing); neither is hard-coded.
 
 pub mod btf;
 pub use tokenwatch_core::event;
@@ -71,18 +72,24 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[cfg(tokenwatch_no_ebpf)]
 static EBPF_OBJECT: &[u8] = &[];
 
-/// Tracepoint programs and where they attach, lineage first, so a
-/// reader's exec is seen before its reads.
-const TRACEPOINTS: [(&str, &str, &str); 3] = [
+/// Tracepoint programs and where they attach, lineage first (attached
+/// before the raw tracepoints), so a reader's exec is seen before its reads.
+const TRACEPOINTS: [(&str, &str, &str); 2] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
 ];
 
-/// Raw tracepoint programs: every syscall's exit, for token opens, reads
-/// and closes (see `monitor-ebpf/src/files.rs` for why not `syscalls:*`).
-/// Attached only in the syscall path-match mode.
-const RAW_TRACEPOINTS: [(&str, &str); 1] = [("sys_exit", "sys_exit")];
+/// Raw tracepoint programs (program, category for messages, tracepoint):
+/// every TCP state change, for connects to API-server endpoints (a raw
+/// tracepoint, so that the kernel builds no record for the state changes
+/// the program drops at once; see `monitor-ebpf/src/net.rs`).
+const RAW_TRACEPOINTS: [(&str, &str, &str); 1] =
+    [("inet_sock_set_state", "sock", "inet_sock_set_state")];
+
+/// Raw tracepoint programs of the syscall path-match mode: every syscall's
+/// exit, for token opens, reads and closes (see `monitor-ebpf/src/files.rs`
+/// for why not `syscalls:*`).
+const SYSCALL_RAW_TRACEPOINTS: [(&str, &str, &str); 1] = [("sys_exit", "raw_syscalls", "sys_exit")];
 
 /// Errors loading, attaching or driving the sensor.
 #[derive(Debug, thiserror::Error)]
@@ -556,6 +563,7 @@ impl Sensor {
         let kernel_offsets = btf
             .kernel_offsets()
             .map_err(SensorError::ReadKernelOffsets)?;
+        let sock_offsets = btf.sock_offsets().map_err(SensorError::ReadKernelOffsets)?;
         let syscall_abi = btf.syscall_abi().map_err(SensorError::ReadKernelOffsets)?;
         let tracefs_root = tracefs::ensure_mounted().map_err(SensorError::ReadTracepoints)?;
         let tp_offsets =
@@ -570,6 +578,7 @@ impl Sensor {
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &kernel_offsets, true)
             .override_global("TP_OFFSETS", &tp_offsets, true)
+            .override_global("SOCK_OFFSETS", &sock_offsets, true)
             .override_global("SYSCALL_ABI", &syscall_abi, true)
             .override_global("SELF_TGID", &self_tgid, true)
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
@@ -620,12 +629,13 @@ impl Sensor {
                 }
             })?;
         }
-        let raw_tracepoints: &[(&'static str, &'static str)] = if config.syscall_path_match {
-            &RAW_TRACEPOINTS
-        } else {
-            &[]
-        };
-        for &(name, tracepoint) in raw_tracepoints {
+        let syscall_raw_tracepoints: &[(&'static str, &'static str, &'static str)] =
+            if config.syscall_path_match {
+                &SYSCALL_RAW_TRACEPOINTS
+            } else {
+                &[]
+            };
+        for &(name, category, tracepoint) in RAW_TRACEPOINTS.iter().chain(syscall_raw_tracepoints) {
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(SensorError::FindProgram(name))?
@@ -637,7 +647,7 @@ impl Sensor {
             program
                 .attach(tracepoint)
                 .map_err(|source| SensorError::AttachTracepoint {
-                    category: "raw_syscalls",
+                    category,
                     tracepoint,
                     source,
                 })?;
@@ -646,7 +656,7 @@ impl Sensor {
             fanotify::spawn_reader(Arc::clone(&group), config.access_queue, self_tgid)
                 .map_err(SensorError::SetUpFanotify)?;
         tracing::info!(
-            programs = TRACEPOINTS.len() + raw_tracepoints.len(),
+            programs = TRACEPOINTS.len() + RAW_TRACEPOINTS.len() + syscall_raw_tracepoints.len(),
             syscall_path_match = config.syscall_path_match,
             pidfd = group.features().pidfd,
             "sensor attached"

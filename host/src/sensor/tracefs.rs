@@ -160,20 +160,7 @@ impl Formats<'_> {
 /// The first tracepoint or field the kernel lacks.
 pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets, TracefsError> {
     let f = Formats { root };
-    let sock = "sock";
-    let set_state = "inet_sock_set_state";
     Ok(TracepointOffsets {
-        sk_skaddr: f.field(sock, set_state, "skaddr")?,
-        sk_oldstate: f.field(sock, set_state, "oldstate")?,
-        sk_newstate: f.field(sock, set_state, "newstate")?,
-        sk_sport: f.field(sock, set_state, "sport")?,
-        sk_dport: f.field(sock, set_state, "dport")?,
-        sk_family: f.field(sock, set_state, "family")?,
-        sk_protocol: f.field(sock, set_state, "protocol")?,
-        sk_saddr: f.field(sock, set_state, "saddr")?,
-        sk_daddr: f.field(sock, set_state, "daddr")?,
-        sk_saddr_v6: f.field(sock, set_state, "saddr_v6")?,
-        sk_daddr_v6: f.field(sock, set_state, "daddr_v6")?,
         exec_filename: f.field("sched", "sched_process_exec", "filename")?,
     })
 }
