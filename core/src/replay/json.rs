@@ -208,47 +208,80 @@ impl<'a> Scanner<'a> {
         mut field: impl FnMut(&mut Self, &str) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
         match self.peek() {
-            Some(b'{') => self.pos += 1,
+            Some(b'{') => {}
             Some(_) => return Err(self.error(format!("expected an object ({what})"))),
             None => return Err(self.eof("a value")),
         }
-        match self.peek() {
-            Some(b'}') => {
-                self.pos += 1;
-                return Ok(());
-            }
-            Some(b'"') => {}
-            Some(_) => return Err(self.error("key must be a string")),
-            None => return Err(self.eof("an object")),
+        if !self.open_object()? {
+            return Ok(());
         }
         loop {
             let key = self.string_text()?;
-            match self.peek() {
-                Some(b':') => self.pos += 1,
-                Some(_) => return Err(self.error("expected `:`")),
-                None => return Err(self.eof("an object")),
-            }
+            self.colon()?;
             if self.peek().is_none() {
                 return Err(self.eof("a value"));
             }
             field(self, &key)?;
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    match self.peek() {
-                        Some(b'"') => {}
-                        Some(b'}') => return Err(self.error("trailing comma")),
-                        Some(_) => return Err(self.error("key must be a string")),
-                        None => return Err(self.eof("an object")),
-                    }
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(_) => return Err(self.error("expected `,` or `}`")),
-                None => return Err(self.eof("an object")),
+            if !self.more(b'}')? {
+                return Ok(());
             }
+        }
+    }
+
+    /// Consumes the `{` at the cursor: true when a member follows (the
+    /// cursor is then on its key), false for `{}` (consumed).
+    #[inline(always)]
+    fn open_object(&mut self) -> Result<bool, ScanError> {
+        self.pos += 1;
+        match self.peek() {
+            Some(b'}') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(b'"') => Ok(true),
+            Some(_) => Err(self.error("key must be a string")),
+            None => Err(self.eof("an object")),
+        }
+    }
+
+    /// The `:` after a member's key, consumed.
+    #[inline(always)]
+    fn colon(&mut self) -> Result<(), ScanError> {
+        match self.peek() {
+            Some(b':') => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(_) => Err(self.error("expected `:`")),
+            None => Err(self.eof("an object")),
+        }
+    }
+
+    /// After a member (`close` is `}`) or an element (`close` is `]`):
+    /// consumes the `,` that says another follows (true; for a member the
+    /// cursor is then on its key) or `close` (false).
+    #[inline(always)]
+    fn more(&mut self, close: u8) -> Result<bool, ScanError> {
+        let in_object = close == b'}';
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                match self.peek() {
+                    Some(c) if c == close => Err(self.error("trailing comma")),
+                    Some(b'"') => Ok(true),
+                    Some(_) if in_object => Err(self.error("key must be a string")),
+                    None if in_object => Err(self.eof("an object")),
+                    _ => Ok(true),
+                }
+            }
+            Some(c) if c == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(_) if in_object => Err(self.error("expected `,` or `}`")),
+            Some(_) => Err(self.error("expected `,` or `]`")),
+            None if in_object => Err(self.eof("an object")),
+            None => Err(self.eof("a list")),
         }
     }
 
@@ -277,19 +310,8 @@ impl<'a> Scanner<'a> {
                 return Err(self.eof("a list"));
             }
             element(self)?;
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    if self.peek() == Some(b']') {
-                        return Err(self.error("trailing comma"));
-                    }
-                }
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(_) => return Err(self.error("expected `,` or `]`")),
-                None => return Err(self.eof("a list")),
+            if !self.more(b']')? {
+                return Ok(());
             }
         }
     }
@@ -373,7 +395,6 @@ impl<'a> Scanner<'a> {
                             "control character (\\u0000-\\u001F) found while parsing a string",
                         ));
                     }
-                    Some(_) if bytes.len() - pos >= 8 => break,
                     Some(_) => pos += 1,
                 }
             }
@@ -560,16 +581,10 @@ impl<'a> Scanner<'a> {
                     self.string_span()?;
                 }
                 Some(b'{') => {
-                    self.pos += 1;
-                    match self.peek() {
-                        Some(b'}') => self.pos += 1,
-                        Some(b'"') => {
-                            open.push(true);
-                            self.member_key()?;
-                            continue;
-                        }
-                        Some(_) => return Err(self.error("key must be a string")),
-                        None => return Err(self.eof("an object")),
+                    if self.open_object()? {
+                        open.push(true);
+                        self.member_key()?;
+                        continue;
                     }
                 }
                 Some(b'[') => {
@@ -595,33 +610,13 @@ impl<'a> Scanner<'a> {
                 let Some(&in_object) = open.last() else {
                     return Ok(self.text.get(start..self.pos).unwrap_or_default());
                 };
-                match (self.peek(), in_object) {
-                    (Some(b','), true) => {
-                        self.pos += 1;
-                        match self.peek() {
-                            Some(b'"') => self.member_key()?,
-                            Some(b'}') => return Err(self.error("trailing comma")),
-                            Some(_) => return Err(self.error("key must be a string")),
-                            None => return Err(self.eof("an object")),
-                        }
-                        break;
+                if self.more(if in_object { b'}' } else { b']' })? {
+                    if in_object {
+                        self.member_key()?;
                     }
-                    (Some(b','), false) => {
-                        self.pos += 1;
-                        if self.peek() == Some(b']') {
-                            return Err(self.error("trailing comma"));
-                        }
-                        break;
-                    }
-                    (Some(b'}'), true) | (Some(b']'), false) => {
-                        self.pos += 1;
-                        open.pop();
-                    }
-                    (Some(_), true) => return Err(self.error("expected `,` or `}`")),
-                    (Some(_), false) => return Err(self.error("expected `,` or `]`")),
-                    (None, true) => return Err(self.eof("an object")),
-                    (None, false) => return Err(self.eof("a list")),
+                    break;
                 }
+                open.pop();
             }
         }
     }
@@ -629,14 +624,7 @@ impl<'a> Scanner<'a> {
     /// A member's key and its `:` (the cursor is on the key's quote).
     fn member_key(&mut self) -> Result<(), ScanError> {
         self.string_span()?;
-        match self.peek() {
-            Some(b':') => {
-                self.pos += 1;
-                Ok(())
-            }
-            Some(_) => Err(self.error("expected `:`")),
-            None => Err(self.eof("an object")),
-        }
+        self.colon()
     }
 }
 

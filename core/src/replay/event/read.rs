@@ -186,6 +186,20 @@ fn metadata<'a>(s: &mut Scanner<'a>) -> Result<EventMetadata<'a>, ScanError> {
     Ok(meta)
 }
 
+/// Reads one document with `read` when it is UTF-8 (checked once here).
+/// Otherwise serde_json reads it with the derive, as before the reader:
+/// it accepts bad bytes in the members it skips and reports them in the
+/// ones it reads.
+pub(super) fn document<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    read: impl FnOnce(&'a str) -> Result<T, ScanError>,
+) -> Result<T, ScanError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => read(text),
+        Err(_) => serde_json::from_slice(bytes).map_err(|e| ScanError::from_serde(&e)),
+    }
+}
+
 /// Reads one event: the whole document, nothing after it.
 pub(super) fn event(input: &str) -> Result<AuditEvent<'_>, ScanError> {
     let mut s = Scanner::new(input);
