@@ -1,7 +1,7 @@
 //! [`AuditEvent`] read by hand with the [`Scanner`]: the same result as
 //! the serde derive ([`AuditEvent::parse_reference`]) for every input
 //! that one accepts as an object (the `audit_event` fuzz target checks
-//! both ways), about 1.5 times as fast per event (`cargo bench -p
+//! both ways), 1.2 to 1.6 times as fast per event (`cargo bench -p
 //! tokenwatch-core --bench event_parse`).
 //!
 //! As with the derive: members are matched by their decoded names, unknown
