@@ -8,6 +8,7 @@
 //! (the record and chain model) -> [`replay`] (trails and audit logs
 //! against snapshots). [`error`] formats error chains for everyone.
 
+pub mod bytes;
 pub mod correlate;
 pub mod error;
 pub mod event;

@@ -2,7 +2,8 @@
 //! replayed as an audit log (records, events, attributes, decisions,
 //! token timelines, stolen-token signals, minting, default detections,
 //! subject summaries, role suggestions and all three renderings). Any input
-//! must give a report (bad records located), never a panic.
+//! must give a report (bad records located), never a panic; every listed
+//! event's hand-written JSON line is the one serde writes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -25,7 +26,15 @@ fuzz_target!(|data: &[u8]| {
         ..Options::default()
     };
     let mut events = EventList::new(50);
-    let Ok(report) = replay(&options, &mut policy, &mut |e| events.push(e)) else {
+    let (mut by_hand, mut by_serde) = (Vec::new(), Vec::new());
+    let Ok(report) = replay(&options, &mut policy, &mut |e| {
+        by_hand.clear();
+        by_serde.clear();
+        report::write_event_line(&mut by_hand, e).expect("a Vec takes every write");
+        report::write_json_line(&mut by_serde, "event", e).expect("a Vec takes every write");
+        assert_eq!(by_hand, by_serde);
+        events.push(e);
+    }) else {
         return;
     };
     let mut sink = Vec::new();

@@ -34,6 +34,8 @@
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
+use crate::bytes::{Name, same_str};
+
 use serde::{Deserialize, Serialize};
 
 use super::model::{
@@ -130,25 +132,24 @@ impl UserInfo {
 #[must_use]
 pub fn split_service_account_user(user: &str) -> Option<(&str, &str)> {
     let rest = user.strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)?;
-    let (ns, name) = rest.split_once(':')?;
-    if name.contains(':') || !is_dns_label(ns) || !is_dns_subdomain(name) {
-        return None;
-    }
-    Some((ns, name))
+    let colon = rest.bytes().position(|b| b == b':')?;
+    let (ns, name) = (rest.get(..colon)?, rest.get(colon + 1..)?);
+    // A DNS subdomain holds no `:`, so `NS:NAME:MORE` is refused here.
+    (is_dns_label(ns.as_bytes()) && is_dns_subdomain(name)).then_some((ns, name))
 }
 
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+fn is_dns_label(b: &[u8]) -> bool {
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    match (b.first(), b.last()) {
+        (Some(first), Some(last)) => {
+            b.len() <= 63 && alnum(first) && alnum(last) && b.iter().all(|c| alnum(c) || *c == b'-')
+        }
+        _ => false,
+    }
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
+    s.len() <= 253 && s.as_bytes().split(|&b| b == b'.').all(is_dns_label)
 }
 
 /// The attributes of one request (`authorizer.Attributes`), borrowed.
@@ -284,13 +285,15 @@ impl From<Attributes<'_>> for OwnedAttributes {
 /// `VerbMatches`.
 #[must_use]
 pub fn verb_matches(rule: &PolicyRule, verb: &str) -> bool {
-    rule.verbs.iter().any(|v| v == ALL || v == verb)
+    rule.verbs.iter().any(|v| v == ALL || same_str(v, verb))
 }
 
 /// `APIGroupMatches`.
 #[must_use]
 pub fn api_group_matches(rule: &PolicyRule, group: &str) -> bool {
-    rule.api_groups.iter().any(|g| g == ALL || g == group)
+    rule.api_groups
+        .iter()
+        .any(|g| g == ALL || same_str(g, group))
 }
 
 /// `ResourceMatches`: `combined` is `resource` or `resource/subresource`.
@@ -301,7 +304,7 @@ pub fn resource_matches(rule: &PolicyRule, resource: &str, subresource: &str) ->
             return true;
         }
         if subresource.is_empty() {
-            return r == resource;
+            return same_str(r, resource);
         }
         // `resource/subresource` without building the string.
         if r.len() == resource.len() + 1 + subresource.len()
@@ -318,7 +321,7 @@ pub fn resource_matches(rule: &PolicyRule, resource: &str, subresource: &str) ->
 /// `ResourceNameMatches`.
 #[must_use]
 pub fn resource_name_matches(rule: &PolicyRule, name: &str) -> bool {
-    rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| n == name)
+    rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| same_str(n, name))
 }
 
 /// `NonResourceURLMatches`.
@@ -347,8 +350,8 @@ pub fn rule_allows(attrs: &Attributes<'_>, rule: &PolicyRule) -> bool {
 #[must_use]
 pub fn subject_applies(user: &UserInfo, subject: &Subject, namespace: &str) -> bool {
     match subject.kind.as_str() {
-        KIND_USER => user.name == subject.name,
-        KIND_GROUP => user.groups.contains(&subject.name),
+        KIND_USER => same_str(&user.name, &subject.name),
+        KIND_GROUP => user.groups.iter().any(|g| same_str(g, &subject.name)),
         KIND_SERVICE_ACCOUNT => {
             let ns = if subject.namespace.is_empty() {
                 namespace
@@ -361,7 +364,7 @@ pub fn subject_applies(user: &UserInfo, subject: &Subject, namespace: &str) -> b
                     .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)
                     .and_then(|r| r.strip_prefix(ns))
                     .and_then(|r| r.strip_prefix(':'))
-                    .is_some_and(|n| n == subject.name)
+                    .is_some_and(|n| same_str(n, &subject.name))
         }
         _ => false,
     }
@@ -523,18 +526,18 @@ pub fn describe_binding(f: &mut dyn fmt::Write, b: &Binding, subject: &Subject) 
 fn collect_errors<'s>(snapshot: &'s Snapshot, user: &UserInfo, namespace: &str) -> Vec<&'s str> {
     let mut ids: Vec<BindingId> = Vec::new();
     let mut gather = |index: &SubjectIndex| {
-        if let Some(list) = index.users.get(user.name.as_str()) {
+        if let Some(list) = index.users.get(&Name(&user.name)) {
             ids.extend(list);
         }
         for g in &user.groups {
-            if let Some(list) = index.groups.get(g.as_str()) {
+            if let Some(list) = index.groups.get(&Name(g)) {
                 ids.extend(list);
             }
         }
     };
     gather(&snapshot.cluster_index);
     if !namespace.is_empty()
-        && let Some(index) = snapshot.namespace_index.get(namespace)
+        && let Some(index) = snapshot.namespace_index.get(&Name(namespace))
     {
         gather(index);
     }
@@ -590,7 +593,7 @@ pub fn decide<'r>(
     );
     if best.is_none()
         && !attrs.namespace.is_empty()
-        && let Some(index) = snapshot.namespace_index.get(attrs.namespace)
+        && let Some(index) = snapshot.namespace_index.get(&Name(attrs.namespace))
     {
         scan(snapshot, index, attrs, user, &mut best, &mut had_errors);
     }
@@ -638,11 +641,11 @@ fn scan(
             }
         }
     };
-    if let Some(list) = index.users.get(user.name.as_str()) {
+    if let Some(list) = index.users.get(&Name(&user.name)) {
         walk(list);
     }
     for g in &user.groups {
-        if let Some(list) = index.groups.get(g.as_str()) {
+        if let Some(list) = index.groups.get(&Name(g)) {
             walk(list);
         }
     }
@@ -678,5 +681,54 @@ impl fmt::Display for GoQuoted<'_> {
             }
         }
         f.write_char('"')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_service_account_user as split;
+
+    /// `serviceaccount.SplitUsername`: a DNS-label namespace and a
+    /// DNS-subdomain name, nothing else.
+    #[test]
+    fn service_account_user_names() {
+        assert_eq!(
+            split("system:serviceaccount:ns-41:sa-5"),
+            Some(("ns-41", "sa-5"))
+        );
+        assert_eq!(
+            split("system:serviceaccount:kube-system:a.b-c.d0"),
+            Some(("kube-system", "a.b-c.d0"))
+        );
+        let label = "a".repeat(63);
+        let long = format!("system:serviceaccount:{label}:{label}");
+        assert_eq!(split(&long), Some((label.as_str(), label.as_str())));
+        let subdomain = [label.as_str(); 4].join(".");
+        assert_eq!(subdomain.len(), 255);
+        for bad in [
+            "",
+            "system:serviceaccount:",
+            "system:serviceaccount:ns",
+            "system:serviceaccount::sa",
+            "system:serviceaccount:ns:",
+            "system:serviceaccount:ns:sa:extra",
+            "system:serviceaccount:NS:sa",
+            "system:serviceaccount:ns:Sa",
+            "system:serviceaccount:-ns:sa",
+            "system:serviceaccount:ns-:sa",
+            "system:serviceaccount:ns:sa-",
+            "system:serviceaccount:ns:a..b",
+            "system:serviceaccount:ns:.a",
+            "system:serviceaccount:n.s:sa",
+            "system:serviceaccount:ns:é",
+            "system:serviceaccount:é:sa",
+            "system:serviceaccounts:ns:sa",
+            "user@example.com",
+            &format!("system:serviceaccount:{label}a:sa"),
+            &format!("system:serviceaccount:ns:{label}a"),
+            &format!("system:serviceaccount:ns:{subdomain}"),
+        ] {
+            assert_eq!(split(bad), None, "{bad:?}");
+        }
     }
 }

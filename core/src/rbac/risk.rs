@@ -21,6 +21,7 @@ use super::authorizer::{
 };
 use super::model::{ALL, KIND_SERVICE_ACCOUNT, PolicyRule, Subject};
 use super::snapshot::{BindingEntry, BindingId, Snapshot, SubjectIndex};
+use crate::bytes::Name;
 
 /// A dangerous permission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -287,11 +288,11 @@ fn findings_for_binding(
 pub fn assess(snapshot: &Snapshot, user: &UserInfo) -> Vec<RiskFinding> {
     let mut ids: Vec<BindingId> = Vec::new();
     let mut gather = |index: &SubjectIndex| {
-        if let Some(list) = index.users.get(user.name.as_str()) {
+        if let Some(list) = index.users.get(&Name(&user.name)) {
             ids.extend(list);
         }
         for g in &user.groups {
-            if let Some(list) = index.groups.get(g.as_str()) {
+            if let Some(list) = index.groups.get(&Name(g)) {
                 ids.extend(list);
             }
         }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::authorizer::{UserInfo, first_applying_subject};
 use super::model::{Binding, PolicyRule};
 use super::snapshot::{BindingId, RoleResolution, Snapshot, SubjectIndex};
+use crate::bytes::Name;
 
 /// One rule and where it comes from.
 #[derive(Debug, Clone, Serialize)]
@@ -45,18 +46,18 @@ pub struct RulesFor<'s> {
 pub fn applying_bindings(snapshot: &Snapshot, user: &UserInfo, namespace: &str) -> Vec<BindingId> {
     let mut ids = Vec::new();
     let mut gather = |index: &SubjectIndex| {
-        if let Some(list) = index.users.get(user.name.as_str()) {
+        if let Some(list) = index.users.get(&Name(&user.name)) {
             ids.extend(list);
         }
         for g in &user.groups {
-            if let Some(list) = index.groups.get(g.as_str()) {
+            if let Some(list) = index.groups.get(&Name(g)) {
                 ids.extend(list);
             }
         }
     };
     gather(&snapshot.cluster_index);
     if !namespace.is_empty()
-        && let Some(index) = snapshot.namespace_index.get(namespace)
+        && let Some(index) = snapshot.namespace_index.get(&Name(namespace))
     {
         gather(index);
     }

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use crate::bytes::NameMap;
+
 use super::aggregate::{AggregationOutcome, aggregate};
 use super::model::{
     Binding, KIND_CLUSTER_ROLE, KIND_GROUP, KIND_ROLE, KIND_USER, PolicyRule, RbacObjects, Role,
@@ -134,9 +136,9 @@ pub struct BindingEntry {
 pub(crate) struct SubjectIndex {
     /// Ids of bindings with a `User` subject of this name, or a
     /// `ServiceAccount` subject whose user name this is; ascending.
-    pub(crate) users: FxHashMap<Box<str>, Vec<BindingId>>,
+    pub(crate) users: NameMap<Box<str>, Vec<BindingId>>,
     /// Ids of bindings with a `Group` subject of this name; ascending.
-    pub(crate) groups: FxHashMap<Box<str>, Vec<BindingId>>,
+    pub(crate) groups: NameMap<Box<str>, Vec<BindingId>>,
 }
 
 impl SubjectIndex {
@@ -172,7 +174,7 @@ pub struct Snapshot {
     role_filters: Vec<Box<[RuleFilter]>>,
     roles_by_key: FxHashMap<(Box<str>, Box<str>), usize>,
     pub(crate) cluster_index: SubjectIndex,
-    pub(crate) namespace_index: FxHashMap<Box<str>, SubjectIndex>,
+    pub(crate) namespace_index: NameMap<Box<str>, SubjectIndex>,
     /// Range of binding ids per namespace.
     namespace_ranges: BTreeMap<String, (BindingId, BindingId)>,
 }
@@ -248,7 +250,7 @@ impl Snapshot {
             });
         }
         let cluster_binding_count = bindings.len();
-        let mut namespace_index: FxHashMap<Box<str>, SubjectIndex> = FxHashMap::default();
+        let mut namespace_index: NameMap<Box<str>, SubjectIndex> = NameMap::default();
         let mut namespace_ranges: BTreeMap<String, (BindingId, BindingId)> = BTreeMap::new();
         for b in &namespaced {
             let id = to_id(bindings.len());

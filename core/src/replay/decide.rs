@@ -49,6 +49,17 @@ pub enum DriftDirection {
     DeniedLiveAllowedSnapshot,
 }
 
+impl DriftDirection {
+    /// The name the JSON report uses (serde's kebab-case).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllowedLiveDeniedSnapshot => "allowed-live-denied-snapshot",
+            Self::DeniedLiveAllowedSnapshot => "denied-live-allowed-snapshot",
+        }
+    }
+}
+
 /// The result of comparing one event's decisions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]

@@ -80,9 +80,12 @@ fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
     (line, column)
 }
 
+#[cfg(any(test, not(target_arch = "x86_64")))]
 const ONES: u64 = 0x0101_0101_0101_0101;
+#[cfg(any(test, not(target_arch = "x86_64")))]
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
+#[cfg(any(test, not(target_arch = "x86_64")))]
 /// Bit 7 of the lowest byte of `word` that is `"`, `\` or below 0x20 is
 /// set (higher bits may be set spuriously; only the lowest one counts).
 #[inline(always)]
@@ -94,6 +97,114 @@ fn string_stops(word: u64) -> u64 {
     let control = word.wrapping_sub(ONES * 0x20) & !word;
     (zero_quote | zero_backslash | control) & HIGHS
 }
+
+/// The index of the first `"`, `\` or control byte among the 16 at
+/// `chunk`, if any: SSE2 (every x86_64 has it) compares all 16 at once;
+/// elsewhere two words go through [`string_stops`].
+#[inline(always)]
+fn first_stop16(chunk: &[u8; 16]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+            _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is part of every x86_64 target (these intrinsics
+        // need nothing else), and `chunk` is 16 readable bytes, which
+        // `loadu` reads with no alignment required.
+        let mask = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"'.cast_signed()));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\'.cast_signed()));
+            // Unsigned `b <= 0x1f`: the maximum with 0x1f is 0x1f.
+            let limit = _mm_set1_epi8(0x1f);
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
+        };
+        (mask != 0).then(|| mask.trailing_zeros() as usize)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        first_stop16_words(chunk)
+    }
+}
+
+/// [`first_stop16`] a word at a time (SWAR), for other architectures.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+#[inline(always)]
+fn first_stop16_words(chunk: &[u8; 16]) -> Option<usize> {
+    let (low, high) = chunk.split_at(8);
+    [low, high].iter().enumerate().find_map(|(i, half)| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(half);
+        let stops = string_stops(u64::from_le_bytes(word));
+        (stops != 0).then(|| i * 8 + (stops.trailing_zeros() / 8) as usize)
+    })
+}
+
+/// The position of the first `"`, `\` or control byte at or after `pos`
+/// (16 bytes at a time), or the start of the last 15 bytes, whichever
+/// comes first; the caller checks the bytes from there one by one.
+#[inline(always)]
+fn next_stop(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = bytes.get(pos..pos + 16) {
+        let chunk: &[u8; 16] = chunk.try_into().unwrap_or(&[b'"'; 16]);
+        if let Some(i) = first_stop16(chunk) {
+            return pos + i;
+        }
+        pos += 16;
+    }
+    pos
+}
+
+/// Appends `s` to `out` as a JSON string, quotes included, escaped exactly
+/// as serde_json escapes it (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other
+/// control bytes as `\u00xx`; everything else as it is), so a hand-written
+/// record line is byte-identical to serde's. Runs without a byte to escape
+/// are found 16 bytes at a time and copied whole.
+pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut run = 0;
+    let mut pos = 0;
+    loop {
+        pos = next_stop(bytes, pos);
+        // The tail, or the byte the chunk stopped at.
+        let Some(&b) = bytes.get(pos) else {
+            break;
+        };
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
+            _ => {
+                pos += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[run..pos]);
+        out.extend_from_slice(escape);
+        pos += 1;
+        run = pos;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A cursor over one JSON document.
 pub struct Scanner<'a> {
@@ -321,8 +432,42 @@ impl<'a> Scanner<'a> {
     /// # Errors
     /// Not a string, or a malformed one (control character, bad escape,
     /// a lone surrogate in a `\u` escape, no closing quote).
-    #[inline]
+    #[inline(always)]
     pub fn string_text(&mut self) -> Result<Cow<'a, str>, ScanError> {
+        match self.plain_string() {
+            Some(text) => Ok(Cow::Borrowed(text)),
+            None => self.string_text_slow(),
+        }
+    }
+
+    /// The common string, read inline: no escape, no control byte, and
+    /// 15 bytes or more of input after its closing quote. `None` (and the
+    /// cursor untouched) for anything else, which the slow path reads.
+    #[inline(always)]
+    fn plain_string(&mut self) -> Option<&'a str> {
+        let bytes = self.bytes();
+        if bytes.get(self.pos) != Some(&b'"') {
+            return None;
+        }
+        let mut pos = self.pos + 1;
+        loop {
+            let chunk: &[u8; 16] = bytes.get(pos..pos + 16)?.try_into().ok()?;
+            if let Some(i) = first_stop16(chunk) {
+                pos += i;
+                break;
+            }
+            pos += 16;
+        }
+        if bytes.get(pos) != Some(&b'"') {
+            return None;
+        }
+        let text = self.text.get(self.pos + 1..pos)?;
+        self.pos = pos + 1;
+        Some(text)
+    }
+
+    #[inline(never)]
+    fn string_text_slow(&mut self) -> Result<Cow<'a, str>, ScanError> {
         let (start, end, escaped) = self.string_span()?;
         let inner = self
             .text
@@ -361,18 +506,9 @@ impl<'a> Scanner<'a> {
         let mut pos = start + 1;
         let mut escaped = false;
         loop {
-            // 8 bytes at a time to the next `"`, `\` or control byte.
-            while let Some(chunk) = bytes.get(pos..pos + 8) {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                let stops = string_stops(u64::from_le_bytes(word));
-                if stops != 0 {
-                    pos += (stops.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                pos += 8;
-            }
-            // The tail, or the stop byte the word found.
+            // 16 bytes at a time to the next `"`, `\` or control byte.
+            pos = next_stop(bytes, pos);
+            // The tail, or the stop byte the chunk found.
             loop {
                 match bytes.get(pos) {
                     None => {
@@ -696,11 +832,11 @@ mod tests {
 
     #[test]
     fn finds_every_stop_byte_in_a_word() {
-        // Each stop at each offset of a 16-byte string, so both the word
-        // loop and the tail see it.
-        for at in 0..16 {
+        // Each stop at each offset of strings of 16 and 40 bytes, so the
+        // inline path, the 16-byte loop and the tail all see it.
+        for (len, at) in (0..16).map(|at| (16, at)).chain((0..40).map(|at| (40, at))) {
             for stop in [b'"', b'\\', 0x1f, 0x00] {
-                let mut body = vec![b'a'; 16];
+                let mut body = vec![b'a'; len];
                 if let Some(b) = body.get_mut(at) {
                     *b = stop;
                 }
@@ -714,6 +850,39 @@ mod tests {
                 match stop {
                     b'"' => assert_eq!(ours.unwrap(), at + 2, "{text:?}"),
                     _ => assert_eq!(ours.is_ok(), theirs.is_ok(), "{text:?}"),
+                }
+                // Decoded, with room after it for the inline path.
+                let padded = format!("{text}{}", " ".repeat(20));
+                let decoded = Scanner::new(&padded).string_text().map(Cow::into_owned);
+                match stop {
+                    b'"' => assert_eq!(decoded.unwrap(), "a".repeat(at), "{padded:?}"),
+                    _ => assert_eq!(
+                        decoded.ok(),
+                        serde_json::from_str::<String>(&padded).ok(),
+                        "{padded:?}"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Both ways of finding a stop byte in 16 agree with a byte-by-byte
+    /// search, for every byte value at every offset, behind every filler.
+    #[test]
+    fn stop_bytes_found_sixteen_at_a_time() {
+        let is_stop = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+        for filler in [b'a', 0x20, 0x7f, 0x80, 0xff] {
+            for at in 0..16 {
+                for b in 0..=255u8 {
+                    let mut chunk = [filler; 16];
+                    chunk[at] = b;
+                    let want = chunk.iter().position(|&c| is_stop(c));
+                    assert_eq!(first_stop16(&chunk), want, "{b:#x} at {at} in {filler:#x}");
+                    assert_eq!(
+                        first_stop16_words(&chunk),
+                        want,
+                        "{b:#x} at {at} in {filler:#x}"
+                    );
                 }
             }
         }

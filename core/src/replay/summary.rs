@@ -12,10 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap;
-
 use serde::Serialize;
 
+use crate::bytes::{Name, NameMap};
 use crate::rbac::model::{ALL, PolicyRule};
 use crate::rbac::risk::{self, Check};
 use crate::rbac::{Attributes, Snapshot, UserInfo};
@@ -114,7 +113,7 @@ pub struct SubjectSummary {
     pub by_verb_resource: BTreeMap<String, u64>,
     /// The same while counting (hashed; sorted into `by_verb_resource` at the end).
     #[serde(skip)]
-    counts: FxHashMap<String, u64>,
+    counts: NameMap<String, u64>,
     /// Dangerous permissions used, per check.
     pub used: BTreeMap<&'static str, u64>,
     /// Dangerous permissions held (snapshot of the last call).
@@ -163,7 +162,7 @@ pub struct SubjectCall<'e> {
 /// All subjects.
 #[derive(Debug, Default)]
 pub struct Subjects {
-    map: FxHashMap<String, SubjectSummary>,
+    map: NameMap<String, SubjectSummary>,
     /// Keep each ServiceAccount's distinct allowed calls (for role suggestions).
     pub collect_calls: bool,
     /// Reused to build count keys without allocating.
@@ -189,7 +188,7 @@ impl Subjects {
         call: &SubjectCall<'_>,
         allowing_rule: Option<&PolicyRule>,
     ) {
-        let s = if let Some(s) = self.map.get_mut(user.name.as_str()) {
+        let s = if let Some(s) = self.map.get_mut(&Name(&user.name)) {
             s
         } else {
             self.map
@@ -204,7 +203,7 @@ impl Subjects {
                     first: call.time.to_owned(),
                     last: String::new(),
                     by_verb_resource: BTreeMap::new(),
-                    counts: FxHashMap::default(),
+                    counts: NameMap::default(),
                     used: BTreeMap::new(),
                     held: Vec::new(),
                     hints: Vec::new(),
@@ -237,7 +236,7 @@ impl Subjects {
                 key.push('/');
                 key.push_str(a.subresource);
             }
-            if let Some(n) = s.counts.get_mut(key.as_str()) {
+            if let Some(n) = s.counts.get_mut(&Name(key)) {
                 *n += 1;
             } else if s.counts.len() < MAX_VERB_RESOURCES {
                 s.counts.insert(key.clone(), 1);

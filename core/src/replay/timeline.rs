@@ -24,12 +24,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash as _, Hasher as _};
 
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashSet, FxHasher};
 
 use serde::Serialize;
 
 use super::input::{Location, Problems};
 use super::time::{format_nanos, parse_nanos};
+use crate::bytes::{Name, NameMap};
 use crate::correlate::{EntryKind, FindingKind, PodRef, TrailEntry};
 
 /// Forbidden calls from which a token counts as probing its permissions.
@@ -194,7 +195,7 @@ pub struct TokenTimeline {
     denied_targets: Vec<String>,
     /// Calls per connection address while counting, with the first call's time.
     #[serde(skip)]
-    ip_counts: FxHashMap<String, (u64, String)>,
+    ip_counts: NameMap<String, (u64, String)>,
     /// Who minted it (from the audit log).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub minted: Option<Minting>,
@@ -240,7 +241,7 @@ impl TokenTimeline {
             after_flag_calls: 0,
             denied_seen: FxHashSet::default(),
             denied_targets: Vec::new(),
-            ip_counts: FxHashMap::default(),
+            ip_counts: NameMap::default(),
             minted: None,
             claimed_new: Vec::new(),
             seen_ips: FxHashSet::default(),
@@ -362,7 +363,7 @@ const MAX_TOKEN_IPS: usize = 256;
 #[derive(Debug, Default)]
 pub struct TokenIndex {
     tokens: Vec<TokenTimeline>,
-    by_jti: FxHashMap<String, usize>,
+    by_jti: NameMap<String, usize>,
     by_fingerprint: HashMap<String, usize>,
     /// (subject, `uid:<uid>` or `name:<ns>/<name>`) -> tokens without JTI.
     by_subject_pod: HashMap<(String, String), Vec<usize>>,
@@ -631,7 +632,7 @@ impl TokenIndex {
     /// The token of `jti`, given an audit-only timeline when new (within
     /// the cap).
     fn audit_only_token(&mut self, jti: &str) -> Option<usize> {
-        if let Some(&i) = self.by_jti.get(jti) {
+        if let Some(&i) = self.by_jti.get(&Name(jti)) {
             return Some(i);
         }
         if self.audit_only >= MAX_AUDIT_ONLY_TOKENS {
@@ -726,7 +727,7 @@ impl TokenIndex {
         }
         t.calls_total += 1;
         if let Some(ip) = call.source_ip {
-            if let Some((n, _)) = t.ip_counts.get_mut(ip) {
+            if let Some((n, _)) = t.ip_counts.get_mut(&Name(ip)) {
                 *n += 1;
             } else if t.ip_counts.len() < MAX_TOKEN_IPS {
                 t.ip_counts.insert(ip.to_owned(), (1, call.time.to_owned()));

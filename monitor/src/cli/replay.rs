@@ -296,7 +296,7 @@ pub fn run(args: Args) -> ExitCode {
         if suggest {
         } else if json {
             if write_error.is_none()
-                && let Err(err) = report::write_json_line(&mut out, "event", e)
+                && let Err(err) = report::write_event_line(&mut out, e)
             {
                 write_error = Some(err);
             }

@@ -16,6 +16,16 @@ use super::{
 };
 use crate::replay::json::{ScanError, Scanner};
 
+/// A `match` on a member's decoded name, compared with
+/// [`crate::bytes::same`] (inline word compares): a `match` on `&str` calls
+/// libc's `memcmp` for every arm of the key's length.
+macro_rules! by_name {
+    ($key:expr, { $($name:expr => $arm:expr,)+ } else $other:expr) => {{
+        let key: &[u8] = $key.as_bytes();
+        $(if crate::bytes::same(key, $name.as_bytes()) { $arm } else)+ { $other }
+    }};
+}
+
 /// The members of one object seen so far, to refuse duplicates.
 struct Seen(u32);
 
@@ -86,12 +96,13 @@ fn first_text<'a>(s: &mut Scanner<'a>) -> Result<FirstText<'a>, ScanError> {
 fn user<'a>(s: &mut Scanner<'a>) -> Result<EventUser<'a>, ScanError> {
     let mut user = EventUser::default();
     let mut seen = Seen(0);
-    s.object("user", |s, key| match key {
+    s.object("user", |s, key| {
+        by_name!(key, {
         "username" => seen.read(s, 0, "username", &mut user.username, text),
         "uid" => seen.read(s, 1, "uid", &mut user.uid, text),
         "groups" => seen.read(s, 2, "groups", &mut user.groups, texts),
         "extra" => seen.read(s, 3, "extra", &mut user.extra, extra),
-        _ => skip(s),
+    } else skip(s))
     })?;
     Ok(user)
 }
@@ -103,12 +114,13 @@ fn extra<'a>(s: &mut Scanner<'a>) -> Result<UserExtra<'a>, ScanError> {
     const NODE_NAME: &str = "authentication.kubernetes.io/node-name";
     let mut extra = UserExtra::default();
     let mut seen = Seen(0);
-    s.object("user.extra", |s, key| match key {
+    s.object("user.extra", |s, key| {
+        by_name!(key, {
         CREDENTIAL_ID => seen.read(s, 0, CREDENTIAL_ID, &mut extra.credential_id, first_text),
         POD_NAME => seen.read(s, 1, POD_NAME, &mut extra.pod_name, first_text),
         POD_UID => seen.read(s, 2, POD_UID, &mut extra.pod_uid, first_text),
         NODE_NAME => seen.read(s, 3, NODE_NAME, &mut extra.node_name, first_text),
-        _ => skip(s),
+    } else skip(s))
     })?;
     Ok(extra)
 }
@@ -116,14 +128,15 @@ fn extra<'a>(s: &mut Scanner<'a>) -> Result<UserExtra<'a>, ScanError> {
 fn object_ref<'a>(s: &mut Scanner<'a>) -> Result<ObjectRef<'a>, ScanError> {
     let mut o = ObjectRef::default();
     let mut seen = Seen(0);
-    s.object("objectRef", |s, key| match key {
+    s.object("objectRef", |s, key| {
+        by_name!(key, {
         "resource" => seen.read(s, 0, "resource", &mut o.resource, text),
         "namespace" => seen.read(s, 1, "namespace", &mut o.namespace, text),
         "name" => seen.read(s, 2, "name", &mut o.name, text),
         "apiGroup" => seen.read(s, 3, "apiGroup", &mut o.api_group, text),
         "apiVersion" => seen.read(s, 4, "apiVersion", &mut o.api_version, text),
         "subresource" => seen.read(s, 5, "subresource", &mut o.subresource, text),
-        _ => skip(s),
+    } else skip(s))
     })?;
     Ok(o)
 }
@@ -131,12 +144,13 @@ fn object_ref<'a>(s: &mut Scanner<'a>) -> Result<ObjectRef<'a>, ScanError> {
 fn response_status<'a>(s: &mut Scanner<'a>) -> Result<ResponseStatus<'a>, ScanError> {
     let mut status = ResponseStatus::default();
     let mut seen = Seen(0);
-    s.object("responseStatus", |s, key| match key {
+    s.object("responseStatus", |s, key| {
+        by_name!(key, {
         "code" => seen.read(s, 0, "code", &mut status.code, Scanner::i64),
         "status" => seen.read(s, 1, "status", &mut status.status, text),
         "reason" => seen.read(s, 2, "reason", &mut status.reason, text),
         "message" => seen.read(s, 3, "message", &mut status.message, raw_text),
-        _ => skip(s),
+    } else skip(s))
     })?;
     Ok(status)
 }
@@ -151,7 +165,8 @@ fn annotations<'a>(s: &mut Scanner<'a>) -> Result<Annotations<'a>, ScanError> {
     const ISSUED: &str = "authentication.kubernetes.io/issued-credential-id";
     let mut a = Annotations::default();
     let mut seen = Seen(0);
-    s.object("annotations", |s, key| match key {
+    s.object("annotations", |s, key| {
+        by_name!(key, {
         DECISION => seen.read(s, 0, DECISION, &mut a.decision, text),
         REASON => seen.read(s, 1, REASON, &mut a.reason, raw_text),
         LEGACY => seen.read(s, 2, LEGACY, &mut a.legacy_token, text),
@@ -165,7 +180,7 @@ fn annotations<'a>(s: &mut Scanner<'a>) -> Result<Annotations<'a>, ScanError> {
         ),
         STALE => seen.read(s, 5, STALE, &mut a.stale_token, text),
         ISSUED => seen.read(s, 6, ISSUED, &mut a.issued_credential_id, text),
-        _ => skip(s),
+    } else skip(s))
     })?;
     Ok(a)
 }
@@ -173,7 +188,8 @@ fn annotations<'a>(s: &mut Scanner<'a>) -> Result<Annotations<'a>, ScanError> {
 fn metadata<'a>(s: &mut Scanner<'a>) -> Result<EventMetadata<'a>, ScanError> {
     let mut meta = EventMetadata::default();
     let mut seen = Seen(0);
-    s.object("metadata", |s, key| match key {
+    s.object("metadata", |s, key| {
+        by_name!(key, {
         "creationTimestamp" => seen.read(
             s,
             0,
@@ -181,7 +197,7 @@ fn metadata<'a>(s: &mut Scanner<'a>) -> Result<EventMetadata<'a>, ScanError> {
             &mut meta.creation_timestamp,
             text,
         ),
-        _ => skip(s),
+    } else skip(s))
     })?;
     Ok(meta)
 }
@@ -194,7 +210,7 @@ pub(super) fn document<'a, T: serde::Deserialize<'a>>(
     bytes: &'a [u8],
     read: impl FnOnce(&'a str) -> Result<T, ScanError>,
 ) -> Result<T, ScanError> {
-    match std::str::from_utf8(bytes) {
+    match simdutf8::basic::from_utf8(bytes) {
         Ok(text) => read(text),
         Err(_) => serde_json::from_slice(bytes).map_err(|e| ScanError::from_serde(&e)),
     }
@@ -205,7 +221,8 @@ pub(super) fn event(input: &str) -> Result<AuditEvent<'_>, ScanError> {
     let mut s = Scanner::new(input);
     let mut ev = AuditEvent::default();
     let mut seen = Seen(0);
-    s.object("an audit event", |s, key| match key {
+    s.object("an audit event", |s, key| {
+        by_name!(key, {
         "kind" => seen.read(s, 0, "kind", &mut ev.kind, text),
         "apiVersion" => seen.read(s, 1, "apiVersion", &mut ev.api_version, text),
         "level" => seen.read(s, 2, "level", &mut ev.level, text),
@@ -239,7 +256,7 @@ pub(super) fn event(input: &str) -> Result<AuditEvent<'_>, ScanError> {
         "requestObject" => seen.read(s, 18, "requestObject", &mut ev.request_object, |s| {
             s.skip().map(RawJson)
         }),
-        _ => skip(s),
+    } else skip(s))
     })?;
     s.finish()?;
     Ok(ev)
@@ -250,7 +267,8 @@ pub(super) fn times(input: &str) -> Result<EventTimes<'_>, ScanError> {
     let mut s = Scanner::new(input);
     let mut t = EventTimes::default();
     let mut seen = Seen(0);
-    s.object("an audit event", |s, key| match key {
+    s.object("an audit event", |s, key| {
+        by_name!(key, {
         "requestReceivedTimestamp" => seen.read(
             s,
             0,
@@ -260,7 +278,7 @@ pub(super) fn times(input: &str) -> Result<EventTimes<'_>, ScanError> {
         ),
         "stageTimestamp" => seen.read(s, 1, "stageTimestamp", &mut t.stage_timestamp, text),
         "timestamp" => seen.read(s, 2, "timestamp", &mut t.timestamp, text),
-        _ => skip(s),
+    } else skip(s))
     })?;
     s.finish()?;
     Ok(t)
