@@ -335,13 +335,18 @@ pub fn non_resource_url_matches(rule: &PolicyRule, path: &str) -> bool {
 /// `RuleAllows`.
 #[must_use]
 pub fn rule_allows(attrs: &Attributes<'_>, rule: &PolicyRule) -> bool {
+    verb_matches(rule, attrs.verb) && rule_allows_but_verb(attrs, rule)
+}
+
+/// [`rule_allows`] but for the verb, which the caller has matched (the
+/// snapshot's rule filters match every known verb exactly).
+fn rule_allows_but_verb(attrs: &Attributes<'_>, rule: &PolicyRule) -> bool {
     if attrs.is_resource_request {
-        verb_matches(rule, attrs.verb)
-            && api_group_matches(rule, attrs.api_group)
+        api_group_matches(rule, attrs.api_group)
             && resource_matches(rule, attrs.resource, attrs.subresource)
             && resource_name_matches(rule, attrs.name)
     } else {
-        verb_matches(rule, attrs.verb) && non_resource_url_matches(rule, attrs.path)
+        non_resource_url_matches(rule, attrs.path)
     }
 }
 
@@ -526,11 +531,11 @@ pub fn describe_binding(f: &mut dyn fmt::Write, b: &Binding, subject: &Subject) 
 fn collect_errors<'s>(snapshot: &'s Snapshot, user: &UserInfo, namespace: &str) -> Vec<&'s str> {
     let mut ids: Vec<BindingId> = Vec::new();
     let mut gather = |index: &SubjectIndex| {
-        if let Some(list) = index.users.get(&Name(&user.name)) {
+        if let Some(list) = index.users.get(&user.name) {
             ids.extend(list);
         }
         for g in &user.groups {
-            if let Some(list) = index.groups.get(&Name(g)) {
+            if let Some(list) = index.groups.get(g) {
                 ids.extend(list);
             }
         }
@@ -630,8 +635,12 @@ fn scan(
             }
             let rules = snapshot.rules(&entry.role);
             let filters = snapshot.rule_filters(&entry.role);
+            // A known verb (a bit) that passes the filter is in the rule
+            // (or the rule has `*`): only unknown verbs are compared.
             if let Some(i) = rules.iter().zip(filters).position(|(r, f)| {
-                f.may_allow(vbit, attrs.is_resource_request) && rule_allows(attrs, r)
+                f.may_allow(vbit, attrs.is_resource_request)
+                    && (vbit != 0 || verb_matches(r, attrs.verb))
+                    && rule_allows_but_verb(attrs, r)
             }) {
                 *best = Some(Source {
                     binding: id,
@@ -641,11 +650,11 @@ fn scan(
             }
         }
     };
-    if let Some(list) = index.users.get(&Name(&user.name)) {
+    if let Some(list) = index.users.get(&user.name) {
         walk(list);
     }
     for g in &user.groups {
-        if let Some(list) = index.groups.get(&Name(g)) {
+        if let Some(list) = index.groups.get(g) {
             walk(list);
         }
     }

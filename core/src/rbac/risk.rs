@@ -21,7 +21,6 @@ use super::authorizer::{
 };
 use super::model::{ALL, KIND_SERVICE_ACCOUNT, PolicyRule, Subject};
 use super::snapshot::{BindingEntry, BindingId, Snapshot, SubjectIndex};
-use crate::bytes::Name;
 
 /// A dangerous permission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -288,11 +287,11 @@ fn findings_for_binding(
 pub fn assess(snapshot: &Snapshot, user: &UserInfo) -> Vec<RiskFinding> {
     let mut ids: Vec<BindingId> = Vec::new();
     let mut gather = |index: &SubjectIndex| {
-        if let Some(list) = index.users.get(&Name(&user.name)) {
+        if let Some(list) = index.users.get(&user.name) {
             ids.extend(list);
         }
         for g in &user.groups {
-            if let Some(list) = index.groups.get(&Name(g)) {
+            if let Some(list) = index.groups.get(g) {
                 ids.extend(list);
             }
         }

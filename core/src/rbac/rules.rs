@@ -46,11 +46,11 @@ pub struct RulesFor<'s> {
 pub fn applying_bindings(snapshot: &Snapshot, user: &UserInfo, namespace: &str) -> Vec<BindingId> {
     let mut ids = Vec::new();
     let mut gather = |index: &SubjectIndex| {
-        if let Some(list) = index.users.get(&Name(&user.name)) {
+        if let Some(list) = index.users.get(&user.name) {
             ids.extend(list);
         }
         for g in &user.groups {
-            if let Some(list) = index.groups.get(&Name(g)) {
+            if let Some(list) = index.groups.get(g) {
                 ids.extend(list);
             }
         }
