@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::bytes::{NameMap, same_str};
+use crate::bytes::{NameMap, hash_name, same_str};
 
 use super::aggregate::{AggregationOutcome, aggregate};
 use super::model::{
@@ -234,11 +234,6 @@ fn slot_name<'n>(names: &'n str, s: &NameSlot) -> &'n str {
     names
         .get(s.name as usize..(s.name + s.name_len) as usize)
         .unwrap_or_default()
-}
-
-fn hash_name(name: &str) -> u64 {
-    use std::hash::BuildHasher as _;
-    rustc_hash::FxBuildHasher.hash_one(name)
 }
 
 /// An immutable, indexed RBAC snapshot.

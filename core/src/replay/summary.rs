@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::bytes::{Name, NameMap};
+use rustc_hash::FxHashMap;
+
+use crate::bytes::NameTable;
 use crate::rbac::model::{ALL, PolicyRule};
 use crate::rbac::risk::{self, Check};
 use crate::rbac::{Attributes, Snapshot, UserInfo};
@@ -111,9 +113,11 @@ pub struct SubjectSummary {
     pub last: String,
     /// Calls per `verb resource[/subresource]`.
     pub by_verb_resource: BTreeMap<String, u64>,
-    /// The same while counting (hashed; sorted into `by_verb_resource` at the end).
+    /// The same while counting, by the id of the key in
+    /// [`Subjects`]'s `kinds` (named and sorted into `by_verb_resource` at
+    /// the end).
     #[serde(skip)]
-    counts: NameMap<String, u64>,
+    counts: FxHashMap<u32, u64>,
     /// Dangerous permissions used, per check.
     pub used: BTreeMap<&'static str, u64>,
     /// Dangerous permissions held (snapshot of the last call).
@@ -162,7 +166,9 @@ pub struct SubjectCall<'e> {
 /// All subjects.
 #[derive(Debug, Default)]
 pub struct Subjects {
-    map: NameMap<String, SubjectSummary>,
+    map: NameTable<SubjectSummary>,
+    /// `verb resource[/subresource]` keys of every subject's counts, by id.
+    kinds: NameTable<u32>,
     /// Keep each ServiceAccount's distinct allowed calls (for role suggestions).
     pub collect_calls: bool,
     /// Reused to build count keys without allocating.
@@ -188,31 +194,25 @@ impl Subjects {
         call: &SubjectCall<'_>,
         allowing_rule: Option<&PolicyRule>,
     ) {
-        let s = if let Some(s) = self.map.get_mut(&Name(&user.name)) {
-            s
-        } else {
-            self.map
-                .entry(user.name.clone())
-                .or_insert_with(|| SubjectSummary {
-                    user: user.name.clone(),
-                    groups: user.groups.clone(),
-                    calls: 0,
-                    denied: 0,
-                    drift: 0,
-                    outside_rbac: 0,
-                    first: call.time.to_owned(),
-                    last: String::new(),
-                    by_verb_resource: BTreeMap::new(),
-                    counts: NameMap::default(),
-                    used: BTreeMap::new(),
-                    held: Vec::new(),
-                    hints: Vec::new(),
-                    snapshot: None,
-                    observed: Vec::new(),
-                    observed_seen: rustc_hash::FxHashSet::default(),
-                    observed_dropped: 0,
-                })
-        };
+        let s = self.map.get_or_insert_with(&user.name, || SubjectSummary {
+            user: user.name.clone(),
+            groups: user.groups.clone(),
+            calls: 0,
+            denied: 0,
+            drift: 0,
+            outside_rbac: 0,
+            first: call.time.to_owned(),
+            last: String::new(),
+            by_verb_resource: BTreeMap::new(),
+            counts: FxHashMap::default(),
+            used: BTreeMap::new(),
+            held: Vec::new(),
+            hints: Vec::new(),
+            snapshot: None,
+            observed: Vec::new(),
+            observed_seen: rustc_hash::FxHashSet::default(),
+            observed_dropped: 0,
+        });
         s.calls += 1;
         s.denied += u64::from(call.denied);
         s.drift += u64::from(call.drift);
@@ -236,12 +236,16 @@ impl Subjects {
                 key.push('/');
                 key.push_str(a.subresource);
             }
-            if let Some(n) = s.counts.get_mut(&Name(key)) {
+            let next = u32::try_from(self.kinds.len()).unwrap_or(u32::MAX);
+            let kind = *self.kinds.get_or_insert_with(key, || next);
+            if let Some(n) = s.counts.get_mut(&kind) {
                 *n += 1;
             } else if s.counts.len() < MAX_VERB_RESOURCES {
-                s.counts.insert(key.clone(), 1);
+                s.counts.insert(kind, 1);
             } else {
-                *s.counts.entry("(other)".to_owned()).or_default() += 1;
+                let next = u32::try_from(self.kinds.len()).unwrap_or(u32::MAX);
+                let other = *self.kinds.get_or_insert_with("(other)", || next);
+                *s.counts.entry(other).or_default() += 1;
             }
             if call.allowed
                 && self.collect_calls
@@ -292,9 +296,18 @@ impl Subjects {
         self,
         snapshot_of: &dyn Fn(usize) -> Option<std::sync::Arc<Snapshot>>,
     ) -> Vec<SubjectSummary> {
+        let mut kinds: Vec<String> = vec![String::new(); self.kinds.len()];
+        for (name, &id) in self.kinds.iter() {
+            if let Some(slot) = kinds.get_mut(id as usize) {
+                name.clone_into(slot);
+            }
+        }
         let mut out: Vec<SubjectSummary> = self.map.into_values().collect();
         for s in &mut out {
-            s.by_verb_resource = std::mem::take(&mut s.counts).into_iter().collect();
+            s.by_verb_resource = std::mem::take(&mut s.counts)
+                .into_iter()
+                .map(|(id, n)| (kinds.get(id as usize).cloned().unwrap_or_default(), n))
+                .collect();
             let Some(snapshot) = s.snapshot.and_then(snapshot_of) else {
                 continue;
             };

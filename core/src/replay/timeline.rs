@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use super::input::{Location, Problems};
 use super::time::{format_nanos, parse_nanos};
-use crate::bytes::{Name, NameMap};
+use crate::bytes::{Name, NameMap, NameTable};
 use crate::correlate::{EntryKind, FindingKind, PodRef, TrailEntry};
 
 /// Forbidden calls from which a token counts as probing its permissions.
@@ -363,7 +363,7 @@ const MAX_TOKEN_IPS: usize = 256;
 #[derive(Debug, Default)]
 pub struct TokenIndex {
     tokens: Vec<TokenTimeline>,
-    by_jti: NameMap<String, usize>,
+    by_jti: NameTable<usize>,
     by_fingerprint: HashMap<String, usize>,
     /// (subject, `uid:<uid>` or `name:<ns>/<name>`) -> tokens without JTI.
     by_subject_pod: HashMap<(String, String), Vec<usize>>,
@@ -455,7 +455,7 @@ impl TokenIndex {
             let mut t = TokenTimeline::new();
             t.jti.clone_from(&token.jti);
             if let Some(j) = &token.jti {
-                self.by_jti.insert(j.clone(), i);
+                self.by_jti.get_or_insert_with(j, || i);
             } else {
                 self.by_fingerprint.insert(token.fingerprint.clone(), i);
             }
@@ -632,7 +632,7 @@ impl TokenIndex {
     /// The token of `jti`, given an audit-only timeline when new (within
     /// the cap).
     fn audit_only_token(&mut self, jti: &str) -> Option<usize> {
-        if let Some(&i) = self.by_jti.get(&Name(jti)) {
+        if let Some(&i) = self.by_jti.get(jti) {
             return Some(i);
         }
         if self.audit_only >= MAX_AUDIT_ONLY_TOKENS {
@@ -644,7 +644,7 @@ impl TokenIndex {
         let mut t = TokenTimeline::new();
         t.jti = Some(jti.to_owned());
         self.tokens.push(t);
-        self.by_jti.insert(jti.to_owned(), i);
+        self.by_jti.get_or_insert_with(jti, || i);
         Some(i)
     }
 
