@@ -43,7 +43,7 @@ use super::model::{
     SERVICE_ACCOUNT_USER_PREFIX, Subject,
 };
 use super::request_info::RequestInfo;
-use super::snapshot::{BindingId, RoleResolution, Snapshot, SubjectIndex, verb_bit};
+use super::snapshot::{BindingId, RequestBits, RoleResolution, Snapshot, SubjectIndex};
 
 /// Group of every authenticated user.
 pub const GROUP_AUTHENTICATED: &str = "system:authenticated";
@@ -622,7 +622,12 @@ fn scan(
     best: &mut Option<Source>,
     had_errors: &mut bool,
 ) {
-    let vbit = verb_bit(attrs.verb);
+    let request = RequestBits::new(
+        attrs.verb,
+        attrs.is_resource_request,
+        attrs.api_group,
+        attrs.resource,
+    );
     let mut walk = |list: &[BindingId]| {
         for &id in list {
             if best.is_some_and(|b| id >= b.binding) {
@@ -638,8 +643,8 @@ fn scan(
             // A known verb (a bit) that passes the filter is in the rule
             // (or the rule has `*`): only unknown verbs are compared.
             if let Some(i) = rules.iter().zip(filters).position(|(r, f)| {
-                f.may_allow(vbit, attrs.is_resource_request)
-                    && (vbit != 0 || verb_matches(r, attrs.verb))
+                f.may_allow(&request)
+                    && (request.verb != 0 || verb_matches(r, attrs.verb))
                     && rule_allows_but_verb(attrs, r)
             }) {
                 *best = Some(Source {

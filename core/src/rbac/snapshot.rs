@@ -56,6 +56,8 @@ pub(crate) fn verb_bit(verb: &str) -> u32 {
 
 /// A cheap pre-check computed once per rule: when it says no, the rule
 /// cannot allow the request; when it says maybe, the full match decides.
+/// It reads only this compact struct, where the full match reads the
+/// rule's strings, which sit apart in the heap and miss the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RuleFilter {
     /// Bits of the known verbs the rule lists.
@@ -68,16 +70,65 @@ pub(crate) struct RuleFilter {
     resources: bool,
     /// The rule has non-resource URLs.
     urls: bool,
+    /// [`name_bit`] of every API group the rule lists (all bits for `*`).
+    groups: u64,
+    /// [`name_bit`] of every resource the rule lists, of the part before
+    /// the `/` for `resource/subresource` (all bits for `*` and `*/sub`).
+    resource_names: u64,
+}
+
+/// One of 64 bits for a name (a one-word Bloom filter): a rule that lists
+/// the name has the bit, so a request whose name's bit a rule lacks
+/// cannot match that rule.
+#[inline]
+pub(crate) fn name_bit(name: &str) -> u64 {
+    1 << (crate::bytes::hash_name(name) >> 58)
+}
+
+/// What [`RuleFilter::may_allow`] needs of a request, computed once per
+/// decision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestBits {
+    pub(crate) verb: u32,
+    pub(crate) is_resource_request: bool,
+    pub(crate) group: u64,
+    pub(crate) resource: u64,
+}
+
+impl RequestBits {
+    pub(crate) fn new(verb: &str, is_resource_request: bool, group: &str, resource: &str) -> Self {
+        Self {
+            verb: verb_bit(verb),
+            is_resource_request,
+            group: name_bit(group),
+            resource: name_bit(resource),
+        }
+    }
 }
 
 impl RuleFilter {
     fn new(rule: &PolicyRule) -> Self {
+        let bits = |names: &[String], all: &dyn Fn(&str) -> bool, key: &dyn Fn(&str) -> &str| {
+            names.iter().fold(0u64, |acc, n| {
+                if all(n) {
+                    u64::MAX
+                } else {
+                    acc | name_bit(key(n))
+                }
+            })
+        };
         let mut f = Self {
             verbs: 0,
             all_verbs: false,
             other_verbs: false,
             resources: !rule.resources.is_empty(),
             urls: !rule.non_resource_urls.is_empty(),
+            groups: bits(&rule.api_groups, &|g| g == super::model::ALL, &|g| g),
+            resource_names: bits(
+                &rule.resources,
+                &|r| r == super::model::ALL || r.starts_with("*/"),
+                &|r| r.split_once('/').map_or(r, |(resource, _)| resource),
+            ),
         };
         for v in &rule.verbs {
             if v == super::model::ALL {
@@ -91,20 +142,21 @@ impl RuleFilter {
         f
     }
 
-    /// False when the rule certainly does not allow a request with this
-    /// verb bit (from [`verb_bit`]) and kind.
+    /// False when the rule certainly does not allow the request.
     #[inline]
-    pub(crate) fn may_allow(self, verb_bit: u32, is_resource_request: bool) -> bool {
-        let kind_ok = if is_resource_request {
+    pub(crate) fn may_allow(self, request: &RequestBits) -> bool {
+        let kind_ok = if request.is_resource_request {
             self.resources
+                && self.groups & request.group != 0
+                && self.resource_names & request.resource != 0
         } else {
             self.urls
         };
         let verb_ok = self.all_verbs
-            || if verb_bit == 0 {
+            || if request.verb == 0 {
                 self.other_verbs
             } else {
-                self.verbs & verb_bit != 0
+                self.verbs & request.verb != 0
             };
         kind_ok && verb_ok
     }
@@ -466,6 +518,83 @@ fn to_id(n: usize) -> BindingId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The filter never refuses a rule the full match allows, for every
+    /// pick of verbs, groups, resources (with subresources and `*`
+    /// forms) and URLs from a vocabulary, against every request from one.
+    #[test]
+    fn rule_filters_never_refuse_what_the_rule_allows() {
+        use crate::rbac::authorizer::{Attributes, rule_allows};
+        let verbs = ["get", "list", "*", "escalate", "frobnicate"];
+        let groups = ["", "apps", "*", "batch", "é.example.com"];
+        let resources = [
+            "pods",
+            "pods/log",
+            "*/log",
+            "*",
+            "secrets",
+            "deployments/scale",
+            "é",
+        ];
+        let urls = ["/healthz", "/api/*", "*"];
+        let pick = |vocab: &[&str], bits: u32| -> Vec<String> {
+            vocab
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .map(|(_, v)| (*v).to_owned())
+                .collect()
+        };
+        let mut rules = Vec::new();
+        for seed in 0u32..3_000 {
+            let x = seed.wrapping_mul(2_654_435_761);
+            rules.push(PolicyRule {
+                verbs: pick(&verbs, x & 31),
+                api_groups: pick(&groups, (x >> 5) & 31),
+                resources: pick(&resources, (x >> 10) & 127),
+                resource_names: Vec::new(),
+                non_resource_urls: pick(&urls, (x >> 17) & 7),
+            });
+        }
+        let mut checked = 0;
+        for rule in &rules {
+            let filter = RuleFilter::new(rule);
+            for verb in verbs.iter().chain(&["watch", "delete"]) {
+                for group in groups.iter().chain(&["rbac.authorization.k8s.io"]) {
+                    for (resource, sub) in [
+                        ("pods", ""),
+                        ("pods", "log"),
+                        ("pods", "exec"),
+                        ("deployments", "scale"),
+                        ("secrets", ""),
+                        ("é", ""),
+                        ("", ""),
+                    ] {
+                        for (is_resource_request, path) in
+                            [(true, ""), (false, "/healthz"), (false, "/api/v1")]
+                        {
+                            let attrs = Attributes {
+                                verb,
+                                is_resource_request,
+                                api_group: group,
+                                resource,
+                                subresource: sub,
+                                path,
+                                ..Attributes::default()
+                            };
+                            let request =
+                                RequestBits::new(verb, is_resource_request, group, resource);
+                            if rule_allows(&attrs, rule) {
+                                checked += 1;
+                                assert!(filter.may_allow(&request), "{rule:?} {attrs:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} allowed pairs");
+    }
 
     #[test]
     fn a_name_index_finds_every_list_and_nothing_else() {
