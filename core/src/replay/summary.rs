@@ -14,8 +14,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use rustc_hash::FxHashMap;
-
 use crate::bytes::NameTable;
 use crate::rbac::model::{ALL, PolicyRule};
 use crate::rbac::risk::{self, Check};
@@ -115,9 +113,10 @@ pub struct SubjectSummary {
     pub by_verb_resource: BTreeMap<String, u64>,
     /// The same while counting, by the id of the key in
     /// [`Subjects`]'s `kinds` (named and sorted into `by_verb_resource` at
-    /// the end).
+    /// the end): a short list read end to end, one cache line or two
+    /// where a hash map's control bytes and buckets were two misses.
     #[serde(skip)]
-    counts: FxHashMap<u32, u64>,
+    counts: Vec<(u32, u64)>,
     /// Dangerous permissions used, per check.
     pub used: BTreeMap<&'static str, u64>,
     /// Dangerous permissions held (snapshot of the last call).
@@ -204,7 +203,7 @@ impl Subjects {
             first: call.time.to_owned(),
             last: String::new(),
             by_verb_resource: BTreeMap::new(),
-            counts: FxHashMap::default(),
+            counts: Vec::new(),
             used: BTreeMap::new(),
             held: Vec::new(),
             hints: Vec::new(),
@@ -238,14 +237,17 @@ impl Subjects {
             }
             let next = u32::try_from(self.kinds.len()).unwrap_or(u32::MAX);
             let kind = *self.kinds.get_or_insert_with(key, || next);
-            if let Some(n) = s.counts.get_mut(&kind) {
-                *n += 1;
-            } else if s.counts.len() < MAX_VERB_RESOURCES {
-                s.counts.insert(kind, 1);
+            let kind = if s.counts.len() < MAX_VERB_RESOURCES
+                || s.counts.iter().any(|&(k, _)| k == kind)
+            {
+                kind
             } else {
                 let next = u32::try_from(self.kinds.len()).unwrap_or(u32::MAX);
-                let other = *self.kinds.get_or_insert_with("(other)", || next);
-                *s.counts.entry(other).or_default() += 1;
+                *self.kinds.get_or_insert_with("(other)", || next)
+            };
+            match s.counts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => s.counts.push((kind, 1)),
             }
             if call.allowed
                 && self.collect_calls
@@ -376,5 +378,44 @@ mod tests {
             wildcards_used(&rule).collect::<Vec<_>>(),
             [Check::WildcardVerbs]
         );
+    }
+
+    /// Counts per `verb resource` are exact up to the cap, and every call
+    /// past it lands in `(other)`, per subject.
+    #[test]
+    fn verb_resource_counts_cap_into_other() {
+        let mut subjects = Subjects::default();
+        let alice = UserInfo::new("alice".to_owned(), Vec::new());
+        let bob = UserInfo::new("bob".to_owned(), Vec::new());
+        let resources: Vec<String> = (0..MAX_VERB_RESOURCES + 5)
+            .map(|i| format!("r{i}"))
+            .collect();
+        for round in 0..2 {
+            for (i, r) in resources.iter().enumerate() {
+                let call = SubjectCall {
+                    attributes: Some(Attributes::resource("get", "", r, "", "")),
+                    denied: false,
+                    allowed: true,
+                    drift: false,
+                    outside_rbac: false,
+                    time: "2025-06-01T00:00:00Z",
+                    snapshot: None,
+                };
+                subjects.record(&alice, &call, None);
+                if round == 0 && i < 3 {
+                    subjects.record(&bob, &call, None);
+                }
+            }
+        }
+        let out = subjects.finish(&|_| None);
+        let alice = out.iter().find(|s| s.user == "alice").unwrap();
+        assert_eq!(alice.by_verb_resource.len(), MAX_VERB_RESOURCES + 1);
+        assert_eq!(alice.by_verb_resource["get r0"], 2);
+        assert_eq!(alice.by_verb_resource["get r99"], 2);
+        assert_eq!(alice.by_verb_resource["(other)"], 10);
+        assert!(!alice.by_verb_resource.contains_key("get r100"));
+        let bob = out.iter().find(|s| s.user == "bob").unwrap();
+        assert_eq!(bob.by_verb_resource.len(), 3);
+        assert_eq!(bob.by_verb_resource["get r2"], 1);
     }
 }
