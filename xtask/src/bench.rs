@@ -29,12 +29,17 @@
 //!   others, so a watcher's userspace shows as its CPU time instead of as
 //!   contention that depends on where the scheduler put it;
 //! - for each watcher the loops run in pairs of halves, detached and
-//!   attached, alternating which goes first; each half waits a second
-//!   (`--settle-ms`) and then runs the four loops (or those `--loops`
-//!   names) `--reps` times, interleaved, and keeps each loop's fastest run;
+//!   attached, alternating which goes first; each half waits 300 ms
+//!   (`--settle-ms`) and then starts each loop (or those `--loops` names)
+//!   in `--reps` fresh processes, interleaved across the loops, each timing
+//!   `--runs` short runs; the half keeps each loop's fastest run. Short
+//!   runs, many of them: the VM's speed moves between a fast and a slow
+//!   state about 25% apart every few seconds, and the fastest of many short
+//!   runs measures each half in its fast moments;
 //! - the figure is the median over the pairs of attached / detached, printed
-//!   with the interquartile range of the pairs' ratios; the floor's spread
-//!   is the noise.
+//!   with the interquartile range of the pairs' ratios and the median's
+//!   distribution-free 95% confidence interval; the floor's spread is the
+//!   noise.
 //!
 //! Everything is measured in one run, side by side, and the run ends with
 //! the verdict against the target: every loop of `agent` and `watch` at most
