@@ -154,14 +154,14 @@ const CONNECT_DIVISOR: u64 = 8;
 /// the machine's speed drifts by 10-30% over seconds (docs/performance.md),
 /// so the two halves of a pair must be close in time, and the median's
 /// confidence interval narrows with the square root of the pairs.
-const PAIRS: usize = 29;
+const PAIRS: usize = 25;
 /// Default iterations per timed run (an open+close run takes about 20 ms:
 /// short runs, so that many of them fall in the machine's fast periods).
 const ITERATIONS: u64 = 10_000;
 /// Default fresh processes per loop per half.
-const REPS: usize = 5;
+const REPS: usize = 4;
 /// Default timed runs per process.
-const RUNS: usize = 6;
+const RUNS: usize = 5;
 /// The fewest iterations of a run of the connect and fork+exec loops.
 const MIN_ITERATIONS: u64 = 20;
 /// Default settling time after attaching or detaching, in ms.
