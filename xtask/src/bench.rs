@@ -698,8 +698,27 @@ fn prepare_peer(watcher: &str) -> anyhow::Result<()> {
         let running = Command::new("auditctl").arg("-s").output()?;
         let status = String::from_utf8_lossy(&running.stdout);
         if status.lines().any(|l| l.trim() == "pid 0") {
-            // auditd daemonizes itself.
-            crate::run(&mut Command::new("auditd"))?;
+            // auditd daemonizes itself and outlives the bench: it must not
+            // keep our inherited descriptors, such as the one of `flock
+            // /tmp/tokenwatch-bench.lock cargo xtask bench sensor`, which
+            // would hold that lock for as long as auditd runs.
+            let mut cmd = Command::new("auditd");
+            // SAFETY: close_range is async-signal-safe and touches only
+            // this child's descriptor table; it marks every descriptor
+            // from 3 up close-on-exec (Linux 5.11; on an older kernel it
+            // fails and auditd inherits them, as before).
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        3_u32,
+                        u32::MAX,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    );
+                    Ok(())
+                });
+            }
+            crate::run(&mut cmd)?;
             std::thread::sleep(Duration::from_millis(500));
         }
         crate::run(
