@@ -621,34 +621,7 @@ impl ProcessTable {
     pub fn decode(&mut self, raw: &Event, clock: &Clock) -> Result<SensorEvent, UnknownKind> {
         let kind = EventKind::try_from(raw.kind)?;
         let comm_end = raw.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        if kind == EventKind::Exec {
-            let filename = escape_bytes(&raw.path);
-            let entry = self.live.entry(raw.tgid).or_default();
-            let same = entry
-                .lineage
-                .as_ref()
-                .is_some_and(|l| l.start_ns == raw.start_ns);
-            if !same {
-                entry.generations += 1;
-            }
-            entry.exe = Some(filename);
-            entry.ppid = raw.ppid;
-            entry.exited = false;
-            entry.lineage = Some(Lineage {
-                ppid: raw.ppid,
-                uid: raw.uid,
-                gid: raw.gid,
-                comm: escape_bytes(&raw.comm[..comm_end]),
-                cgroup_id: raw.cgroup_id,
-                mnt_ns: raw.mnt_ns,
-                start_ns: raw.start_ns,
-            });
-        }
-        let ppid = if raw.ppid != 0 {
-            raw.ppid
-        } else {
-            self.entry(raw.tgid, 0).ppid
-        };
+        let ppid = self.note_process(kind, raw);
         let exe = self.exe_of(raw.tgid);
         let parent_exe = self.exe_of(ppid);
         let process = Process {
@@ -695,6 +668,71 @@ impl ProcessTable {
             process,
             detail,
         })
+    }
+
+    /// Updates the table from one wire record exactly as [`Self::decode`]
+    /// does, without building the event: for a consumer that does not
+    /// look at exec and exit events (`tokenwatch watch` without
+    /// `--lineage`) but still needs the lineage to name a reader that
+    /// exited. Returns the record's kind.
+    ///
+    /// # Errors
+    /// [`UnknownKind`] when the record's kind is not one this build knows.
+    pub fn note(&mut self, raw: &Event) -> Result<EventKind, UnknownKind> {
+        let kind = EventKind::try_from(raw.kind)?;
+        let ppid = self.note_process(kind, raw);
+        // `decode` looks up both executables (reading `/proc/<pid>/exe`
+        // the first time a pid is seen): the same here, so that the
+        // table holds what it would hold after `decode`.
+        if raw.tgid != 0 {
+            self.entry(raw.tgid, 0);
+        }
+        if ppid != 0 {
+            self.entry(ppid, 0);
+        }
+        match kind {
+            EventKind::Exit => self.forget_exited(raw.tgid),
+            EventKind::TokenOpen | EventKind::TokenRead | EventKind::TokenClose => {
+                self.file_detail(kind, raw);
+            }
+            _ => {}
+        }
+        Ok(kind)
+    }
+
+    /// The table's part of an exec record (a new lineage entry), for
+    /// either path; returns the record's parent pid (from the table when
+    /// the record has none).
+    fn note_process(&mut self, kind: EventKind, raw: &Event) -> u32 {
+        if kind == EventKind::Exec {
+            let comm_end = raw.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+            let filename = escape_bytes(&raw.path);
+            let entry = self.live.entry(raw.tgid).or_default();
+            let same = entry
+                .lineage
+                .as_ref()
+                .is_some_and(|l| l.start_ns == raw.start_ns);
+            if !same {
+                entry.generations += 1;
+            }
+            entry.exe = Some(filename);
+            entry.ppid = raw.ppid;
+            entry.exited = false;
+            entry.lineage = Some(Lineage {
+                ppid: raw.ppid,
+                uid: raw.uid,
+                gid: raw.gid,
+                comm: escape_bytes(&raw.comm[..comm_end]),
+                cgroup_id: raw.cgroup_id,
+                mnt_ns: raw.mnt_ns,
+                start_ns: raw.start_ns,
+            });
+        }
+        if raw.ppid != 0 {
+            raw.ppid
+        } else {
+            self.entry(raw.tgid, 0).ppid
+        }
     }
 
     fn file_detail(&mut self, kind: EventKind, raw: &Event) -> FileDetail {
@@ -871,6 +909,29 @@ mod tests {
             table.decode(&exit, &clock).unwrap();
         }
         assert!(table.len() <= 3, "table kept {} entries", table.len());
+    }
+
+    #[test]
+    fn noting_lineage_names_an_exited_reader_as_decoding_does() {
+        let clock = Clock::new();
+        let mut exec = raw(KIND_EXEC);
+        exec.path[..8].copy_from_slice(b"/bin/cat");
+        exec.start_ns = 5_000_000_000;
+        let exit = raw(KIND_EXIT);
+        let mut decoded = ProcessTable::new(8);
+        decoded.decode(&exec, &clock).unwrap();
+        decoded.decode(&exit, &clock).unwrap();
+        let mut noted = ProcessTable::new(8);
+        assert_eq!(noted.note(&exec).unwrap(), EventKind::Exec);
+        assert_eq!(noted.note(&exit).unwrap(), EventKind::Exit);
+        assert!(noted.note(&raw(99)).is_err());
+        assert_eq!(noted.len(), decoded.len());
+        let by_note = noted.access_event(access(4242, None, ReaderSource::Gone), &clock);
+        let by_decode = decoded.access_event(access(4242, None, ReaderSource::Gone), &clock);
+        assert_eq!(by_note.process, by_decode.process);
+        assert_eq!(by_note.process.named_by, "lineage");
+        assert_eq!(by_note.process.exe.as_deref(), Some("/bin/cat"));
+        assert!(!by_note.process.uncertain);
     }
 
     #[test]

@@ -29,12 +29,17 @@
 //!   others, so a watcher's userspace shows as its CPU time instead of as
 //!   contention that depends on where the scheduler put it;
 //! - for each watcher the loops run in pairs of halves, detached and
-//!   attached, alternating which goes first; each half waits a second
-//!   (`--settle-ms`) and then runs the four loops (or those `--loops`
-//!   names) `--reps` times, interleaved, and keeps each loop's fastest run;
+//!   attached, alternating which goes first; each half waits 300 ms
+//!   (`--settle-ms`) and then starts each loop (or those `--loops` names)
+//!   in `--reps` fresh processes, interleaved across the loops, each timing
+//!   `--runs` short runs; the half keeps each loop's fastest run. Short
+//!   runs, many of them: the VM's speed moves between a fast and a slow
+//!   state about 25% apart every few seconds, and the fastest of many short
+//!   runs measures each half in its fast moments;
 //! - the figure is the median over the pairs of attached / detached, printed
-//!   with the interquartile range of the pairs' ratios; the floor's spread
-//!   is the noise.
+//!   with the interquartile range of the pairs' ratios and the median's
+//!   distribution-free 95% confidence interval; the floor's spread is the
+//!   noise.
 //!
 //! Everything is measured in one run, side by side, and the run ends with
 //! the verdict against the target: every loop of `agent` and `watch` at most
@@ -57,10 +62,11 @@ pub enum Which {
     /// Overhead of the attached sensor (and of two peers) on unrelated syscalls.
     Sensor {
         /// Detached/attached pairs per watcher (at least 5).
-        #[arg(long, default_value_t = 9)]
+        #[arg(long, default_value_t = PAIRS)]
         pairs: usize,
-        /// Iterations of each loop per measurement.
-        #[arg(long, default_value_t = 200_000)]
+        /// Iterations of each loop per timed run (connect an eighth,
+        /// fork+exec a 250th, at least 50).
+        #[arg(long, default_value_t = ITERATIONS)]
         iterations: u64,
         /// Watchers to measure (default: all five).
         #[arg(long, value_delimiter = ',', default_values_t = ["floor".to_owned(), "agent".to_owned(), "watch".to_owned(), "auditd".to_owned(), "bpftrace".to_owned()])]
@@ -68,13 +74,16 @@ pub enum Which {
         /// Loops to run (default: all four): `open`, `read`, `connect`, `exec`.
         #[arg(long, value_delimiter = ',', default_values_t = LOOPS.map(str::to_owned))]
         loops: Vec<String>,
-        /// Runs of each loop per half (interleaved); the half keeps the
-        /// fastest.
-        #[arg(long, default_value_t = 5)]
+        /// Fresh processes per loop per half (interleaved across the
+        /// loops); the half keeps the fastest run of all of them.
+        #[arg(long, default_value_t = REPS)]
         reps: usize,
-        /// Milliseconds to wait after attaching, before measuring (the
-        /// agent's start-up work).
-        #[arg(long, default_value_t = 1000)]
+        /// Timed runs in each of those processes, back to back.
+        #[arg(long, default_value_t = RUNS)]
+        runs: usize,
+        /// Milliseconds to wait after attaching or detaching, before
+        /// measuring (the agent's start-up work, the kernel's teardown).
+        #[arg(long, default_value_t = SETTLE_MS)]
         settle_ms: u64,
         /// Do not pin: let the scheduler place the loops and the watchers.
         #[arg(long)]
@@ -126,6 +135,9 @@ pub enum Which {
         /// Pin the loop (and, for `exec`, its children) to this CPU.
         #[arg(long)]
         cpu: Option<usize>,
+        /// Timed runs of `iterations` each, one line apiece.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
 }
 
@@ -138,6 +150,23 @@ const EXEC_DIVISOR: u64 = 250;
 /// A connect to a closed port is about ten times slower than the open loop.
 const CONNECT_DIVISOR: u64 = 8;
 
+/// Default pairs per watcher. Many short pairs rather than a few long ones:
+/// the machine's speed drifts by 10-30% over seconds (docs/performance.md),
+/// so the two halves of a pair must be close in time, and the median's
+/// confidence interval narrows with the square root of the pairs.
+const PAIRS: usize = 25;
+/// Default iterations per timed run (an open+close run takes about 20 ms:
+/// short runs, so that many of them fall in the machine's fast periods).
+const ITERATIONS: u64 = 10_000;
+/// Default fresh processes per loop per half.
+const REPS: usize = 4;
+/// Default timed runs per process.
+const RUNS: usize = 5;
+/// The fewest iterations of a run of the connect and fork+exec loops.
+const MIN_ITERATIONS: u64 = 20;
+/// Default settling time after attaching or detaching, in ms.
+const SETTLE_MS: u64 = 300;
+
 /// Runs a benchmark.
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
@@ -147,12 +176,14 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             watchers,
             loops,
             reps,
+            runs,
             settle_ms,
             no_pin,
         } => sensor(&Plan {
             pairs: pairs.max(5),
             iterations,
             reps: reps.max(1),
+            runs: runs.max(1),
             settle: Duration::from_millis(settle_ms),
             pin: !no_pin,
             watchers,
@@ -187,12 +218,14 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             path,
             port,
             cpu,
+            runs,
         } => {
             if let Some(cpu) = cpu {
                 pin_to(&[cpu])?;
             }
-            let sample = run_loop(&kind, iterations, &path, port)?;
-            println!("{:.1} {:.1}", sample.wall, sample.cpu);
+            for sample in run_loop(&kind, iterations, runs.max(1), &path, port)? {
+                println!("{:.1} {:.1}", sample.wall, sample.cpu);
+            }
             Ok(())
         }
     }
@@ -355,8 +388,15 @@ struct Sample {
     watcher: f64,
 }
 
-/// The loop itself: wall-clock and CPU nanoseconds per iteration.
-fn run_loop(kind: &str, iterations: u64, path: &Path, port: u16) -> anyhow::Result<Sample> {
+/// The loop itself, `runs` times after one warm-up of a tenth of the
+/// iterations: wall-clock and CPU nanoseconds per iteration of each run.
+fn run_loop(
+    kind: &str,
+    iterations: u64,
+    runs: usize,
+    path: &Path,
+    port: u16,
+) -> anyhow::Result<Vec<Sample>> {
     let cpath = CString::new(path.as_os_str().as_encoded_bytes()).context("path has a NUL")?;
     let warmup = iterations / 10;
     let body: Box<dyn Fn()> = match kind {
@@ -409,18 +449,22 @@ fn run_loop(kind: &str, iterations: u64, path: &Path, port: u16) -> anyhow::Resu
     for _ in 0..warmup {
         body();
     }
-    let cpu_start = cpu_ns();
-    let start = Instant::now();
-    for _ in 0..iterations {
-        body();
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let cpu_start = cpu_ns();
+        let start = Instant::now();
+        for _ in 0..iterations {
+            body();
+        }
+        let wall = start.elapsed().as_nanos() as f64;
+        let cpu = cpu_ns().saturating_sub(cpu_start) as f64;
+        samples.push(Sample {
+            wall: wall / iterations as f64,
+            cpu: cpu / iterations as f64,
+            watcher: 0.0,
+        });
     }
-    let wall = start.elapsed().as_nanos() as f64;
-    let cpu = cpu_ns().saturating_sub(cpu_start) as f64;
-    Ok(Sample {
-        wall: wall / iterations as f64,
-        cpu: cpu / iterations as f64,
-        watcher: 0.0,
-    })
+    Ok(samples)
 }
 
 struct Setup {
@@ -654,8 +698,27 @@ fn prepare_peer(watcher: &str) -> anyhow::Result<()> {
         let running = Command::new("auditctl").arg("-s").output()?;
         let status = String::from_utf8_lossy(&running.stdout);
         if status.lines().any(|l| l.trim() == "pid 0") {
-            // auditd daemonizes itself.
-            crate::run(&mut Command::new("auditd"))?;
+            // auditd daemonizes itself and outlives the bench: it must not
+            // keep our inherited descriptors, such as the one of `flock
+            // /tmp/tokenwatch-bench.lock cargo xtask bench sensor`, which
+            // would hold that lock for as long as auditd runs.
+            let mut cmd = Command::new("auditd");
+            // SAFETY: close_range is async-signal-safe and touches only
+            // this child's descriptor table; it marks every descriptor
+            // from 3 up close-on-exec (Linux 5.11; on an older kernel it
+            // fails and auditd inherits them, as before).
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        3_u32,
+                        u32::MAX,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    );
+                    Ok(())
+                });
+            }
+            crate::run(&mut cmd)?;
             std::thread::sleep(Duration::from_millis(500));
         }
         crate::run(
@@ -674,16 +737,18 @@ fn measure(
     plan: &Plan,
     kind: &str,
     watcher: Option<&Attached>,
-) -> anyhow::Result<Sample> {
+) -> anyhow::Result<Vec<Sample>> {
     let iterations = match kind {
-        "exec" => (plan.iterations / EXEC_DIVISOR).max(50),
-        "connect" => (plan.iterations / CONNECT_DIVISOR).max(50),
+        "exec" => (plan.iterations / EXEC_DIVISOR).max(MIN_ITERATIONS),
+        "connect" => (plan.iterations / CONNECT_DIVISOR).max(MIN_ITERATIONS),
         _ => plan.iterations,
     };
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["bench", "loop", kind, &iterations.to_string()])
         .arg(&setup.unrelated)
-        .arg(setup.closed_port.to_string());
+        .arg(setup.closed_port.to_string())
+        .arg("--runs")
+        .arg(plan.runs.to_string());
     if let Some(cpu) = plan.loop_cpu {
         cmd.arg("--cpu").arg(cpu.to_string());
     }
@@ -699,16 +764,28 @@ fn measure(
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut fields = text.split_whitespace().map(str::parse::<f64>);
-    let (Some(Ok(wall)), Some(Ok(cpu))) = (fields.next(), fields.next()) else {
+    // The watcher's CPU time over the whole process (its warm-up and
+    // start included, so a little more than its share), spread over the
+    // timed runs.
+    let watcher = watcher_spent as f64 / (iterations * plan.runs as u64) as f64;
+    let samples: Vec<Sample> = text
+        .lines()
+        .map(|line| {
+            let mut fields = line.split_whitespace().map(str::parse::<f64>);
+            match (fields.next(), fields.next()) {
+                (Some(Ok(wall)), Some(Ok(cpu))) => Ok(Sample {
+                    wall,
+                    cpu: cpu + watcher,
+                    watcher,
+                }),
+                _ => bail!("the {kind} loop printed {text:?}"),
+            }
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if samples.len() != plan.runs {
         bail!("the {kind} loop printed {text:?}");
-    };
-    let watcher = watcher_spent as f64 / iterations as f64;
-    Ok(Sample {
-        wall,
-        cpu: cpu + watcher,
-        watcher,
-    })
+    }
+    Ok(samples)
 }
 
 /// The `q` quantile (0 to 1) of `values`, interpolated.
@@ -727,12 +804,39 @@ fn median(values: &[f64]) -> f64 {
     quantile(values, 0.5)
 }
 
+/// A distribution-free 95% confidence interval of the median of `values`:
+/// the order statistics `x(j)` and `x(n+1-j)` with the largest `j` for
+/// which the binomial chance of fewer than `j` values below the median is
+/// at most 2.5% (so the interval covers the median with at least 95%).
+/// `None` when there are too few values for any such interval (n < 6).
+fn median_ci(values: &[f64]) -> Option<(f64, f64)> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    // P(Binomial(n, 1/2) <= k), summed term by term.
+    let mut term = 0.5_f64.powi(i32::try_from(n).ok()?);
+    let mut below = 0.0;
+    let mut j = 0;
+    for k in 0..n {
+        below += term;
+        if below > 0.025 {
+            break;
+        }
+        // P(X < k + 1) <= 2.5%: the (k+1)-th smallest is a lower bound.
+        j = k + 1;
+        term *= (n - k) as f64 / (k + 1) as f64;
+    }
+    (j >= 1).then(|| (sorted[j - 1], sorted[n - j]))
+}
+
 /// How the run is made.
 struct Plan {
     pairs: usize,
     iterations: u64,
-    /// Runs of each loop per half; the half keeps the fastest.
+    /// Fresh processes per loop per half.
     reps: usize,
+    /// Timed runs per process; the half keeps the fastest of all.
+    runs: usize,
     /// Wait after attaching or detaching, before measuring.
     settle: Duration,
     pin: bool,
@@ -794,34 +898,27 @@ struct Figures {
     watcher: Vec<Vec<f64>>,
 }
 
-/// Every run of each loop in one half: `plan.reps` rounds of the four loops.
+/// Every timed run of each loop in one half (indexed like [`LOOPS`]), in
+/// the order they ran: `plan.reps` rounds of the loops, each loop in a
+/// fresh process that times `plan.runs` runs.
 fn half(
     setup: &Setup,
     plan: &Plan,
     watcher: Option<&Attached>,
-) -> anyhow::Result<Vec<[Sample; LOOPS.len()]>> {
+) -> anyhow::Result<Vec<Vec<Sample>>> {
     std::thread::sleep(plan.settle);
-    let mut rounds = Vec::with_capacity(plan.reps);
+    let mut runs = vec![Vec::with_capacity(plan.reps * plan.runs); LOOPS.len()];
     for _ in 0..plan.reps {
-        let mut round = [Sample {
-            wall: 0.0,
-            cpu: 0.0,
-            watcher: 0.0,
-        }; LOOPS.len()];
         for &i in &plan.loops {
-            round[i] = measure(setup, plan, LOOPS[i], watcher)?;
+            runs[i].extend(measure(setup, plan, LOOPS[i], watcher)?);
         }
-        rounds.push(round);
     }
-    Ok(rounds)
+    Ok(runs)
 }
 
 /// The fastest of a half's runs of loop `i`, by `by`.
-fn fastest(rounds: &[[Sample; LOOPS.len()]], i: usize, by: impl Fn(&Sample) -> f64) -> f64 {
-    rounds
-        .iter()
-        .map(|r| by(&r[i]))
-        .fold(f64::INFINITY, f64::min)
+fn fastest(runs: &[Vec<Sample>], i: usize, by: impl Fn(&Sample) -> f64) -> f64 {
+    runs[i].iter().map(by).fold(f64::INFINITY, f64::min)
 }
 
 fn measure_watcher(setup: &Setup, plan: &Plan, watcher: &str) -> anyhow::Result<Figures> {
@@ -846,22 +943,22 @@ fn measure_watcher(setup: &Setup, plan: &Plan, watcher: &str) -> anyhow::Result<
             }
         }
         for &i in &plan.loops {
-            figures.watcher[i].extend(attached.iter().map(|round| round[i].watcher));
+            figures.watcher[i].extend(attached[i].iter().map(|run| run.watcher));
             let cpu = |s: &Sample| s.cpu;
             let wall = |s: &Sample| s.wall;
             figures.cpu.push(
                 i,
                 fastest(&detached, i, cpu),
                 fastest(&attached, i, cpu),
-                detached[0][i].cpu,
-                attached[0][i].cpu,
+                detached[i][0].cpu,
+                attached[i][0].cpu,
             );
             figures.wall.push(
                 i,
                 fastest(&detached, i, wall),
                 fastest(&attached, i, wall),
-                detached[0][i].wall,
-                attached[0][i].wall,
+                detached[i][0].wall,
+                attached[i][0].wall,
             );
         }
     }
@@ -928,6 +1025,7 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
         pairs: plan.pairs,
         iterations: plan.iterations,
         reps: plan.reps,
+        runs: plan.runs,
         settle: plan.settle,
         pin: plan.pin,
         watchers: plan.watchers.clone(),
@@ -949,12 +1047,14 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\nsensor overhead: median over {} pairs of attached/detached; each half keeps the fastest of {} interleaved runs per loop ({} iterations, connect {}, fork+exec {}), after {} ms of settling; {}; {:.0} s",
+        "\nsensor overhead: median over {} pairs of attached/detached; each half keeps the fastest of {} runs per loop ({} interleaved processes of {} runs; {} iterations, connect {}, fork+exec {}), after {} ms of settling; {}; {:.0} s",
         plan.pairs,
+        plan.reps * plan.runs,
         plan.reps,
+        plan.runs,
         plan.iterations,
-        (plan.iterations / CONNECT_DIVISOR).max(50),
-        (plan.iterations / EXEC_DIVISOR).max(50),
+        (plan.iterations / CONNECT_DIVISOR).max(MIN_ITERATIONS),
+        (plan.iterations / EXEC_DIVISOR).max(MIN_ITERATIONS),
         plan.settle.as_millis(),
         match &placement {
             Some((last, rest)) =>
@@ -996,10 +1096,13 @@ fn sensor(plan: &Plan) -> anyhow::Result<()> {
                 serde_json::json!({
                     "ratio": s.ratio(i),
                     "iqr": s.iqr(i),
+                    "median_ci95": median_ci(&s.ratios[i]).map(|(lo, hi)| [lo, hi]),
                     "ratios": s.ratios[i],
                     "single_run_ratios": s.single_ratios[i],
                     "detached_ns": median(&s.detached[i]),
                     "attached_ns": median(&s.attached[i]),
+                    "detached_ns_pairs": s.detached[i],
+                    "attached_ns_pairs": s.attached[i],
                 })
             };
             per_loop.insert(
@@ -1044,6 +1147,23 @@ fn print_table(
                 s.iqr(i) / 2.0,
                 median(&s.detached[i]),
                 median(&s.attached[i]),
+            );
+            print!(" | {cell:>30}");
+        }
+        println!();
+    }
+    // What one invocation can resolve: the median's confidence interval.
+    print!("{:<8}", "95% CI");
+    for (_, _) in results {
+        print!(" | {:>30}", "of the median");
+    }
+    println!();
+    for (i, kind) in chosen(&plan.loops) {
+        print!("{kind:<8}");
+        for (_, figures) in results {
+            let cell = median_ci(&series(figures).ratios[i]).map_or_else(
+                || "too few pairs".to_owned(),
+                |(lo, hi)| format!("{lo:.3}..{hi:.3}"),
             );
             print!(" | {cell:>30}");
         }
@@ -1157,5 +1277,21 @@ fn verdict(plan: &Plan, results: &[(String, Figures)]) {
                 "missed"
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_ci_takes_the_binomial_order_statistics() {
+        let values: Vec<f64> = (1..=9).map(f64::from).rev().collect();
+        // n = 9: the 2nd and 8th smallest (96.1% coverage).
+        assert_eq!(median_ci(&values), Some((2.0, 8.0)));
+        let values: Vec<f64> = (1..=40).map(f64::from).collect();
+        // n = 40: the 14th and 27th (96.2%); the 15th would give 91.9%.
+        assert_eq!(median_ci(&values), Some((14.0, 27.0)));
+        assert_eq!(median_ci(&[1.0, 2.0, 3.0, 4.0, 5.0]), None);
     }
 }

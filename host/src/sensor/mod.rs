@@ -41,7 +41,8 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
 };
 use monitor_common::{
-    AF_INET, AF_INET6, EndpointKey, Event, InodeKey, MAX_PATTERNS, PATTERN_PART_LEN, PathPattern,
+    AF_INET, AF_INET6, EndpointKey, Event, InodeKey, KIND_EXEC, KIND_EXIT, MAX_PATTERNS,
+    PATTERN_PART_LEN, PathPattern,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -218,6 +219,11 @@ pub struct SensorConfig {
     /// Also report this process's own opens (tests); the agent leaves its
     /// own token reads out.
     pub report_self: bool,
+    /// Return exec and exit records from [`Sensor::next_batch`] as events.
+    /// When off they still update the lineage (readers that exited are
+    /// named from it) but no event is built for them: `tokenwatch watch`
+    /// without `--lineage`, which would only throw them away.
+    pub lineage_events: bool,
 }
 
 impl Default for SensorConfig {
@@ -237,6 +243,7 @@ impl Default for SensorConfig {
             // Enough to name every reader of a busy node's last few seconds.
             keep_exited: 4096,
             report_self: false,
+            lineage_events: true,
         }
     }
 }
@@ -509,6 +516,8 @@ pub struct Sensor {
     /// Drains the ring buffer every [`LINEAGE_DRAIN`]: lineage records do
     /// not wake us.
     lineage_tick: tokio::time::Interval,
+    /// [`SensorConfig::lineage_events`].
+    lineage_events: bool,
 }
 
 /// How often the ring buffer is drained without a wake-up. The kernel
@@ -676,6 +685,7 @@ impl Sensor {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick
             },
+            lineage_events: config.lineage_events,
         })
     }
 
@@ -764,6 +774,13 @@ impl Sensor {
             let mut events = Vec::with_capacity(raws.len() + accesses.len());
             let mut unknown = None;
             for raw in &raws {
+                if !self.lineage_events && matches!(raw.kind, KIND_EXEC | KIND_EXIT) {
+                    // The lineage only: the caller does not want the event.
+                    if let Err(err) = self.table.note(raw) {
+                        unknown = Some(err);
+                    }
+                    continue;
+                }
                 match self.table.decode(raw, &self.clock) {
                     Ok(event) => events.push(event),
                     Err(err) => unknown = Some(err),
@@ -774,6 +791,10 @@ impl Sensor {
             }
             for access in accesses {
                 events.push(self.table.access_event(access, &self.clock));
+            }
+            if events.is_empty() {
+                // Only lineage records, kept in the table (lineage_events off).
+                continue;
             }
             return Ok(events);
         }

@@ -84,6 +84,9 @@ impl Args {
             syscall_path_match: self.syscall_path_match,
             btf_path: self.btf.clone(),
             ring_buffer_bytes: self.ring_buffer_bytes,
+            // Without --lineage exec and exit lines are not printed: the
+            // sensor keeps the lineage without building them.
+            lineage_events: self.lineage,
             ..SensorConfig::default()
         };
         if !self.token_path_suffixes.is_empty() {
