@@ -335,131 +335,133 @@ pub fn write_event_line(out: &mut dyn Write, e: &EventRecord) -> io::Result<()> 
 impl EventRecord {
     /// Appends the event's JSON line (newline included) to `line`.
     fn push_json_line(&self, line: &mut Vec<u8>) {
-        use super::json::push_escaped as s;
-        line.extend_from_slice(b"{\"type\":\"event\",\"schema\":");
-        line.extend_from_slice(itoa::Buffer::new().format(REPORT_SCHEMA_VERSION).as_bytes());
-        line.extend_from_slice(b",\"location\":{\"file\":");
-        s(line, &self.location.file);
-        line.extend_from_slice(b",\"line\":");
-        line.extend_from_slice(itoa::Buffer::new().format(self.location.line).as_bytes());
-        if let Some(item) = self.location.item {
-            line.extend_from_slice(b",\"item\":");
-            line.extend_from_slice(itoa::Buffer::new().format(item).as_bytes());
-        }
-        line.extend_from_slice(b"},\"time\":");
-        s(line, &self.time);
-        line.extend_from_slice(b",\"auditId\":");
-        s(line, &self.audit_id);
-        line.extend_from_slice(b",\"stage\":");
-        s(line, self.stage);
-        line.extend_from_slice(b",\"user\":");
-        s(line, &self.user);
-        if let Some(by) = &self.impersonated_by {
-            line.extend_from_slice(b",\"impersonatedBy\":");
-            s(line, by);
-        }
-        line.extend_from_slice(b",\"verb\":");
-        s(line, &self.verb);
-        if let Some(a) = &self.attributes {
-            line.extend_from_slice(b",\"attributes\":{\"verb\":");
-            s(line, &a.verb);
-            line.extend_from_slice(if a.is_resource_request {
-                b",\"isResourceRequest\":true,\"namespace\":"
-            } else {
-                b",\"isResourceRequest\":false,\"namespace\":"
-            });
-            s(line, &a.namespace);
-            line.extend_from_slice(b",\"apiGroup\":");
-            s(line, &a.api_group);
-            line.extend_from_slice(b",\"resource\":");
-            s(line, &a.resource);
-            line.extend_from_slice(b",\"subresource\":");
-            s(line, &a.subresource);
-            line.extend_from_slice(b",\"name\":");
-            s(line, &a.name);
-            line.extend_from_slice(b",\"path\":");
-            s(line, &a.path);
-            line.push(b'}');
-        }
-        if let Some(from) = self.attributes_from {
-            line.extend_from_slice(b",\"attributesFrom\":");
-            s(line, from);
-        }
-        line.extend_from_slice(b",\"requestUri\":");
-        s(line, &self.request_uri);
-        line.extend_from_slice(b",\"sourceIps\":[");
-        for (i, ip) in self.source_ips.iter().enumerate() {
-            if i > 0 {
-                line.push(b',');
-            }
-            s(line, ip);
-        }
-        line.push(b']');
-        if let Some(agent) = &self.user_agent {
-            line.extend_from_slice(b",\"userAgent\":");
-            s(line, agent);
-        }
-        if let Some(code) = self.code {
-            line.extend_from_slice(b",\"code\":");
-            line.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
-        }
-        if let Some(r) = &self.recorded {
-            line.extend_from_slice(if r.allowed {
-                b",\"recorded\":{\"allowed\":true,\"reason\":"
-            } else {
-                b",\"recorded\":{\"allowed\":false,\"reason\":"
-            });
-            s(line, &r.reason);
-            line.extend_from_slice(b",\"from\":");
-            s(line, r.from);
-            line.push(b'}');
-        }
-        if let Some(r) = &self.replayed {
-            line.extend_from_slice(if r.allowed {
-                b",\"replayed\":{\"allowed\":true,\"reason\":"
-            } else {
-                b",\"replayed\":{\"allowed\":false,\"reason\":"
-            });
-            s(line, &r.reason);
-            line.extend_from_slice(b",\"snapshot\":");
-            s(line, &r.snapshot);
-            line.push(b'}');
-        }
-        line.extend_from_slice(b",\"outcome\":{\"kind\":");
-        match &self.outcome {
-            Outcome::Agree => s(line, "agree"),
-            Outcome::Drift { direction } => {
-                s(line, "drift");
-                line.extend_from_slice(b",\"direction\":");
-                s(line, direction.as_str());
-            }
-            Outcome::OutsideRbac { label } => {
-                s(line, "outside-rbac");
-                line.extend_from_slice(b",\"label\":");
-                s(line, label);
-            }
-            Outcome::Unrecorded => s(line, "unrecorded"),
-            Outcome::Undetermined => s(line, "undetermined"),
-            Outcome::NotEvaluated => s(line, "not-evaluated"),
-        }
-        line.push(b'}');
-        if !self.explanation.is_empty() {
-            line.extend_from_slice(b",\"explanation\":");
-            s(line, &self.explanation);
-        }
-        if let Some(token) = &self.token {
-            line.extend_from_slice(b",\"token\":");
-            s(line, token);
-        }
-        if !self.flags.is_empty() {
-            line.extend_from_slice(b",\"flags\":[");
-            for (i, f) in self.flags.iter().enumerate() {
+        use super::json::push_escaped;
+        // `,"key":"value"` (`key` written with its comma, quotes and colon).
+        let text = |line: &mut Vec<u8>, key: &[u8], value: &str| {
+            line.extend_from_slice(key);
+            push_escaped(line, value);
+        };
+        // `,"key":123`.
+        let number = |line: &mut Vec<u8>, key: &[u8], digits: &str| {
+            line.extend_from_slice(key);
+            line.extend_from_slice(digits.as_bytes());
+        };
+        let texts = |line: &mut Vec<u8>, key: &[u8], values: &mut dyn Iterator<Item = &str>| {
+            line.extend_from_slice(key);
+            line.push(b'[');
+            for (i, v) in values.enumerate() {
                 if i > 0 {
                     line.push(b',');
                 }
-                s(line, f);
+                push_escaped(line, v);
             }
             line.push(b']');
+        };
+        // `,"key":{"allowed":B,"reason":"...","<last>":"..."}`.
+        let decision =
+            |line: &mut Vec<u8>, key: &[u8], allowed: bool, reason: &str, last: (&[u8], &str)| {
+                line.extend_from_slice(key);
+                line.extend_from_slice(if allowed {
+                    b"{\"allowed\":true"
+                } else {
+                    b"{\"allowed\":false"
+                });
+                text(line, b",\"reason\":", reason);
+                text(line, last.0, last.1);
+                line.push(b'}');
+            };
+        line.extend_from_slice(b"{\"type\":\"event\",\"schema\":");
+        line.extend_from_slice(itoa::Buffer::new().format(REPORT_SCHEMA_VERSION).as_bytes());
+        text(line, b",\"location\":{\"file\":", &self.location.file);
+        number(
+            line,
+            b",\"line\":",
+            itoa::Buffer::new().format(self.location.line),
+        );
+        if let Some(item) = self.location.item {
+            number(line, b",\"item\":", itoa::Buffer::new().format(item));
+        }
+        line.push(b'}');
+        text(line, b",\"time\":", &self.time);
+        text(line, b",\"auditId\":", &self.audit_id);
+        text(line, b",\"stage\":", self.stage);
+        text(line, b",\"user\":", &self.user);
+        if let Some(by) = &self.impersonated_by {
+            text(line, b",\"impersonatedBy\":", by);
+        }
+        text(line, b",\"verb\":", &self.verb);
+        if let Some(a) = &self.attributes {
+            text(line, b",\"attributes\":{\"verb\":", &a.verb);
+            line.extend_from_slice(if a.is_resource_request {
+                b",\"isResourceRequest\":true"
+            } else {
+                b",\"isResourceRequest\":false"
+            });
+            for (key, value) in [
+                (&b",\"namespace\":"[..], &a.namespace),
+                (b",\"apiGroup\":", &a.api_group),
+                (b",\"resource\":", &a.resource),
+                (b",\"subresource\":", &a.subresource),
+                (b",\"name\":", &a.name),
+                (b",\"path\":", &a.path),
+            ] {
+                text(line, key, value);
+            }
+            line.push(b'}');
+        }
+        if let Some(from) = self.attributes_from {
+            text(line, b",\"attributesFrom\":", from);
+        }
+        text(line, b",\"requestUri\":", &self.request_uri);
+        texts(
+            line,
+            b",\"sourceIps\":",
+            &mut self.source_ips.iter().map(String::as_str),
+        );
+        if let Some(agent) = &self.user_agent {
+            text(line, b",\"userAgent\":", agent);
+        }
+        if let Some(code) = self.code {
+            number(line, b",\"code\":", itoa::Buffer::new().format(code));
+        }
+        if let Some(r) = &self.recorded {
+            decision(
+                line,
+                b",\"recorded\":",
+                r.allowed,
+                &r.reason,
+                (b",\"from\":", r.from),
+            );
+        }
+        if let Some(r) = &self.replayed {
+            decision(
+                line,
+                b",\"replayed\":",
+                r.allowed,
+                &r.reason,
+                (b",\"snapshot\":", &r.snapshot),
+            );
+        }
+        match &self.outcome {
+            Outcome::Drift { direction } => {
+                text(line, b",\"outcome\":{\"kind\":", "drift");
+                text(line, b",\"direction\":", direction.as_str());
+            }
+            Outcome::OutsideRbac { label } => {
+                text(line, b",\"outcome\":{\"kind\":", "outside-rbac");
+                text(line, b",\"label\":", label);
+            }
+            other => text(line, b",\"outcome\":{\"kind\":", other.as_str()),
+        }
+        line.push(b'}');
+        if !self.explanation.is_empty() {
+            text(line, b",\"explanation\":", &self.explanation);
+        }
+        if let Some(token) = &self.token {
+            text(line, b",\"token\":", token);
+        }
+        if !self.flags.is_empty() {
+            texts(line, b",\"flags\":", &mut self.flags.iter().copied());
         }
         line.extend_from_slice(b"}\n");
     }
