@@ -136,7 +136,7 @@ fn slot_name<'n, V>(names: &'n str, s: &NameSlot<V>) -> &'n str {
     names.get(s.at..s.at + s.len).unwrap_or_default()
 }
 
-/// The hash [`NameTable`] and the snapshot's name index file names under.
+/// The hash [`NameTable`] files names under.
 #[inline]
 #[must_use]
 pub fn hash_name(name: &str) -> u64 {

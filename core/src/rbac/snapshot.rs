@@ -8,10 +8,11 @@
 //! A snapshot is `Send + Sync`; share it with `Arc`.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use rustc_hash::FxHashMap;
 
-use crate::bytes::{NameMap, hash_name, same_str};
+use crate::bytes::{NameMap, NameTable, same_str};
 
 use super::aggregate::{AggregationOutcome, aggregate};
 use super::model::{
@@ -228,24 +229,15 @@ impl SubjectIndexBuilder {
 }
 
 /// Lists of binding ids by name, packed for the authorizer's nine or so
-/// lookups per decision: the names end to end in one string and the lists
-/// end to end in one vector, so a lookup touches a 16-byte slot and bytes
+/// lookups per decision: the names end to end in a [`NameTable`] and the
+/// lists end to end in one vector, so a lookup touches a slot and bytes
 /// that sit together, not a heap allocation per name (which `perf` showed
 /// missing the cache on most lookups, a sixth of the replay's time).
 #[derive(Debug, Default)]
 pub(crate) struct NameIndex {
-    names: String,
+    /// Where each name's list is in `ids`.
+    lists: NameTable<Range<usize>>,
     ids: Vec<BindingId>,
-    slots: hashbrown::HashTable<NameSlot>,
-}
-
-/// Where a name and its list are in a [`NameIndex`].
-#[derive(Debug, Clone, Copy)]
-struct NameSlot {
-    name: u32,
-    name_len: u32,
-    ids: u32,
-    ids_len: u32,
 }
 
 impl NameIndex {
@@ -253,20 +245,11 @@ impl NameIndex {
         let mut index = Self::default();
         let mut lists: Vec<_> = lists.into_iter().collect();
         lists.sort_unstable();
-        let offset = |n: usize| u32::try_from(n).expect("an RBAC index under 4 GiB");
         for (name, ids) in lists {
-            let slot = NameSlot {
-                name: offset(index.names.len()),
-                name_len: offset(name.len()),
-                ids: offset(index.ids.len()),
-                ids_len: offset(ids.len()),
-            };
-            index.names.push_str(&name);
+            let at = index.ids.len();
             index.ids.extend_from_slice(&ids);
-            let names = &index.names;
-            index
-                .slots
-                .insert_unique(hash_name(&name), slot, |s| hash_name(slot_name(names, s)));
+            let range = at..index.ids.len();
+            index.lists.get_or_insert_with(&name, || range);
         }
         index
     }
@@ -274,18 +257,8 @@ impl NameIndex {
     /// The ids listed under `name`.
     #[inline]
     pub(crate) fn get(&self, name: &str) -> Option<&[BindingId]> {
-        let slot = self.slots.find(hash_name(name), |s| {
-            same_str(slot_name(&self.names, s), name)
-        })?;
-        self.ids
-            .get(slot.ids as usize..(slot.ids + slot.ids_len) as usize)
+        self.ids.get(self.lists.get(name)?.clone())
     }
-}
-
-fn slot_name<'n>(names: &'n str, s: &NameSlot) -> &'n str {
-    names
-        .get(s.name as usize..(s.name + s.name_len) as usize)
-        .unwrap_or_default()
 }
 
 /// An immutable, indexed RBAC snapshot.
