@@ -404,6 +404,15 @@ pub const PROC_TICK_NS: u64 = 10_000_000;
 
 /// Whether two start times name the same process: the kernel's in ns and
 /// `/proc`'s in clock ticks converted to ns.
+/// `value` unless it is 0 (unknown), then `fallback` (0 when there is none).
+fn nonzero_or<T: Default + PartialEq + Copy>(value: T, fallback: Option<T>) -> T {
+    if value == T::default() {
+        fallback.unwrap_or_default()
+    } else {
+        value
+    }
+}
+
 fn same_start(kernel_ns: u64, proc_ns: u64) -> bool {
     kernel_ns != 0 && proc_ns != 0 && kernel_ns.abs_diff(proc_ns) < PROC_TICK_NS
 }
@@ -497,6 +506,17 @@ impl ProcessTable {
                     && record
                         .as_ref()
                         .is_some_and(|r| r.exited || r.generations > 1);
+                // A reader that is exiting has released its memory map (so
+                // no `/proc/<pid>/exe`), then its namespaces and cgroup,
+                // while its pidfd still answers: what `/proc` no longer
+                // gave comes from its exec record, when that record is of
+                // this same process.
+                let exec = record.as_ref().filter(|r| {
+                    r.lineage
+                        .as_ref()
+                        .is_some_and(|l| same_start(l.start_ns, f.start_ns))
+                });
+                let lineage = exec.and_then(|r| r.lineage.as_ref());
                 Process {
                     tgid: pid,
                     pid,
@@ -504,23 +524,10 @@ impl ProcessTable {
                     uid: f.uid,
                     gid: f.gid,
                     comm: f.comm.clone(),
-                    // A reader that is exiting has released its memory map
-                    // (so no `/proc/<pid>/exe`) while its pidfd still
-                    // answers: its exe is the one its exec record named,
-                    // when that record is of this same process.
-                    exe: f.exe.clone().or_else(|| {
-                        record
-                            .as_ref()
-                            .filter(|r| {
-                                r.lineage
-                                    .as_ref()
-                                    .is_some_and(|l| same_start(l.start_ns, f.start_ns))
-                            })
-                            .and_then(|r| r.exe.clone())
-                    }),
+                    exe: f.exe.clone().or_else(|| exec.and_then(|r| r.exe.clone())),
                     parent_exe: self.exe_of(f.ppid),
-                    cgroup_id: f.cgroup_id,
-                    mnt_ns: f.mnt_ns,
+                    cgroup_id: nonzero_or(f.cgroup_id, lineage.map(|l| l.cgroup_id)),
+                    mnt_ns: nonzero_or(f.mnt_ns, lineage.map(|l| l.mnt_ns)),
                     start_ns: f.start_ns,
                     named_by: if access.source == ReaderSource::Pidfd {
                         "pidfd"
@@ -867,14 +874,17 @@ mod tests {
     }
 
     #[test]
-    fn an_exiting_reader_without_an_exe_link_takes_its_exec_records_exe() {
+    fn an_exiting_reader_takes_what_proc_no_longer_shows_from_its_exec_record() {
         let mut table = ProcessTable::new(8);
         let clock = Clock::new();
         let mut exec = raw(KIND_EXEC);
         exec.start_ns = 5_123_456_789;
+        exec.cgroup_id = 77;
+        exec.mnt_ns = 4_026_531_841;
         exec.path[..8].copy_from_slice(b"/bin/cat");
         table.decode(&exec, &clock).unwrap();
-        // /proc read while it exited: status and comm, no exe; start in ticks.
+        // /proc read while it exited: status and comm, no exe, namespace or
+        // cgroup; start in ticks.
         let facts = ProcFacts {
             ppid: 1,
             comm: "cat".into(),
@@ -886,7 +896,17 @@ mod tests {
             &clock,
         );
         assert_eq!(event.process.exe.as_deref(), Some("/bin/cat"));
+        assert_eq!(event.process.cgroup_id, 77);
+        assert_eq!(event.process.mnt_ns, 4_026_531_841);
         assert_eq!(event.process.named_by, "pidfd");
+        // What /proc did show wins over the record.
+        let shown = ProcFacts {
+            cgroup_id: 78,
+            mnt_ns: 9,
+            ..facts.clone()
+        };
+        let event = table.access_event(access(4242, Some(shown), ReaderSource::Pidfd), &clock);
+        assert_eq!((event.process.cgroup_id, event.process.mnt_ns), (78, 9));
         // Another process that had the pid (another start) lends nothing.
         let other = ProcFacts {
             start_ns: 9_000_000_000,
@@ -894,6 +914,7 @@ mod tests {
         };
         let event = table.access_event(access(4242, Some(other), ReaderSource::Pidfd), &clock);
         assert_eq!(event.process.exe, None);
+        assert_eq!((event.process.cgroup_id, event.process.mnt_ns), (0, 0));
     }
 
     #[test]

@@ -352,9 +352,9 @@ fn a_reader_that_exited_before_its_event_was_read_is_named_from_the_lineage() {
             .is_some_and(|x| x.ends_with("/cat")),
         "{e:?}"
     );
-    assert_eq!(e.process.ppid, std::process::id());
-    assert_ne!(e.process.cgroup_id, 0);
-    assert_ne!(e.process.mnt_ns, 0);
+    assert_eq!(e.process.ppid, std::process::id(), "{e:?}");
+    assert_ne!(e.process.cgroup_id, 0, "{e:?}");
+    assert_ne!(e.process.mnt_ns, 0, "{e:?}");
 }
 
 #[test]
