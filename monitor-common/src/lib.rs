@@ -24,6 +24,16 @@ pub const PATH_LEN: usize = 256;
 pub const PATTERN_PART_LEN: usize = 64;
 /// Number of path-suffix patterns the kernel checks.
 pub const MAX_PATTERNS: u32 = 8;
+/// Words of the endpoint-port bitmap (`ENDPOINT_PORTS`): one bit per TCP port.
+pub const PORT_WORDS: u32 = 65536 / 64;
+
+/// `(word, bit)` of `port` in the endpoint-port bitmap.
+#[must_use]
+#[inline(always)]
+pub const fn port_bit(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1 << (port & 63))
+}
+
 /// Slashes the kernel locates from the end of a path: a `*` pattern's tail
 /// may have at most `MAX_SLASHES - 1` of them.
 pub const MAX_SLASHES: usize = 8;

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    EndpointKey, FdKey, InodeKey, KernelOffsets, MAX_PATTERNS, PathPattern, PathScratch,
-    PendingConnect, SockOffsets, SyscallAbi, TracepointOffsets,
+    EndpointKey, FdKey, InodeKey, KernelOffsets, MAX_PATTERNS, PORT_WORDS, PathPattern,
+    PathScratch, PendingConnect, SockOffsets, SyscallAbi, TracepointOffsets,
 };
 
 /// Kernel struct offsets from BTF (written by the loader).
@@ -58,6 +58,12 @@ pub static PATTERNS: Array<PathPattern> = Array::with_max_entries(MAX_PATTERNS, 
 /// API-server endpoints.
 #[map]
 pub static ENDPOINTS: HashMap<EndpointKey, u8> = HashMap::with_max_entries(256, 0);
+
+/// The endpoints' destination ports, one bit each: bit `port % 64` of
+/// entry `port / 64`. A connect to any other port is let go after one read
+/// of its socket (the loader keeps it in step with `ENDPOINTS`).
+#[map]
+pub static ENDPOINT_PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 
 /// Open token fds, per process; reads of anything else are ignored.
 #[map]

@@ -10,26 +10,31 @@
 //! that matter:
 //!
 //! - CLOSE -> SYN_SENT runs in the connecting task's context: the socket's
-//!   protocol, family, destination port and address are read from `struct
-//!   sock` (offsets from BTF, in `SOCK_OFFSETS`); when the destination is in
-//!   `ENDPOINTS`, the caller is reported and remembered by socket.
+//!   destination port is read from `struct sock` (offsets from BTF, in
+//!   `SOCK_OFFSETS`) and tested in `ENDPOINT_PORTS`, a bitmap of the
+//!   endpoints' ports (an array lookup the verifier inlines). Only for an
+//!   endpoint's port are the protocol, family and address read; when the
+//!   destination is in `ENDPOINTS`, the caller is reported and remembered by
+//!   socket.
 //! - The socket's next move out of SYN_SENT (to ESTABLISHED, or to CLOSE
 //!   when refused, reset or timed out) may run in softirq context, so it is
-//!   reported with the remembered caller. It costs one lookup when the
-//!   socket was not remembered.
+//!   reported with the remembered caller. Its port is tested first too, so
+//!   a socket that was not remembered costs a lookup only when it went to
+//!   an endpoint's port.
 //!
-//! Every other state change costs two compares. An IPv4-mapped IPv6
+//! An unrelated connect thus costs two runs of one read and one bit test
+//! each; every other state change costs two compares. An IPv4-mapped IPv6
 //! destination (`::ffff:a.b.c.d`, an IPv6 socket connecting to an IPv4
 //! address) matches the IPv4 endpoint.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use monitor_common::{
     AF_INET, AF_INET6, EndpointKey, IPPROTO_TCP, KIND_CONNECT, KIND_CONNECT_RESULT, PendingConnect,
-    SockOffsets, TCP_CLOSE, TCP_SYN_SENT,
+    SockOffsets, TCP_CLOSE, TCP_SYN_SENT, port_bit,
 };
 
 use crate::{
-    maps::{ENDPOINTS, PENDING_CONNECTS, SOCK_OFFSETS},
+    maps::{ENDPOINT_PORTS, ENDPOINTS, PENDING_CONNECTS, SOCK_OFFSETS},
     task::{REPORT_WAKEUP, TaskFacts, current_facts, current_task, offsets, read_at, reserve},
 };
 
@@ -71,12 +76,14 @@ fn attempt(sk: u64, newstate: i32) -> Result<u32, i64> {
     let Some(so) = sock_offsets() else {
         return Ok(0);
     };
+    let Some(dport) = endpoint_port(sk, &so)? else {
+        return Ok(0);
+    };
     let protocol: u16 = read_at(sk, so.protocol)?;
     if protocol != IPPROTO_TCP {
         return Ok(0);
     }
     let family: u16 = read_at(sk, so.family)?;
-    let dport = u16::from_be(read_at(sk, so.dport)?);
     let mut key = EndpointKey {
         family,
         port: dport,
@@ -146,14 +153,19 @@ fn attempt(sk: u64, newstate: i32) -> Result<u32, i64> {
 /// caller when the attempt was.
 #[inline(always)]
 fn outcome(sk: u64, newstate: i32) -> Result<u32, i64> {
+    let Some(so) = sock_offsets() else {
+        return Ok(0);
+    };
+    // Remembered sockets went to an endpoint's port (a port dropped from
+    // the bitmap meanwhile leaves its entry to the LRU).
+    if endpoint_port(sk, &so)?.is_none() {
+        return Ok(0);
+    }
     // SAFETY: the value is copied out before the entry is removed.
     let Some(p) = (unsafe { PENDING_CONNECTS.get(&sk) }).copied() else {
         return Ok(0);
     };
     let _ = PENDING_CONNECTS.remove(&sk);
-    let Some(so) = sock_offsets() else {
-        return Ok(0);
-    };
     let facts = TaskFacts {
         tgid: p.tgid,
         pid: p.pid,
@@ -166,6 +178,18 @@ fn outcome(sk: u64, newstate: i32) -> Result<u32, i64> {
         comm: p.comm,
     };
     emit(sk, &so, KIND_CONNECT_RESULT, &facts, newstate)
+}
+
+/// The destination port of socket `sk` (host byte order) when it is an
+/// endpoint's port, else `None`: one read of the socket and one bit test.
+#[inline(always)]
+fn endpoint_port(sk: u64, so: &SockOffsets) -> Result<Option<u16>, i64> {
+    let dport = u16::from_be(read_at(sk, so.dport)?);
+    let (word, bit) = port_bit(dport);
+    Ok(ENDPOINT_PORTS
+        .get(word)
+        .is_some_and(|w| *w & bit != 0)
+        .then_some(dport))
 }
 
 /// Whether an IPv6 address is IPv4-mapped (`::ffff:0:0/96`).

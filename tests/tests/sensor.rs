@@ -454,6 +454,57 @@ fn an_ipv4_mapped_ipv6_connect_matches_the_ipv4_endpoint() {
 }
 
 #[test]
+fn endpoints_added_and_removed_while_running_keep_a_shared_port_watched() {
+    // Two endpoints on one port number (IPv4 and IPv6 loopback), and a
+    // third on its own port as the marker that ends each "nothing" check.
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let v4_addr = v4.local_addr().unwrap();
+    let Ok(v6) = TcpListener::bind((Ipv6Addr::LOCALHOST, v4_addr.port())) else {
+        panic!("[::1]:{} is taken; rerun", v4_addr.port());
+    };
+    let v6_addr = v6.local_addr().unwrap();
+    let marker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let marker_addr = marker.local_addr().unwrap();
+    let config = SensorConfig {
+        endpoints: vec![v4_addr, v6_addr, marker_addr],
+        ..SensorConfig::default()
+    };
+    let Some(mut h) = Harness::start("endpoint_updates", config) else {
+        return;
+    };
+    let control = h.sensor().control();
+    let unreported = |h: &mut Harness, addr: SocketAddr, what: &str| {
+        let stream = TcpStream::connect(addr).unwrap();
+        let sport = stream.local_addr().unwrap().port();
+        connect_and_expect(h, marker_addr);
+        assert!(
+            !h.seen
+                .iter()
+                .any(|e| connect(e).is_some_and(|c| c.sport == sport)),
+            "{what} was reported:\n{}",
+            h.describe()
+        );
+    };
+    // The IPv4 endpoint goes; the IPv6 one on the same port stays watched.
+    control.remove_endpoint(v4_addr).expect("remove v4");
+    unreported(&mut h, v4_addr, "a connect to a removed endpoint");
+    connect_and_expect(&mut h, v6_addr);
+    // Then the other: that port is no endpoint's any more.
+    control.remove_endpoint(v6_addr).expect("remove v6");
+    unreported(&mut h, v6_addr, "a connect to a removed endpoint");
+    // Removing what is not there is no error; adding back watches again.
+    control.remove_endpoint(v6_addr).expect("remove twice");
+    control.add_endpoint(v4_addr).expect("add v4 back");
+    connect_and_expect(&mut h, v4_addr);
+    unreported(
+        &mut h,
+        v6_addr,
+        "a connect to the removed endpoint on a watched port",
+    );
+    drop((v4, v6, marker));
+}
+
+#[test]
 fn a_refused_connect_is_attempted_and_not_established() {
     // Bind then close a listener: its port now refuses connections.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -502,6 +553,9 @@ fn the_watched_inode_map_can_change_while_running() {
             && file(e).is_some_and(|f| f.ino == ino)
     });
     control.unwatch_inode(dev, ino).expect("unwatch");
+    control
+        .unwatch_inode(dev, ino)
+        .expect("unwatching what is not watched is no error");
     read_whole(&plain);
     // Marker: the token through its suffix.
     read_whole(&volume.token_path());

@@ -42,7 +42,7 @@ use aya::{
 };
 use monitor_common::{
     AF_INET, AF_INET6, EndpointKey, Event, InodeKey, KIND_EXEC, KIND_EXIT, MAX_PATTERNS,
-    PATTERN_PART_LEN, PathPattern,
+    PATTERN_PART_LEN, PathPattern, port_bit,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -304,7 +304,25 @@ fn inode_key(dev: u64, ino: u64) -> InodeKey {
 struct Maps {
     watched: BpfHashMap<MapData, InodeKey, u8>,
     endpoints: BpfHashMap<MapData, EndpointKey, u8>,
+    endpoint_ports: Array<MapData, u64>,
     patterns: Array<MapData, PathPattern>,
+}
+
+impl Maps {
+    /// Sets or clears `port`'s bit in `ENDPOINT_PORTS`.
+    fn set_port(&mut self, port: u16, on: bool) -> Result<(), SensorError> {
+        let update = |source| SensorError::UpdateMap {
+            name: "ENDPOINT_PORTS",
+            source,
+        };
+        let (word, bit) = port_bit(port);
+        let old = self.endpoint_ports.get(&word, 0).map_err(update)?;
+        let new = if on { old | bit } else { old & !bit };
+        if new != old {
+            self.endpoint_ports.set(word, new, 0).map_err(update)?;
+        }
+        Ok(())
+    }
 }
 
 /// A handle to change what the running sensor watches; cheap to clone and
@@ -348,13 +366,10 @@ impl SensorControl {
     /// # Errors
     /// [`SensorError::UpdateMap`] on a kernel error other than "not there".
     pub fn unwatch_inode(&self, dev: u64, ino: u64) -> Result<(), SensorError> {
-        match self.maps().watched.remove(&inode_key(dev, ino)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(SensorError::UpdateMap {
-                name: "WATCHED_INODES",
-                source,
-            }),
-        }
+        absent_is_removed(
+            self.maps().watched.remove(&inode_key(dev, ino)),
+            "WATCHED_INODES",
+        )
     }
 
     /// Watches the file at `path` (symlinks followed): a fanotify inode
@@ -446,13 +461,16 @@ impl SensorControl {
     /// # Errors
     /// [`SensorError::UpdateMap`] when the map is full.
     pub fn add_endpoint(&self, addr: SocketAddr) -> Result<(), SensorError> {
-        self.maps()
-            .endpoints
+        let mut maps = self.maps();
+        maps.endpoints
             .insert(endpoint_key(addr), 1, 0)
             .map_err(|source| SensorError::UpdateMap {
                 name: "ENDPOINTS",
                 source,
-            })
+            })?;
+        // After the endpoint: the kernel reads the address only once the
+        // port's bit is set.
+        maps.set_port(addr.port(), true)
     }
 
     /// Stops reporting connects to `addr`.
@@ -460,13 +478,36 @@ impl SensorControl {
     /// # Errors
     /// [`SensorError::UpdateMap`] on a kernel error other than "not there".
     pub fn remove_endpoint(&self, addr: SocketAddr) -> Result<(), SensorError> {
-        match self.maps().endpoints.remove(&endpoint_key(addr)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(SensorError::UpdateMap {
-                name: "ENDPOINTS",
-                source,
-            }),
+        let mut maps = self.maps();
+        absent_is_removed(maps.endpoints.remove(&endpoint_key(addr)), "ENDPOINTS")?;
+        // The port stays while another endpoint has it.
+        let port = addr.port();
+        let shared = maps
+            .endpoints
+            .keys()
+            .any(|key| key.is_ok_and(|key| key.port == port));
+        if shared {
+            Ok(())
+        } else {
+            maps.set_port(port, false)
         }
+    }
+}
+
+/// A map delete's result, where a key that was not there (the kernel's
+/// ENOENT) counts as removed.
+fn absent_is_removed(
+    result: Result<(), aya::maps::MapError>,
+    name: &'static str,
+) -> Result<(), SensorError> {
+    match result {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(SensorError::UpdateMap { name, source }),
     }
 }
 
@@ -600,6 +641,8 @@ impl Sensor {
                 .map_err(open("WATCHED_INODES"))?,
             endpoints: BpfHashMap::try_from(take_map(&mut ebpf, "ENDPOINTS")?)
                 .map_err(open("ENDPOINTS"))?,
+            endpoint_ports: Array::try_from(take_map(&mut ebpf, "ENDPOINT_PORTS")?)
+                .map_err(open("ENDPOINT_PORTS"))?,
             patterns: Array::try_from(take_map(&mut ebpf, "PATTERNS")?)
                 .map_err(open("PATTERNS"))?,
         };
