@@ -596,3 +596,26 @@ fn read_only_open_needs_an_existing_dir() {
     assert!(matches!(err, TrailError::FindDataDir { .. }), "{err}");
     assert!(!missing.exists());
 }
+
+#[test]
+fn a_flush_is_due_only_after_an_append_or_another_write() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let trail = Trail::open(dir.path()).unwrap();
+        assert!(!trail.unflushed(), "a new trail has nothing to flush");
+        trail.append(&entry(0)).unwrap();
+        assert!(trail.unflushed());
+        trail.flush().unwrap();
+        assert!(!trail.unflushed());
+        // The agent's baseline shares the database.
+        trail.note_db_write();
+        assert!(trail.unflushed());
+        trail.flush().unwrap();
+        assert!(!trail.unflushed());
+    }
+    // Reopened: what is on disk is durable.
+    let trail = Trail::open(dir.path()).unwrap();
+    assert!(!trail.unflushed());
+    trail.append(&entry(1)).unwrap();
+    assert!(trail.unflushed());
+}

@@ -288,7 +288,10 @@ async fn maintain_trail(
     let mut retention_tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = flush_tick.tick() => flush_trail(&trail, &metrics).await,
+            // Nothing new, nothing to fsync: an idle agent stays asleep.
+            _ = flush_tick.tick() => if trail.unflushed() {
+                flush_trail(&trail, &metrics).await;
+            },
             _ = retention_tick.tick() => {
                 let trail = trail.clone();
                 let stats = tokio::task::spawn_blocking(move || {
@@ -327,7 +330,7 @@ fn restore_baseline(correlator: &mut Correlator, db: &sled::Db) {
 
 /// Stores what the baseline learned since the last call (durable with the
 /// trail's next flush: one database).
-fn store_baseline(correlator: &mut Correlator, db: &sled::Db) {
+fn store_baseline(correlator: &mut Correlator, trail: &Trail) {
     let changed = correlator.baseline_mut().take_changed(
         crate::sensor::event::monotonic_now_ns(),
         crate::store::unix_nanos(SystemTime::now()),
@@ -335,8 +338,11 @@ fn store_baseline(correlator: &mut Correlator, db: &sled::Db) {
     if changed.is_empty() {
         return;
     }
-    if let Err(err) = crate::baseline_store::save(db, &changed) {
-        tracing::warn!(error = %crate::error::error_chain(&err), workloads = changed.len(), "cannot store the learned baseline");
+    match crate::baseline_store::save(trail.db(), &changed) {
+        Ok(()) => trail.note_db_write(),
+        Err(err) => {
+            tracing::warn!(error = %crate::error::error_chain(&err), workloads = changed.len(), "cannot store the learned baseline");
+        }
     }
 }
 
@@ -923,7 +929,7 @@ impl Agent {
                 self.reported_trail_lost = lost;
             }
         }
-        store_baseline(&mut self.correlator, self.outputs.trail.db());
+        store_baseline(&mut self.correlator, &self.outputs.trail);
     }
 
     fn reload_rbac_files(&mut self) {
@@ -981,7 +987,7 @@ impl Agent {
             m.events(crate::sensor::event::EventKind::TokenAccess),
             m.trail_queue_lost.load(Relaxed),
         ));
-        store_baseline(&mut correlator, outputs.trail.db());
+        store_baseline(&mut correlator, &outputs.trail);
         if let Some(watch) = &enricher.watch {
             watch.abort();
         }

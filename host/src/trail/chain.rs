@@ -486,6 +486,10 @@ impl Trail {
     /// # Errors
     /// As [`Trail::flush`].
     pub fn flush_point(&self) -> Result<ChainPoint, TrailError> {
+        // Cleared first: a write after this point is flushed next time.
+        self.inner
+            .other_writes
+            .store(false, std::sync::atomic::Ordering::Release);
         let (done, applied) = sync_channel(1);
         {
             let mut w = self.writer();
@@ -509,6 +513,29 @@ impl Trail {
             .durable
             .fetch_max(written.seq, std::sync::atomic::Ordering::AcqRel);
         Ok(written)
+    }
+
+    /// Whether a [`Trail::flush`] now would make anything durable: records
+    /// appended since the last flush, or another write to the database
+    /// ([`Trail::note_db_write`]). A periodic flush skips the fsync, and
+    /// the wake-ups of the threads it goes through, when it would not.
+    #[must_use]
+    pub fn unflushed(&self) -> bool {
+        let last = self.writer().next_seq.saturating_sub(1);
+        last > self.durable_seq()
+            || self
+                .inner
+                .other_writes
+                .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Says that something other than the trail (the agent's learned
+    /// baseline) wrote to the trail's database, so that the next periodic
+    /// flush makes it durable too.
+    pub fn note_db_write(&self) {
+        self.inner
+            .other_writes
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The highest seq made durable by a [`Trail::flush`] of this handle.

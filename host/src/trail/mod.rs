@@ -217,6 +217,9 @@ struct Inner {
     applier: Option<std::thread::JoinHandle<()>>,
     /// Highest seq known durable.
     durable: AtomicU64,
+    /// Something other than the trail wrote to the database since the last
+    /// flush began ([`Trail::note_db_write`]).
+    other_writes: std::sync::atomic::AtomicBool,
     /// Serialises retention with verify and other retention passes.
     maintenance: Mutex<()>,
 }
@@ -330,6 +333,7 @@ impl Trail {
                 applied,
                 applier: Some(thread),
                 durable,
+                other_writes: std::sync::atomic::AtomicBool::new(false),
                 maintenance: Mutex::new(()),
             }),
         })
