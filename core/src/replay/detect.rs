@@ -488,7 +488,9 @@ impl Detector {
         };
         let key = pod_key(ns, pod);
         if let Some(addrs) = self.pod_addrs.get_mut(&key) {
-            if addrs.len() < MAX_ADDRS_PER_POD && !addrs.iter().any(|a| a == ip) {
+            if addrs.len() < MAX_ADDRS_PER_POD
+                && !addrs.iter().any(|a| crate::bytes::same_str(a, ip))
+            {
                 addrs.push(ip.to_owned());
             }
         } else if self.pod_addrs.len() < MAX_PODS {

@@ -359,10 +359,97 @@ const MAX_CLAIMED: usize = 64;
 /// Distinct connection addresses counted per token.
 const MAX_TOKEN_IPS: usize = 256;
 
+/// The longest connection address kept inline in [`Hot`] (an IPv6
+/// address with a zone fits); a longer one is counted through the map.
+const INLINE_IP: usize = 46;
+
+/// What every call of a token reads and writes, one cache line or two,
+/// apart from its [`TokenTimeline`] (about 1 KB over many lines, with maps
+/// whose keys are heap strings): a replay of many tokens waits on memory
+/// more than it computes, so a call of the common kind (an address seen
+/// before, nothing to flag) touches only this. The counters are copied
+/// into the timeline at [`TokenIndex::finish`].
+#[derive(Debug, Clone, Copy)]
+struct Hot {
+    calls_total: u64,
+    forbidden: u64,
+    foreign_calls: u64,
+    after_flag_calls: u64,
+    /// When a reader was first flagged (the timeline's `flagged`).
+    flagged_nanos: Option<i64>,
+    /// `calls.len()` of the timeline.
+    kept_calls: usize,
+    /// Calls from `last_ip` not yet added to the timeline's `ip_counts`
+    /// (where `last_ip` has its entry).
+    last_ip_pending: u64,
+    /// The connection address of the latest counted call; 0 when none.
+    last_ip_len: u8,
+    last_ip: [u8; INLINE_IP],
+    in_trail: bool,
+    has_subject: bool,
+    has_bound_pod: bool,
+    has_pod_ips: bool,
+}
+
+impl Default for Hot {
+    fn default() -> Self {
+        Self {
+            calls_total: 0,
+            forbidden: 0,
+            foreign_calls: 0,
+            after_flag_calls: 0,
+            flagged_nanos: None,
+            kept_calls: 0,
+            last_ip_pending: 0,
+            last_ip_len: 0,
+            last_ip: [0; INLINE_IP],
+            in_trail: false,
+            has_subject: false,
+            has_bound_pod: false,
+            has_pod_ips: false,
+        }
+    }
+}
+
+impl Hot {
+    fn last_ip_is(&self, ip: &str) -> bool {
+        let n = usize::from(self.last_ip_len);
+        n != 0 && crate::bytes::same(&self.last_ip[..n], ip.as_bytes())
+    }
+
+    /// Remembers `ip` as the latest counted address (nothing when it does
+    /// not fit inline).
+    fn set_last_ip(&mut self, ip: &str) {
+        match (u8::try_from(ip.len()), self.last_ip.get_mut(..ip.len())) {
+            (Ok(n), Some(slot)) if n > 0 => {
+                slot.copy_from_slice(ip.as_bytes());
+                self.last_ip_len = n;
+            }
+            _ => self.last_ip_len = 0,
+        }
+    }
+
+    /// Adds the pending calls of the latest address to `ip_counts`.
+    fn settle_last_ip(&mut self, ip_counts: &mut NameMap<String, (u64, String)>) {
+        let n = usize::from(self.last_ip_len);
+        if self.last_ip_pending == 0 || n == 0 {
+            return;
+        }
+        if let Ok(ip) = std::str::from_utf8(&self.last_ip[..n])
+            && let Some((count, _)) = ip_counts.get_mut(&Name(ip))
+        {
+            *count += self.last_ip_pending;
+        }
+        self.last_ip_pending = 0;
+    }
+}
+
 /// Trail and audit-only tokens, indexed for the join.
 #[derive(Debug, Default)]
 pub struct TokenIndex {
     tokens: Vec<TokenTimeline>,
+    /// Per token (same index), what its calls touch.
+    hot: Vec<Hot>,
     by_jti: NameTable<usize>,
     by_fingerprint: HashMap<String, usize>,
     /// (subject, `uid:<uid>` or `name:<ns>/<name>`) -> tokens without JTI.
@@ -390,7 +477,7 @@ impl TokenIndex {
     /// Tokens read in the trail.
     #[must_use]
     pub fn trail_tokens(&self) -> usize {
-        self.tokens.iter().filter(|t| t.in_trail).count()
+        self.hot.iter().filter(|h| h.in_trail).count()
     }
 
     /// Reads trail records from `reader` (JSON lines), reporting bad lines.
@@ -460,6 +547,7 @@ impl TokenIndex {
                 self.by_fingerprint.insert(token.fingerprint.clone(), i);
             }
             self.tokens.push(t);
+            self.hot.push(Hot::default());
             i
         });
         let nanos = parse_nanos(&entry.time).unwrap_or(0);
@@ -470,8 +558,10 @@ impl TokenIndex {
         };
         let first_nanos = parse_nanos(first_time).unwrap_or(nanos);
         let t = &mut self.tokens[idx];
+        let hot = &mut self.hot[idx];
         if !t.in_trail {
             t.in_trail = true;
+            hot.in_trail = true;
             if !token.fingerprint.is_empty() {
                 t.fingerprint = Some(token.fingerprint.clone());
             }
@@ -481,6 +571,8 @@ impl TokenIndex {
             t.node_name.clone_from(&token.node_name);
             t.expires_nanos = token.expires_at.and_then(|s| s.checked_mul(1_000_000_000));
             t.expires_at = t.expires_nanos.map(format_nanos);
+            hot.has_subject = t.subject.is_some();
+            hot.has_bound_pod = t.bound_pod.is_some();
             if t.jti.is_none()
                 && let (Some(subject), Some(pod)) = (&token.subject, &token.bound_pod)
             {
@@ -512,6 +604,7 @@ impl TokenIndex {
             };
             if own_pod && !ip.is_empty() {
                 t.pod_ips.insert(ip.clone());
+                hot.has_pod_ips = true;
             }
         }
         let findings: Vec<String> = entry
@@ -537,6 +630,7 @@ impl TokenIndex {
                 .map(|f| f.kind.as_str().to_owned())
                 .collect();
             if !flagged.is_empty() && t.flagged.as_ref().is_none_or(|f| nanos < f.nanos) {
+                hot.flagged_nanos = Some(nanos);
                 t.flagged = Some(FlaggedRead {
                     time: entry.time.clone(),
                     nanos,
@@ -590,11 +684,19 @@ impl TokenIndex {
     fn join(&mut self, call: &CallFacts<'_>) -> Option<usize> {
         if let Some(jti) = call.jti {
             let i = self.audit_only_token(jti)?;
+            let hot = &mut self.hot[i];
+            if hot.has_subject
+                && (hot.has_bound_pod || call.pod_uid.is_none() && call.pod_name.is_none())
+            {
+                return Some(i);
+            }
             let t = &mut self.tokens[i];
             if t.subject.is_none() {
                 t.subject = Some(call.subject.to_owned());
             }
+            hot.has_subject = true;
             if t.bound_pod.is_none() && (call.pod_uid.is_some() || call.pod_name.is_some()) {
+                hot.has_bound_pod = true;
                 let ns = crate::rbac::authorizer::split_service_account_user(call.subject)
                     .map(|(ns, _)| ns.to_owned());
                 t.bound_pod = Some(PodRef {
@@ -644,6 +746,7 @@ impl TokenIndex {
         let mut t = TokenTimeline::new();
         t.jti = Some(jti.to_owned());
         self.tokens.push(t);
+        self.hot.push(Hot::default());
         self.by_jti.get_or_insert_with(jti, || i);
         Some(i)
     }
@@ -661,6 +764,7 @@ impl TokenIndex {
                 "{}{ns}:{name}",
                 crate::rbac::model::SERVICE_ACCOUNT_USER_PREFIX
             ));
+            self.hot[i].has_subject = true;
         }
         if t.minted.is_none() {
             t.minted = Some(minting);
@@ -675,27 +779,31 @@ impl TokenIndex {
         location: &Location,
     ) -> Option<(usize, Vec<&'static str>)> {
         let i = self.join(call)?;
-        let t = &mut self.tokens[i];
+        let hot = &mut self.hot[i];
         let mut flags = Vec::new();
+        // The common call (an address seen just before, nothing to flag,
+        // nothing more to keep) reads and writes only `hot`.
         if let Some(ip) = call.source_ip
-            && !t.pod_ips.is_empty()
-            && !t.pod_ips.contains(ip)
+            && hot.has_pod_ips
+            && !self.tokens[i].pod_ips.contains(ip)
         {
+            let t = &mut self.tokens[i];
             flags.push("foreign-ip");
-            t.foreign_calls += 1;
+            hot.foreign_calls += 1;
             if t.first_foreign.is_none() {
                 t.first_foreign = Some(call.time.to_owned());
             }
         }
-        if let (Some(f), Some(n)) = (&t.flagged, call.nanos)
-            && n > f.nanos
+        if let (Some(f), Some(n)) = (hot.flagged_nanos, call.nanos)
+            && n > f
         {
             flags.push("after-flagged-read");
-            t.after_flag_calls += 1;
+            hot.after_flag_calls += 1;
         }
         if call.denied {
+            let t = &mut self.tokens[i];
             flags.push("forbidden");
-            t.forbidden += 1;
+            hot.forbidden += 1;
             let mut h = FxHasher::default();
             (call.verb, call.target).hash(&mut h);
             if t.denied_seen.len() < 1024
@@ -706,43 +814,57 @@ impl TokenIndex {
                     .push(format!("{} {}", call.verb, call.target));
             }
         }
-        let earlier = t.calls_total > 0;
-        for claimed in call.claimed_ips.iter().map(super::event::Text::as_str) {
-            if claimed.is_empty() || t.seen_ips.contains(claimed) {
-                continue;
-            }
-            if earlier && t.claimed_new.len() < MAX_CLAIMED {
-                if !flags.contains(&"claimed-address") {
-                    flags.push("claimed-address");
+        let earlier = hot.calls_total > 0;
+        if !call.claimed_ips.is_empty() {
+            let t = &mut self.tokens[i];
+            for claimed in call.claimed_ips.iter().map(super::event::Text::as_str) {
+                if claimed.is_empty() || t.seen_ips.contains(claimed) {
+                    continue;
                 }
-                t.claimed_new.push(ClaimedAddress {
-                    address: claimed.to_owned(),
-                    via: call.source_ip.map(str::to_owned),
-                    time: call.time.to_owned(),
-                });
-            }
-            if t.seen_ips.len() < MAX_TOKEN_IPS {
-                t.seen_ips.insert(claimed.to_owned());
-            }
-        }
-        t.calls_total += 1;
-        if let Some(ip) = call.source_ip {
-            if let Some((n, _)) = t.ip_counts.get_mut(&Name(ip)) {
-                *n += 1;
-            } else if t.ip_counts.len() < MAX_TOKEN_IPS {
-                t.ip_counts.insert(ip.to_owned(), (1, call.time.to_owned()));
+                if earlier && t.claimed_new.len() < MAX_CLAIMED {
+                    if !flags.contains(&"claimed-address") {
+                        flags.push("claimed-address");
+                    }
+                    t.claimed_new.push(ClaimedAddress {
+                        address: claimed.to_owned(),
+                        via: call.source_ip.map(str::to_owned),
+                        time: call.time.to_owned(),
+                    });
+                }
                 if t.seen_ips.len() < MAX_TOKEN_IPS {
-                    t.seen_ips.insert(ip.to_owned());
+                    t.seen_ips.insert(claimed.to_owned());
                 }
             }
         }
-        let cap = if t.in_trail {
+        hot.calls_total += 1;
+        if let Some(ip) = call.source_ip {
+            if hot.last_ip_is(ip) {
+                hot.last_ip_pending += 1;
+            } else {
+                let t = &mut self.tokens[i];
+                hot.settle_last_ip(&mut t.ip_counts);
+                if let Some((n, _)) = t.ip_counts.get_mut(&Name(ip)) {
+                    *n += 1;
+                    hot.set_last_ip(ip);
+                } else if t.ip_counts.len() < MAX_TOKEN_IPS {
+                    t.ip_counts.insert(ip.to_owned(), (1, call.time.to_owned()));
+                    if t.seen_ips.len() < MAX_TOKEN_IPS {
+                        t.seen_ips.insert(ip.to_owned());
+                    }
+                    hot.set_last_ip(ip);
+                } else {
+                    hot.last_ip_len = 0;
+                }
+            }
+        }
+        let cap = if hot.in_trail {
             MAX_CALLS_TRAIL
         } else {
             MAX_CALLS_AUDIT_ONLY
         };
-        if t.calls.len() < cap || !flags.is_empty() && t.calls.len() < cap * 2 {
-            t.calls.push(CallRecord {
+        if hot.kept_calls < cap || !flags.is_empty() && hot.kept_calls < cap * 2 {
+            hot.kept_calls += 1;
+            self.tokens[i].calls.push(CallRecord {
                 time: call.time.to_owned(),
                 verb: call.verb.to_owned(),
                 target: call.target.to_owned(),
@@ -766,7 +888,12 @@ impl TokenIndex {
     /// ones first, then trail tokens, then by first call.
     #[must_use]
     pub fn finish(mut self) -> Vec<TokenTimeline> {
-        for t in &mut self.tokens {
+        for (t, hot) in self.tokens.iter_mut().zip(&mut self.hot) {
+            hot.settle_last_ip(&mut t.ip_counts);
+            t.calls_total = hot.calls_total;
+            t.forbidden = hot.forbidden;
+            t.foreign_calls = hot.foreign_calls;
+            t.after_flag_calls = hot.after_flag_calls;
             let ips = std::mem::take(&mut t.ip_counts);
             let mut first_by_ip: Vec<(String, String)> = ips
                 .iter()
@@ -962,5 +1089,121 @@ mod tests {
         assert_eq!(r.count, 5000);
         assert_eq!(r.time, "2026-01-01T00:00:00Z");
         assert_eq!(r.last_time, "2026-01-01T00:01:00Z");
+    }
+
+    fn call<'e>(jti: &'e str, time: &'e str, ip: Option<&'e str>, denied: bool) -> CallFacts<'e> {
+        CallFacts {
+            nanos: parse_nanos(time),
+            time,
+            subject: "system:serviceaccount:ns:sa",
+            jti: Some(jti),
+            pod_uid: Some("uid-1"),
+            pod_name: Some("pod-1"),
+            verb: "get",
+            target: "pods",
+            code: Some(if denied { 403 } else { 200 }),
+            denied,
+            source_ip: ip,
+            claimed_ips: &[],
+            outcome: "agree",
+        }
+    }
+
+    #[test]
+    fn calls_are_counted_per_address_whatever_order_the_addresses_come_in() {
+        let location = Location {
+            file: "a.log".into(),
+            line: 1,
+            item: None,
+        };
+        let long = "fe80:0000:0000:0000:0000:0000:0000:0001%a-zone-name-longer-than-inline";
+        let sequence = [
+            "10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.1", long, long, "10.0.0.2", "10.0.0.2", "",
+            "", "10.0.0.1",
+        ];
+        let mut index = TokenIndex::new();
+        for (n, ip) in sequence.iter().enumerate() {
+            let time = format!("2026-01-01T00:00:{n:02}Z");
+            index.record_call(&call("jti-1", &time, Some(ip), n == 2), &location);
+        }
+        // Calls without an address count as calls only.
+        index.record_call(
+            &call("jti-1", "2026-01-01T00:00:30Z", None, false),
+            &location,
+        );
+        // Another token's calls do not mix in.
+        index.record_call(
+            &call("jti-2", "2026-01-01T00:00:31Z", Some("10.0.0.1"), false),
+            &location,
+        );
+        let tokens = index.finish();
+        let t = tokens
+            .iter()
+            .find(|t| t.jti.as_deref() == Some("jti-1"))
+            .expect("jti-1");
+        assert_eq!(t.calls_total, 12);
+        assert_eq!(t.forbidden, 1);
+        let want: BTreeMap<String, u64> = [("10.0.0.1", 4), ("10.0.0.2", 3), (long, 2), ("", 2)]
+            .into_iter()
+            .map(|(ip, n)| (ip.to_owned(), n))
+            .collect();
+        assert_eq!(t.calls_by_ip, want);
+        let multi = t
+            .findings
+            .iter()
+            .find(|f| f.kind == "multiple-source-addresses")
+            .expect("a pod-bound token from several addresses");
+        assert!(
+            multi
+                .message
+                .contains("10.0.0.1 (4 calls from 2026-01-01T00:00:00Z)")
+                && multi
+                    .message
+                    .contains("10.0.0.2 (3 calls from 2026-01-01T00:00:02Z)"),
+            "{}",
+            multi.message
+        );
+        let other = tokens
+            .iter()
+            .find(|t| t.jti.as_deref() == Some("jti-2"))
+            .expect("jti-2");
+        assert_eq!(other.calls_by_ip.get("10.0.0.1"), Some(&1));
+        assert_eq!(other.calls_total, 1);
+    }
+
+    #[test]
+    fn a_token_counts_at_most_its_cap_of_addresses_and_every_call() {
+        let location = Location {
+            file: "a.log".into(),
+            line: 1,
+            item: None,
+        };
+        let ips: Vec<String> = (0..MAX_TOKEN_IPS + 10)
+            .map(|i| format!("10.1.{}.{}", i / 256, i % 256))
+            .collect();
+        let mut index = TokenIndex::new();
+        for round in 0..2 {
+            for ip in &ips {
+                index.record_call(
+                    &call(
+                        "jti-1",
+                        &format!("2026-01-01T00:0{round}:00Z"),
+                        Some(ip),
+                        false,
+                    ),
+                    &location,
+                );
+            }
+        }
+        let tokens = index.finish();
+        let t = &tokens[0];
+        assert_eq!(t.calls_total, 2 * ips.len() as u64);
+        assert_eq!(t.calls_by_ip.len(), MAX_TOKEN_IPS);
+        assert!(
+            t.calls_by_ip.values().all(|&n| n == 2),
+            "{:?}",
+            t.calls_by_ip
+        );
+        assert!(!t.calls_by_ip.contains_key(&ips[MAX_TOKEN_IPS]));
     }
 }
