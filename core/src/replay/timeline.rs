@@ -1119,14 +1119,15 @@ mod tests {
         let long = "fe80:0000:0000:0000:0000:0000:0000:0001%a-zone-name-longer-than-inline";
         let sequence = [
             "10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.1", long, long, "10.0.0.2", "10.0.0.2", "",
-            "", "10.0.0.1",
+            "", "10.0.0.1", "10.0.0.1",
         ];
         let mut index = TokenIndex::new();
         for (n, ip) in sequence.iter().enumerate() {
             let time = format!("2026-01-01T00:00:{n:02}Z");
             index.record_call(&call("jti-1", &time, Some(ip), n == 2), &location);
         }
-        // Calls without an address count as calls only.
+        // Calls without an address count as calls only (and the repeat of
+        // the last address above is still counted).
         index.record_call(
             &call("jti-1", "2026-01-01T00:00:30Z", None, false),
             &location,
@@ -1141,9 +1142,9 @@ mod tests {
             .iter()
             .find(|t| t.jti.as_deref() == Some("jti-1"))
             .expect("jti-1");
-        assert_eq!(t.calls_total, 12);
+        assert_eq!(t.calls_total, 13);
         assert_eq!(t.forbidden, 1);
-        let want: BTreeMap<String, u64> = [("10.0.0.1", 4), ("10.0.0.2", 3), (long, 2), ("", 2)]
+        let want: BTreeMap<String, u64> = [("10.0.0.1", 5), ("10.0.0.2", 3), (long, 2), ("", 2)]
             .into_iter()
             .map(|(ip, n)| (ip.to_owned(), n))
             .collect();
@@ -1156,7 +1157,7 @@ mod tests {
         assert!(
             multi
                 .message
-                .contains("10.0.0.1 (4 calls from 2026-01-01T00:00:00Z)")
+                .contains("10.0.0.1 (5 calls from 2026-01-01T00:00:00Z)")
                 && multi
                     .message
                     .contains("10.0.0.2 (3 calls from 2026-01-01T00:00:02Z)"),
