@@ -80,31 +80,27 @@ impl<V> NameTable<V> {
             .map(|s| &mut s.value)
     }
 
-    /// The value of `name`, made with `value` when `name` is new.
+    /// The value of `name`, made with `value` when `name` is new (one
+    /// probe of the table either way).
     pub fn get_or_insert_with(&mut self, name: &str, value: impl FnOnce() -> V) -> &mut V {
-        let hash = hash_name(name);
         let names = &self.names;
-        if self
-            .slots
-            .find(hash, |s| same_str(slot_name(names, s), name))
-            .is_none()
-        {
-            let slot = NameSlot {
-                at: self.names.len(),
-                len: name.len(),
-                value: value(),
-            };
-            self.names.push_str(name);
-            let names = &self.names;
-            self.slots
-                .insert_unique(hash, slot, |s| hash_name(slot_name(names, s)));
+        let entry = self.slots.entry(
+            hash_name(name),
+            |s| same_str(slot_name(names, s), name),
+            |s| hash_name(slot_name(names, s)),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(slot) => &mut slot.into_mut().value,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let slot = NameSlot {
+                    at: self.names.len(),
+                    len: name.len(),
+                    value: value(),
+                };
+                self.names.push_str(name);
+                &mut vacant.insert(slot).into_mut().value
+            }
         }
-        let names = &self.names;
-        let slot = self
-            .slots
-            .find_mut(hash, |s| same_str(slot_name(names, s), name))
-            .expect("the name was just found or inserted");
-        &mut slot.value
     }
 
     /// How many names.

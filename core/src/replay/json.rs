@@ -709,7 +709,7 @@ impl<'a> Scanner<'a> {
             None => return Err(self.eof("a value")),
         };
         // Open brackets, innermost last: true for `{`.
-        let mut open: Vec<bool> = Vec::new();
+        let mut open = Brackets::default();
         loop {
             // A value at the cursor.
             match self.peek() {
@@ -743,7 +743,7 @@ impl<'a> Scanner<'a> {
             }
             // After a value: close what ends here, or go to the next one.
             loop {
-                let Some(&in_object) = open.last() else {
+                let Some(in_object) = open.last() else {
                     return Ok(self.text.get(start..self.pos).unwrap_or_default());
                 };
                 if self.more(if in_object { b'}' } else { b']' })? {
@@ -761,6 +761,47 @@ impl<'a> Scanner<'a> {
     fn member_key(&mut self) -> Result<(), ScanError> {
         self.string_span()?;
         self.colon()
+    }
+}
+
+/// The brackets [`Scanner::skip`] is inside, innermost last (true for
+/// `{`): the first 64 as bits, deeper ones in a vector, so skipping a
+/// value (most events skip a few nested ones) allocates nothing.
+#[derive(Debug, Default)]
+struct Brackets {
+    bits: u64,
+    depth: usize,
+    deeper: Vec<bool>,
+}
+
+impl Brackets {
+    fn push(&mut self, object: bool) {
+        if self.depth < 64 {
+            let bit = 1u64 << self.depth;
+            if object {
+                self.bits |= bit;
+            } else {
+                self.bits &= !bit;
+            }
+        } else {
+            self.deeper.push(object);
+        }
+        self.depth += 1;
+    }
+
+    fn last(&self) -> Option<bool> {
+        match self.depth {
+            0 => None,
+            d if d <= 64 => Some(self.bits & (1u64 << (d - 1)) != 0),
+            _ => self.deeper.last().copied(),
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.depth > 64 {
+            self.deeper.pop();
+        }
+        self.depth = self.depth.saturating_sub(1);
     }
 }
 
@@ -912,6 +953,38 @@ mod tests {
         let open = "{\"a\":".repeat(100_000);
         let err = skip_all(&open).unwrap_err();
         assert!(err.what().starts_with("EOF"), "{err}");
+    }
+
+    #[test]
+    fn mixed_brackets_close_in_order_below_and_past_64_deep() {
+        for depth in [1usize, 2, 63, 64, 65, 66, 127, 128, 129, 200] {
+            // `{"a":[{"a":[...` alternating, each closed by its own kind.
+            let mut text = String::new();
+            let mut closers = Vec::new();
+            for level in 0..depth {
+                if level % 2 == 0 {
+                    text.push_str("{\"a\":");
+                    closers.push('}');
+                } else {
+                    text.push('[');
+                    closers.push(']');
+                }
+            }
+            text.push('1');
+            let good: String = text.clone() + &closers.iter().rev().collect::<String>();
+            assert!(skip_all(&good).is_ok(), "depth {depth}");
+            assert!(serde_json::from_str::<serde_json::Value>(&good).is_ok() || depth > 127);
+            // The wrong closer at each level, innermost first, is an error.
+            for wrong_at in [0, depth / 2, depth - 1] {
+                let mut c: Vec<char> = closers.iter().rev().copied().collect();
+                c[wrong_at] = if c[wrong_at] == '}' { ']' } else { '}' };
+                let bad = text.clone() + &c.iter().collect::<String>();
+                assert!(
+                    skip_all(&bad).is_err(),
+                    "depth {depth}, wrong closer {wrong_at}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -171,12 +171,6 @@ pub struct SubjectSummary {
     pub last: String,
     /// Calls per `verb resource[/subresource]`.
     pub by_verb_resource: BTreeMap<String, u64>,
-    /// The same while counting, by the id of the key in
-    /// [`Subjects`]'s `kinds` (named and sorted into `by_verb_resource` at
-    /// the end): a short list read end to end, one cache line or two
-    /// where a hash map's control bytes and buckets were two misses.
-    #[serde(skip)]
-    counts: Vec<(u32, u64)>,
     /// Dangerous permissions used, per check.
     pub used: BTreeMap<&'static str, u64>,
     /// Dangerous permissions held (snapshot of the last call).
@@ -222,10 +216,59 @@ pub struct SubjectCall<'e> {
     pub snapshot: Option<usize>,
 }
 
+/// The longest call time kept inline in [`SubjectHot`] (RFC 3339 with
+/// nanoseconds is 30 bytes); a longer one goes to the summary's `last`.
+const INLINE_TIME: usize = 32;
+
+/// What every call of a subject reads and writes, two adjacent cache
+/// lines, apart from its [`SubjectSummary`] (hundreds of bytes, and its
+/// `last` a heap string of its own): a replay of many subjects waits on
+/// memory more than it computes. Moved into the summary at
+/// [`Subjects::finish`].
+#[derive(Debug, Default)]
+#[repr(C, align(128))]
+struct SubjectHot {
+    calls: u64,
+    denied: u64,
+    drift: u64,
+    outside_rbac: u64,
+    /// Snapshot index of the last call.
+    snapshot: Option<u32>,
+    /// Calls per `verb resource[/subresource]`, by the id of the key in
+    /// [`Subjects`]'s `kinds` (named and sorted into `by_verb_resource` at
+    /// the end): a short list read end to end, one cache line or two
+    /// where a hash map's control bytes and buckets were two misses.
+    counts: Vec<(u32, u64)>,
+    /// The length of `last`, the time of the last call; 0 when the
+    /// summary's `last` holds it (too long to keep here).
+    last_len: u8,
+    last: [u8; INLINE_TIME],
+}
+
+const _: () = assert!(std::mem::size_of::<SubjectHot>() == 128);
+
+impl SubjectHot {
+    fn set_last(&mut self, time: &str, summary: &mut SubjectSummary) {
+        match (u8::try_from(time.len()), self.last.get_mut(..time.len())) {
+            (Ok(n), Some(slot)) if n > 0 => {
+                slot.copy_from_slice(time.as_bytes());
+                self.last_len = n;
+            }
+            _ => {
+                time.clone_into(&mut summary.last);
+                self.last_len = 0;
+            }
+        }
+    }
+}
+
 /// All subjects.
 #[derive(Debug, Default)]
 pub struct Subjects {
-    map: NameTable<SubjectSummary>,
+    /// Subject name -> index in `summaries` and `hot`.
+    map: NameTable<u32>,
+    summaries: Vec<SubjectSummary>,
+    hot: Vec<SubjectHot>,
     /// `verb resource[/subresource]` keys of every subject's counts, by id.
     kinds: NameTable<u32>,
     /// Keep each ServiceAccount's distinct allowed calls (for role suggestions).
@@ -253,32 +296,39 @@ impl Subjects {
         call: &SubjectCall<'_>,
         allowing_rule: Option<&PolicyRule>,
     ) {
-        let s = self.map.get_or_insert_with(&user.name, || SubjectSummary {
-            user: user.name.clone(),
-            groups: user.groups.clone(),
-            calls: 0,
-            denied: 0,
-            drift: 0,
-            outside_rbac: 0,
-            first: call.time.to_owned(),
-            last: String::new(),
-            by_verb_resource: BTreeMap::new(),
-            counts: Vec::new(),
-            used: BTreeMap::new(),
-            held: Vec::new(),
-            hints: Vec::new(),
-            snapshot: None,
-            observed: Vec::new(),
-            observed_seen: rustc_hash::FxHashSet::default(),
-            observed_dropped: 0,
-        });
-        s.calls += 1;
-        s.denied += u64::from(call.denied);
-        s.drift += u64::from(call.drift);
-        s.outside_rbac += u64::from(call.outside_rbac);
-        call.time.clone_into(&mut s.last);
-        if call.snapshot.is_some() {
-            s.snapshot = call.snapshot;
+        let next = u32::try_from(self.summaries.len()).unwrap_or(u32::MAX);
+        let i = *self.map.get_or_insert_with(&user.name, || next) as usize;
+        if i == self.summaries.len() {
+            self.summaries.push(SubjectSummary {
+                user: user.name.clone(),
+                groups: user.groups.clone(),
+                calls: 0,
+                denied: 0,
+                drift: 0,
+                outside_rbac: 0,
+                first: call.time.to_owned(),
+                last: String::new(),
+                by_verb_resource: BTreeMap::new(),
+                used: BTreeMap::new(),
+                held: Vec::new(),
+                hints: Vec::new(),
+                snapshot: None,
+                observed: Vec::new(),
+                observed_seen: rustc_hash::FxHashSet::default(),
+                observed_dropped: 0,
+            });
+            self.hot.push(SubjectHot::default());
+        }
+        let (Some(h), Some(s)) = (self.hot.get_mut(i), self.summaries.get_mut(i)) else {
+            return;
+        };
+        h.calls += 1;
+        h.denied += u64::from(call.denied);
+        h.drift += u64::from(call.drift);
+        h.outside_rbac += u64::from(call.outside_rbac);
+        h.set_last(call.time, s);
+        if let Some(snapshot) = call.snapshot.and_then(|n| u32::try_from(n).ok()) {
+            h.snapshot = Some(snapshot);
         }
         if let Some(a) = &call.attributes {
             let what = if !a.is_resource_request {
@@ -297,17 +347,17 @@ impl Subjects {
             }
             let next = u32::try_from(self.kinds.len()).unwrap_or(u32::MAX);
             let kind = *self.kinds.get_or_insert_with(key, || next);
-            let kind = if s.counts.len() < MAX_VERB_RESOURCES
-                || s.counts.iter().any(|&(k, _)| k == kind)
+            let kind = if h.counts.len() < MAX_VERB_RESOURCES
+                || h.counts.iter().any(|&(k, _)| k == kind)
             {
                 kind
             } else {
                 let next = u32::try_from(self.kinds.len()).unwrap_or(u32::MAX);
                 *self.kinds.get_or_insert_with("(other)", || next)
             };
-            match s.counts.iter_mut().find(|(k, _)| *k == kind) {
+            match h.counts.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, n)) => *n += 1,
-                None => s.counts.push((kind, 1)),
+                None => h.counts.push((kind, 1)),
             }
             if call.allowed
                 && self.collect_calls
@@ -364,9 +414,20 @@ impl Subjects {
                 name.clone_into(slot);
             }
         }
-        let mut out: Vec<SubjectSummary> = self.map.into_values().collect();
-        for s in &mut out {
-            s.by_verb_resource = std::mem::take(&mut s.counts)
+        let mut out = self.summaries;
+        for (s, h) in out.iter_mut().zip(self.hot) {
+            s.calls = h.calls;
+            s.denied = h.denied;
+            s.drift = h.drift;
+            s.outside_rbac = h.outside_rbac;
+            s.snapshot = h.snapshot.map(|n| n as usize);
+            if let Some(last) = h.last.get(..usize::from(h.last_len))
+                && !last.is_empty()
+            {
+                s.last = String::from_utf8_lossy(last).into_owned();
+            }
+            s.by_verb_resource = h
+                .counts
                 .into_iter()
                 .map(|(id, n)| (kinds.get(id as usize).cloned().unwrap_or_default(), n))
                 .collect();

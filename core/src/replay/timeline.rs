@@ -359,54 +359,54 @@ const MAX_CLAIMED: usize = 64;
 /// Distinct connection addresses counted per token.
 const MAX_TOKEN_IPS: usize = 256;
 
-/// The longest connection address kept inline in [`Hot`] (an IPv6
-/// address with a zone fits); a longer one is counted through the map.
-const INLINE_IP: usize = 46;
+/// The longest connection address kept inline in [`Hot`] (any IPv4
+/// address and most IPv6 ones); a longer one is counted through the map.
+const INLINE_IP: usize = 31;
 
-/// What every call of a token reads and writes, one cache line or two,
-/// apart from its [`TokenTimeline`] (about 1 KB over many lines, with maps
-/// whose keys are heap strings): a replay of many tokens waits on memory
-/// more than it computes, so a call of the common kind (an address seen
-/// before, nothing to flag) touches only this. The counters are copied
-/// into the timeline at [`TokenIndex::finish`].
+/// What every call of a token reads and writes, one cache line, apart
+/// from its [`TokenTimeline`] (about 1 KB over many lines, with maps whose
+/// keys are heap strings): a replay of many tokens waits on memory more
+/// than it computes, so a call of the common kind (an address seen just
+/// before, nothing to flag or keep) touches only this line. The total is
+/// copied into the timeline at [`TokenIndex::finish`]; the rarer counters
+/// (forbidden, foreign, after a flagged read) stay in the timeline.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 struct Hot {
     calls_total: u64,
-    forbidden: u64,
-    foreign_calls: u64,
-    after_flag_calls: u64,
-    /// When a reader was first flagged (the timeline's `flagged`).
-    flagged_nanos: Option<i64>,
-    /// `calls.len()` of the timeline.
-    kept_calls: usize,
     /// Calls from `last_ip` not yet added to the timeline's `ip_counts`
     /// (where `last_ip` has its entry).
     last_ip_pending: u64,
-    /// The connection address of the latest counted call; 0 when none.
+    /// When a reader was first flagged (the timeline's `flagged`);
+    /// `i64::MAX` when none.
+    flagged_nanos: i64,
+    /// `calls.len()` of the timeline.
+    kept_calls: u32,
+    /// The length of `last_ip`, the connection address of the latest
+    /// counted call; 0 when none.
     last_ip_len: u8,
-    last_ip: [u8; INLINE_IP],
     in_trail: bool,
     has_subject: bool,
     has_bound_pod: bool,
     has_pod_ips: bool,
+    last_ip: [u8; INLINE_IP],
 }
+
+const _: () = assert!(std::mem::size_of::<Hot>() == 64);
 
 impl Default for Hot {
     fn default() -> Self {
         Self {
             calls_total: 0,
-            forbidden: 0,
-            foreign_calls: 0,
-            after_flag_calls: 0,
-            flagged_nanos: None,
-            kept_calls: 0,
             last_ip_pending: 0,
+            flagged_nanos: i64::MAX,
+            kept_calls: 0,
             last_ip_len: 0,
-            last_ip: [0; INLINE_IP],
             in_trail: false,
             has_subject: false,
             has_bound_pod: false,
             has_pod_ips: false,
+            last_ip: [0; INLINE_IP],
         }
     }
 }
@@ -630,7 +630,7 @@ impl TokenIndex {
                 .map(|f| f.kind.as_str().to_owned())
                 .collect();
             if !flagged.is_empty() && t.flagged.as_ref().is_none_or(|f| nanos < f.nanos) {
-                hot.flagged_nanos = Some(nanos);
+                hot.flagged_nanos = nanos;
                 t.flagged = Some(FlaggedRead {
                     time: entry.time.clone(),
                     nanos,
@@ -789,21 +789,21 @@ impl TokenIndex {
         {
             let t = &mut self.tokens[i];
             flags.push("foreign-ip");
-            hot.foreign_calls += 1;
+            t.foreign_calls += 1;
             if t.first_foreign.is_none() {
                 t.first_foreign = Some(call.time.to_owned());
             }
         }
-        if let (Some(f), Some(n)) = (hot.flagged_nanos, call.nanos)
-            && n > f
+        if let Some(n) = call.nanos
+            && n > hot.flagged_nanos
         {
             flags.push("after-flagged-read");
-            hot.after_flag_calls += 1;
+            self.tokens[i].after_flag_calls += 1;
         }
         if call.denied {
             let t = &mut self.tokens[i];
             flags.push("forbidden");
-            hot.forbidden += 1;
+            t.forbidden += 1;
             let mut h = FxHasher::default();
             (call.verb, call.target).hash(&mut h);
             if t.denied_seen.len() < 1024
@@ -862,7 +862,8 @@ impl TokenIndex {
         } else {
             MAX_CALLS_AUDIT_ONLY
         };
-        if hot.kept_calls < cap || !flags.is_empty() && hot.kept_calls < cap * 2 {
+        let kept = hot.kept_calls as usize;
+        if kept < cap || !flags.is_empty() && kept < cap * 2 {
             hot.kept_calls += 1;
             self.tokens[i].calls.push(CallRecord {
                 time: call.time.to_owned(),
@@ -891,9 +892,6 @@ impl TokenIndex {
         for (t, hot) in self.tokens.iter_mut().zip(&mut self.hot) {
             hot.settle_last_ip(&mut t.ip_counts);
             t.calls_total = hot.calls_total;
-            t.forbidden = hot.forbidden;
-            t.foreign_calls = hot.foreign_calls;
-            t.after_flag_calls = hot.after_flag_calls;
             let ips = std::mem::take(&mut t.ip_counts);
             let mut first_by_ip: Vec<(String, String)> = ips
                 .iter()
