@@ -220,13 +220,18 @@ pub struct SubjectCall<'e> {
 /// nanoseconds is 30 bytes); a longer one goes to the summary's `last`.
 const INLINE_TIME: usize = 32;
 
-/// What every call of a subject reads and writes, two adjacent cache
+/// Distinct `verb resource` counts kept in [`SubjectHot`] itself; more
+/// go to a vector beside them.
+const INLINE_KINDS: usize = 7;
+
+/// What every call of a subject reads and writes, three adjacent cache
 /// lines, apart from its [`SubjectSummary`] (hundreds of bytes, and its
 /// `last` a heap string of its own): a replay of many subjects waits on
-/// memory more than it computes. Moved into the summary at
+/// memory more than it computes, and `perf` showed the heap list of
+/// counts missing the cache on most calls. Moved into the summary at
 /// [`Subjects::finish`].
 #[derive(Debug, Default)]
-#[repr(C, align(128))]
+#[repr(C, align(64))]
 struct SubjectHot {
     calls: u64,
     denied: u64,
@@ -234,20 +239,59 @@ struct SubjectHot {
     outside_rbac: u64,
     /// Snapshot index of the last call.
     snapshot: Option<u32>,
-    /// Calls per `verb resource[/subresource]`, by the id of the key in
-    /// [`Subjects`]'s `kinds` (named and sorted into `by_verb_resource` at
-    /// the end): a short list read end to end, one cache line or two
-    /// where a hash map's control bytes and buckets were two misses.
-    counts: Vec<(u32, u64)>,
     /// The length of `last`, the time of the last call; 0 when the
     /// summary's `last` holds it (too long to keep here).
     last_len: u8,
+    /// How many of `kinds` and `counts` are in use.
+    kinds_len: u8,
+    /// Calls per `verb resource[/subresource]`, by the id of the key in
+    /// [`Subjects`]'s `kinds` (named and sorted into `by_verb_resource` at
+    /// the end): the first few here, the rest in `more`.
+    kinds: [u32; INLINE_KINDS],
     last: [u8; INLINE_TIME],
+    counts: [u64; INLINE_KINDS],
+    more: Vec<(u32, u64)>,
 }
 
-const _: () = assert!(std::mem::size_of::<SubjectHot>() == 128);
+const _: () = assert!(std::mem::size_of::<SubjectHot>() == 192);
 
 impl SubjectHot {
+    /// Distinct kinds counted.
+    fn distinct(&self) -> usize {
+        usize::from(self.kinds_len) + self.more.len()
+    }
+
+    fn has(&self, kind: u32) -> bool {
+        self.kinds[..usize::from(self.kinds_len)].contains(&kind)
+            || self.more.iter().any(|&(k, _)| k == kind)
+    }
+
+    /// One more call of `kind`.
+    fn count(&mut self, kind: u32) {
+        let used = usize::from(self.kinds_len);
+        if let Some(at) = self.kinds[..used].iter().position(|&k| k == kind) {
+            self.counts[at] += 1;
+        } else if let Some((_, n)) = self.more.iter_mut().find(|(k, _)| *k == kind) {
+            *n += 1;
+        } else if used < INLINE_KINDS {
+            self.kinds[used] = kind;
+            self.counts[used] = 1;
+            self.kinds_len += 1;
+        } else {
+            self.more.push((kind, 1));
+        }
+    }
+
+    /// Every kind and its count.
+    fn counted(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let used = usize::from(self.kinds_len);
+        self.kinds[..used]
+            .iter()
+            .copied()
+            .zip(self.counts[..used].iter().copied())
+            .chain(self.more.iter().copied())
+    }
+
     fn set_last(&mut self, time: &str, summary: &mut SubjectSummary) {
         match (u8::try_from(time.len()), self.last.get_mut(..time.len())) {
             (Ok(n), Some(slot)) if n > 0 => {
@@ -347,18 +391,13 @@ impl Subjects {
             }
             let next = u32::try_from(self.kinds.len()).unwrap_or(u32::MAX);
             let kind = *self.kinds.get_or_insert_with(key, || next);
-            let kind = if h.counts.len() < MAX_VERB_RESOURCES
-                || h.counts.iter().any(|&(k, _)| k == kind)
-            {
+            let kind = if h.distinct() < MAX_VERB_RESOURCES || h.has(kind) {
                 kind
             } else {
                 let next = u32::try_from(self.kinds.len()).unwrap_or(u32::MAX);
                 *self.kinds.get_or_insert_with("(other)", || next)
             };
-            match h.counts.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, n)) => *n += 1,
-                None => h.counts.push((kind, 1)),
-            }
+            h.count(kind);
             if call.allowed
                 && self.collect_calls
                 && user
@@ -427,8 +466,7 @@ impl Subjects {
                 s.last = String::from_utf8_lossy(last).into_owned();
             }
             s.by_verb_resource = h
-                .counts
-                .into_iter()
+                .counted()
                 .map(|(id, n)| (kinds.get(id as usize).cloned().unwrap_or_default(), n))
                 .collect();
             let Some(snapshot) = s.snapshot.and_then(snapshot_of) else {
@@ -655,10 +693,47 @@ mod tests {
         assert_eq!(alice.by_verb_resource.len(), MAX_VERB_RESOURCES + 1);
         assert_eq!(alice.by_verb_resource["get r0"], 2);
         assert_eq!(alice.by_verb_resource["get r99"], 2);
+        // The last kept beside the subject's counters and the first after.
+        assert_eq!(alice.by_verb_resource["get r6"], 2);
+        assert_eq!(alice.by_verb_resource["get r7"], 2);
+        assert_eq!(alice.calls, 2 * resources.len() as u64);
         assert_eq!(alice.by_verb_resource["(other)"], 10);
         assert!(!alice.by_verb_resource.contains_key("get r100"));
         let bob = out.iter().find(|s| s.user == "bob").unwrap();
         assert_eq!(bob.by_verb_resource.len(), 3);
         assert_eq!(bob.by_verb_resource["get r2"], 1);
+    }
+
+    /// The last call's time is kept whatever its length, and the first
+    /// call's too.
+    #[test]
+    fn first_and_last_times_of_any_length() {
+        let long = "2025-06-01T00:00:00.123456789123456789+01:00";
+        for times in [
+            vec!["2025-06-01T00:00:00Z", long],
+            vec![long, "2025-06-01T00:00:01.000001Z"],
+            vec![long, "2025-06-01T00:00:01Z", long],
+            vec!["é"],
+        ] {
+            let mut subjects = Subjects::default();
+            let alice = UserInfo::new("alice".to_owned(), Vec::new());
+            for t in &times {
+                let call = SubjectCall {
+                    attributes: None,
+                    denied: true,
+                    allowed: false,
+                    drift: false,
+                    outside_rbac: false,
+                    time: t,
+                    snapshot: Some(3),
+                };
+                subjects.record(&alice, &call, None);
+            }
+            let out = subjects.finish(&|_| None);
+            assert_eq!(out[0].first, times[0]);
+            assert_eq!(out[0].last, *times.last().unwrap(), "{times:?}");
+            assert_eq!(out[0].denied, times.len() as u64);
+            assert_eq!(out[0].snapshot, Some(3));
+        }
     }
 }

@@ -804,14 +804,14 @@ impl TokenIndex {
             let t = &mut self.tokens[i];
             flags.push("forbidden");
             t.forbidden += 1;
-            let mut h = FxHasher::default();
-            (call.verb, call.target).hash(&mut h);
-            if t.denied_seen.len() < 1024
-                && t.denied_seen.insert(h.finish())
-                && t.denied_targets.len() < 8
-            {
-                t.denied_targets
-                    .push(format!("{} {}", call.verb, call.target));
+            // Distinct targets matter only until eight are kept.
+            if t.denied_targets.len() < 8 && t.denied_seen.len() < 1024 {
+                let mut h = FxHasher::default();
+                (call.verb, call.target).hash(&mut h);
+                if t.denied_seen.insert(h.finish()) {
+                    t.denied_targets
+                        .push(format!("{} {}", call.verb, call.target));
+                }
             }
         }
         let earlier = hot.calls_total > 0;
