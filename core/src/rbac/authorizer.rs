@@ -43,7 +43,9 @@ use super::model::{
     SERVICE_ACCOUNT_USER_PREFIX, Subject,
 };
 use super::request_info::RequestInfo;
-use super::snapshot::{BindingId, RequestBits, RoleResolution, Snapshot, SubjectIndex};
+use super::snapshot::{
+    BindingId, RequestAtoms, RequestBits, RoleResolution, Snapshot, SubjectIndex,
+};
 
 /// Group of every authenticated user.
 pub const GROUP_AUTHENTICATED: &str = "system:authenticated";
@@ -628,6 +630,10 @@ fn scan(
         attrs.api_group,
         attrs.resource,
     );
+    let atoms = &snapshot.atoms;
+    let ids = RequestAtoms::new(atoms, attrs.api_group, attrs.resource, attrs.subresource);
+    let mut name_id = None;
+    let mut name = || *name_id.get_or_insert_with(|| atoms.get(attrs.name));
     let mut walk = |list: &[BindingId]| {
         for &id in list {
             if best.is_some_and(|b| id >= b.binding) {
@@ -638,14 +644,20 @@ fn scan(
                 *had_errors = true;
                 continue;
             }
-            let rules = snapshot.rules(&entry.role);
+            // The rules' strings are read only for an unknown verb or a
+            // non-resource request: the filters hold the rest.
             let filters = snapshot.rule_filters(&entry.role);
+            let rule = |i: usize| snapshot.rules(&entry.role).get(i);
             // A known verb (a bit) that passes the filter is in the rule
             // (or the rule has `*`): only unknown verbs are compared.
-            if let Some(i) = rules.iter().zip(filters).position(|(r, f)| {
+            if let Some(i) = filters.iter().enumerate().position(|(i, f)| {
                 f.may_allow(&request)
-                    && (request.verb != 0 || verb_matches(r, attrs.verb))
-                    && rule_allows_but_verb(attrs, r)
+                    && (request.verb != 0 || rule(i).is_some_and(|r| verb_matches(r, attrs.verb)))
+                    && if attrs.is_resource_request {
+                        f.allows_resource(atoms, &ids, &mut name)
+                    } else {
+                        rule(i).is_some_and(|r| non_resource_url_matches(r, attrs.path))
+                    }
             }) {
                 *best = Some(Source {
                     binding: id,
