@@ -4,7 +4,8 @@
 //! `pkg/registry/rbac/validation/rule_test.go` (appliesTo, describers).
 
 use tokenwatch_core::rbac::authorizer::{
-    GoQuoted, decide, non_resource_url_matches, resource_matches, rule_allows, subject_applies,
+    GoQuoted, Wildcards, decide, non_resource_url_matches, resource_matches, rule_allows,
+    subject_applies,
 };
 use tokenwatch_core::rbac::model::{Binding, PolicyRule, RbacObjects, Role, RoleRef, Subject};
 use tokenwatch_core::rbac::{Attributes, Snapshot, UserInfo};
@@ -115,11 +116,14 @@ fn check(snapshot: &Snapshot, pass: &[Case<'_>], fail: &[Case<'_>]) {
         for &(u, g, verb, resource, sub, ns, group) in cases {
             let user = user(u, g);
             let attrs = Attributes::resource(verb, group, resource, ns, "").with_subresource(sub);
+            let d = decide(snapshot, &attrs, &user);
             assert_eq!(
-                decide(snapshot, &attrs, &user).allowed,
-                want,
+                d.allowed, want,
                 "{u} [{g}] {verb} {resource}/{sub} in {ns:?}"
             );
+            // The allowing rule's `*`s, read from its filter, are the
+            // rule's own.
+            assert_eq!(d.wildcards(), d.rule().map(Wildcards::of));
         }
     }
 }

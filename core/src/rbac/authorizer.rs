@@ -446,6 +446,20 @@ impl<'r> Decision<'r> {
         self.role()?.rules.get(s.rule as usize)
     }
 
+    /// The `*`s of the rule that allowed the request, from its filter (the
+    /// rule's strings are not read: a replay asks this of every allowed
+    /// call).
+    #[must_use]
+    pub fn wildcards(&self) -> Option<Wildcards> {
+        let s = self.source?;
+        let entry = self.snapshot.binding(s.binding)?;
+        let filter = self
+            .snapshot
+            .rule_filters(&entry.role)
+            .get(s.rule as usize)?;
+        Some(filter.wildcards())
+    }
+
     /// The reason string the API server gives (see the module docs).
     #[must_use]
     pub fn reason(&self) -> Reason<'r> {
@@ -673,6 +687,26 @@ fn scan(
     for g in &user.groups {
         if let Some(list) = index.groups.get(g) {
             walk(list);
+        }
+    }
+}
+
+/// Whether a rule lists `*` among its verbs and among its resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wildcards {
+    /// `*` in `verbs`.
+    pub verbs: bool,
+    /// `*` in `resources`.
+    pub resources: bool,
+}
+
+impl Wildcards {
+    /// The `*`s of `rule`.
+    #[must_use]
+    pub fn of(rule: &PolicyRule) -> Self {
+        Self {
+            verbs: rule.verbs.iter().any(|v| v == ALL),
+            resources: rule.resources.iter().any(|r| r == ALL),
         }
     }
 }

@@ -176,6 +176,8 @@ pub(crate) struct RuleFilter {
     verbs: u32,
     /// The rule lists `*`.
     all_verbs: bool,
+    /// The rule lists `*` among its resources.
+    all_resources: bool,
     /// The rule lists a verb outside the known set.
     other_verbs: bool,
     /// The rule has resources (can allow resource requests).
@@ -235,6 +237,7 @@ impl RuleFilter {
         let mut f = Self {
             verbs: 0,
             all_verbs: false,
+            all_resources: rule.resources.iter().any(|r| r == super::model::ALL),
             other_verbs: false,
             resources: !rule.resources.is_empty(),
             urls: !rule.non_resource_urls.is_empty(),
@@ -277,6 +280,14 @@ impl RuleFilter {
                 self.verbs & request.verb != 0
             };
         kind_ok && verb_ok
+    }
+
+    /// The rule's `*`s.
+    pub(crate) fn wildcards(&self) -> super::authorizer::Wildcards {
+        super::authorizer::Wildcards {
+            verbs: self.all_verbs,
+            resources: self.all_resources,
+        }
     }
 
     /// `APIGroupMatches`, `ResourceMatches` and `ResourceNameMatches` of
@@ -764,6 +775,11 @@ mod tests {
                 non_resource_urls: Vec::new(),
             };
             let filter = RuleFilter::new(&rule, &mut atoms);
+            assert_eq!(
+                filter.wildcards(),
+                crate::rbac::authorizer::Wildcards::of(&rule),
+                "{rule:?}"
+            );
             rules.push((rule, filter));
         }
         let (mut allowed, mut refused) = (0, 0);

@@ -591,7 +591,7 @@ impl Engine<'_> {
                             time: ev.time_text(),
                             snapshot: Some(idx),
                         },
-                        d.rule(),
+                        d.wildcards(),
                     );
                 }
             }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::bytes::{NameTable, same_str};
-use crate::rbac::model::{ALL, PolicyRule};
+use crate::rbac::authorizer::Wildcards;
 use crate::rbac::risk::{self, Check};
 use crate::rbac::{Attributes, Snapshot, UserInfo};
 
@@ -119,13 +119,11 @@ pub fn check_used(a: &Attributes<'_>) -> Option<Check> {
     None
 }
 
-/// The wildcard checks an allowing rule exercises.
-pub fn wildcards_used(rule: &PolicyRule) -> impl Iterator<Item = Check> {
-    let verbs = rule.verbs.iter().any(|v| v == ALL);
-    let resources = rule.resources.iter().any(|r| r == ALL);
+/// The wildcard checks an allowing rule with these `*`s exercises.
+pub fn wildcards_used(rule: Wildcards) -> impl Iterator<Item = Check> {
     [
-        verbs.then_some(Check::WildcardVerbs),
-        resources.then_some(Check::WildcardResources),
+        rule.verbs.then_some(Check::WildcardVerbs),
+        rule.resources.then_some(Check::WildcardResources),
     ]
     .into_iter()
     .flatten()
@@ -332,13 +330,13 @@ impl Subjects {
         }
     }
 
-    /// Records a call by `user`; `allowing_rule` is the snapshot rule that
-    /// allowed it, if any.
+    /// Records a call by `user`; `allowing_rule` is the `*`s of the
+    /// snapshot rule that allowed it, if any.
     pub fn record(
         &mut self,
         user: &UserInfo,
         call: &SubjectCall<'_>,
-        allowing_rule: Option<&PolicyRule>,
+        allowing_rule: Option<Wildcards>,
     ) {
         let next = u32::try_from(self.summaries.len()).unwrap_or(u32::MAX);
         let i = *self.map.get_or_insert_with(&user.name, || next) as usize;
@@ -513,6 +511,7 @@ impl Subjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rbac::model::PolicyRule;
 
     /// The rules of [`check_used`] written as one plain `match` (what it
     /// was before it branched on the verb): the two must agree on every
@@ -656,7 +655,7 @@ mod tests {
             ..PolicyRule::default()
         };
         assert_eq!(
-            wildcards_used(&rule).collect::<Vec<_>>(),
+            wildcards_used(Wildcards::of(&rule)).collect::<Vec<_>>(),
             [Check::WildcardVerbs]
         );
     }
