@@ -656,6 +656,33 @@ fn to_id(n: usize) -> BindingId {
 mod tests {
     use super::*;
 
+    /// API groups the rule tests pick from.
+    const GROUPS: [&str; 5] = ["", "apps", "*", "batch", "é.example.com"];
+    /// Resources the rule tests pick from: plain, with a subresource, the
+    /// `*` forms, non-ASCII; the last two only for the id test (the filter
+    /// test picks from the first seven).
+    const RESOURCES: [&str; 9] = [
+        "pods",
+        "pods/log",
+        "*/log",
+        "*",
+        "secrets",
+        "deployments/scale",
+        "é",
+        "*/*",
+        "pods/*",
+    ];
+
+    /// The words of `vocab` whose bit is set in `bits`.
+    fn pick(vocab: &[&str], bits: u32) -> Vec<String> {
+        vocab
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, v)| (*v).to_owned())
+            .collect()
+    }
+
     /// The filter never refuses a rule the full match allows, for every
     /// pick of verbs, groups, resources (with subresources and `*`
     /// forms) and URLs from a vocabulary, against every request from one.
@@ -663,32 +690,16 @@ mod tests {
     fn rule_filters_never_refuse_what_the_rule_allows() {
         use crate::rbac::authorizer::{Attributes, rule_allows};
         let verbs = ["get", "list", "*", "escalate", "frobnicate"];
-        let groups = ["", "apps", "*", "batch", "é.example.com"];
-        let resources = [
-            "pods",
-            "pods/log",
-            "*/log",
-            "*",
-            "secrets",
-            "deployments/scale",
-            "é",
-        ];
+        let groups = GROUPS;
+        let resources = &RESOURCES[..7];
         let urls = ["/healthz", "/api/*", "*"];
-        let pick = |vocab: &[&str], bits: u32| -> Vec<String> {
-            vocab
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| bits & (1 << i) != 0)
-                .map(|(_, v)| (*v).to_owned())
-                .collect()
-        };
         let mut rules = Vec::new();
         for seed in 0u32..3_000 {
             let x = seed.wrapping_mul(2_654_435_761);
             rules.push(PolicyRule {
                 verbs: pick(&verbs, x & 31),
                 api_groups: pick(&groups, (x >> 5) & 31),
-                resources: pick(&resources, (x >> 10) & 127),
+                resources: pick(resources, (x >> 10) & 127),
                 resource_names: Vec::new(),
                 non_resource_urls: pick(&urls, (x >> 17) & 7),
             });
@@ -742,27 +753,9 @@ mod tests {
     #[test]
     fn rules_matched_as_ids_agree_with_rules_matched_as_strings() {
         use crate::rbac::authorizer::{api_group_matches, resource_matches, resource_name_matches};
-        let groups = ["", "apps", "*", "batch", "é.example.com"];
-        let resources = [
-            "pods",
-            "pods/log",
-            "*/log",
-            "*",
-            "secrets",
-            "deployments/scale",
-            "é",
-            "*/*",
-            "pods/*",
-        ];
+        let groups = GROUPS;
+        let resources = RESOURCES;
         let names = ["", "a", "*", "é", "pods"];
-        let pick = |vocab: &[&str], bits: u32| -> Vec<String> {
-            vocab
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| bits & (1 << i) != 0)
-                .map(|(_, v)| (*v).to_owned())
-                .collect()
-        };
         let mut atoms = Atoms::new();
         let mut rules = Vec::new();
         for seed in 0u32..2_000 {
