@@ -673,6 +673,23 @@ mod tests {
         "pods/*",
     ];
 
+    /// (resource, subresource) of the requests the rule tests try: the
+    /// first seven in the filter test, all in the id test.
+    const REQUESTS: [(&str, &str); 12] = [
+        ("pods", ""),
+        ("pods", "log"),
+        ("pods", "exec"),
+        ("deployments", "scale"),
+        ("secrets", ""),
+        ("é", ""),
+        ("", ""),
+        ("*", ""),
+        ("*", "log"),
+        ("pods", "*"),
+        ("*", "*"),
+        ("x", "y/z"),
+    ];
+
     /// The words of `vocab` whose bit is set in `bits`.
     fn pick(vocab: &[&str], bits: u32) -> Vec<String> {
         vocab
@@ -710,15 +727,7 @@ mod tests {
             let filter = RuleFilter::new(rule, &mut atoms);
             for verb in verbs.iter().chain(&["watch", "delete"]) {
                 for group in groups.iter().chain(&["rbac.authorization.k8s.io"]) {
-                    for (resource, sub) in [
-                        ("pods", ""),
-                        ("pods", "log"),
-                        ("pods", "exec"),
-                        ("deployments", "scale"),
-                        ("secrets", ""),
-                        ("é", ""),
-                        ("", ""),
-                    ] {
+                    for &(resource, sub) in &REQUESTS[..7] {
                         for (is_resource_request, path) in
                             [(true, ""), (false, "/healthz"), (false, "/api/v1")]
                         {
@@ -778,20 +787,7 @@ mod tests {
         let (mut allowed, mut refused) = (0, 0);
         for (rule, filter) in &rules {
             for group in groups.iter().chain(&["rbac.authorization.k8s.io", "*x"]) {
-                for (resource, sub) in [
-                    ("pods", ""),
-                    ("pods", "log"),
-                    ("pods", "exec"),
-                    ("deployments", "scale"),
-                    ("secrets", ""),
-                    ("é", ""),
-                    ("", ""),
-                    ("*", ""),
-                    ("*", "log"),
-                    ("pods", "*"),
-                    ("*", "*"),
-                    ("x", "y/z"),
-                ] {
+                for (resource, sub) in REQUESTS {
                     for name in names.iter().chain(&["b", "pod"]) {
                         let want = api_group_matches(rule, group)
                             && resource_matches(rule, resource, sub)
