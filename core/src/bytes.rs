@@ -132,6 +132,69 @@ fn slot_name<'n, V>(names: &'n str, s: &NameSlot<V>) -> &'n str {
     names.get(s.at..s.at + s.len).unwrap_or_default()
 }
 
+/// A string of at most `N` bytes kept inline (in the struct that holds
+/// it, not in a heap allocation of its own), or nothing: for the replay's
+/// per-call state, which must sit in a cache line or two.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct InlineStr<const N: usize> {
+    /// The length; 0 when empty.
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Default for InlineStr<N> {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            bytes: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> InlineStr<N> {
+    /// Holds `s` when it is not empty and fits; otherwise holds nothing
+    /// and returns false.
+    pub fn set(&mut self, s: &str) -> bool {
+        match (u8::try_from(s.len()), self.bytes.get_mut(..s.len())) {
+            (Ok(n), Some(slot)) if n > 0 => {
+                slot.copy_from_slice(s.as_bytes());
+                self.len = n;
+                true
+            }
+            _ => {
+                self.len = 0;
+                false
+            }
+        }
+    }
+
+    /// Holds nothing.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The string held, if any.
+    #[must_use]
+    pub fn get(&self) -> Option<&str> {
+        let held = self.bytes.get(..usize::from(self.len))?;
+        // Whole `&str`s are copied in, so this is always UTF-8.
+        std::str::from_utf8(held).ok().filter(|s| !s.is_empty())
+    }
+
+    /// Whether it holds `s` (never when it holds nothing).
+    #[inline]
+    #[must_use]
+    pub fn is(&self, s: &str) -> bool {
+        let n = usize::from(self.len);
+        n != 0
+            && self
+                .bytes
+                .get(..n)
+                .is_some_and(|held| same(held, s.as_bytes()))
+    }
+}
+
 /// The hash [`NameTable`] files names under.
 #[inline]
 #[must_use]
@@ -189,6 +252,26 @@ fn half(s: &[u8], at: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inline_string_holds_what_fits_and_nothing_else() {
+        let mut s = InlineStr::<4>::default();
+        assert_eq!(s.get(), None);
+        assert!(!s.is(""));
+        assert!(s.set("10.0"));
+        assert_eq!(s.get(), Some("10.0"));
+        assert!(s.is("10.0") && !s.is("10.1") && !s.is("10."));
+        assert!(!s.set("10.0.0"), "too long");
+        assert_eq!(s.get(), None);
+        assert!(!s.is("10.0"));
+        assert!(s.set("é"));
+        assert_eq!(s.get(), Some("é"));
+        assert!(!s.set(""));
+        assert_eq!(s.get(), None);
+        assert!(s.set("ab"));
+        s.clear();
+        assert!(!s.is("ab"));
+    }
 
     #[test]
     fn agrees_with_slice_equality_at_every_length_and_position() {

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use crate::bytes::{NameMap, NameTable, same_str};
 
 use super::aggregate::{AggregationOutcome, aggregate};
+use super::authorizer::Wildcards;
 use super::model::{
     Binding, KIND_CLUSTER_ROLE, KIND_GROUP, KIND_ROLE, KIND_USER, PolicyRule, RbacObjects, Role,
 };
@@ -106,8 +107,10 @@ impl Atoms {
         self.names.get(name).copied().unwrap_or(ATOM_NONE)
     }
 
-    /// The id of `a` `sep` `b` joined (without allocating when short).
-    pub(crate) fn get_joined(&self, a: &str, sep: u8, b: &str) -> u32 {
+    /// The id of `resource/subresource` (built without allocating when
+    /// short).
+    fn get_joined(&self, resource: &str, subresource: &str) -> u32 {
+        let (a, b) = (resource, subresource);
         let len = a.len() + 1 + b.len();
         let mut stack = [0u8; 128];
         let mut heap;
@@ -120,7 +123,7 @@ impl Atoms {
         let (head, tail) = buf.split_at_mut(a.len());
         head.copy_from_slice(a.as_bytes());
         if let Some((s, rest)) = tail.split_first_mut() {
-            *s = sep;
+            *s = b'/';
             rest.copy_from_slice(b.as_bytes());
         }
         // Two strings and an ASCII byte: always UTF-8.
@@ -152,8 +155,8 @@ impl RequestAtoms {
             (atoms.get(resource), ATOM_NONE)
         } else {
             (
-                atoms.get_joined(resource, b'/', subresource),
-                atoms.get_joined(super::model::ALL, b'/', subresource),
+                atoms.get_joined(resource, subresource),
+                atoms.get_joined(super::model::ALL, subresource),
             )
         };
         Self {
@@ -174,10 +177,8 @@ impl RequestAtoms {
 pub(crate) struct RuleFilter {
     /// Bits of the known verbs the rule lists.
     verbs: u32,
-    /// The rule lists `*`.
-    all_verbs: bool,
-    /// The rule lists `*` among its resources.
-    all_resources: bool,
+    /// The rule's `*` verb and `*` resource.
+    wildcards: Wildcards,
     /// The rule lists a verb outside the known set.
     other_verbs: bool,
     /// The rule has resources (can allow resource requests).
@@ -236,8 +237,7 @@ impl RuleFilter {
         };
         let mut f = Self {
             verbs: 0,
-            all_verbs: false,
-            all_resources: rule.resources.iter().any(|r| r == super::model::ALL),
+            wildcards: Wildcards::of(rule),
             other_verbs: false,
             resources: !rule.resources.is_empty(),
             urls: !rule.non_resource_urls.is_empty(),
@@ -252,9 +252,6 @@ impl RuleFilter {
             name_ids: atoms.run(&rule.resource_names),
         };
         for v in &rule.verbs {
-            if v == super::model::ALL {
-                f.all_verbs = true;
-            }
             match verb_bit(v) {
                 0 => f.other_verbs = true,
                 bit => f.verbs |= bit,
@@ -273,7 +270,7 @@ impl RuleFilter {
         } else {
             self.urls
         };
-        let verb_ok = self.all_verbs
+        let verb_ok = self.wildcards.verbs
             || if request.verb == 0 {
                 self.other_verbs
             } else {
@@ -283,11 +280,8 @@ impl RuleFilter {
     }
 
     /// The rule's `*`s.
-    pub(crate) fn wildcards(&self) -> super::authorizer::Wildcards {
-        super::authorizer::Wildcards {
-            verbs: self.all_verbs,
-            resources: self.all_resources,
-        }
+    pub(crate) fn wildcards(&self) -> Wildcards {
+        self.wildcards
     }
 
     /// `APIGroupMatches`, `ResourceMatches` and `ResourceNameMatches` of
@@ -777,11 +771,7 @@ mod tests {
                 non_resource_urls: Vec::new(),
             };
             let filter = RuleFilter::new(&rule, &mut atoms);
-            assert_eq!(
-                filter.wildcards(),
-                crate::rbac::authorizer::Wildcards::of(&rule),
-                "{rule:?}"
-            );
+            assert_eq!(filter.wildcards(), Wildcards::of(&rule), "{rule:?}");
             rules.push((rule, filter));
         }
         let (mut allowed, mut refused) = (0, 0);

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::bytes::{NameTable, same_str};
+use crate::bytes::{InlineStr, NameTable, same_str};
 use crate::rbac::authorizer::Wildcards;
 use crate::rbac::risk::{self, Check};
 use crate::rbac::{Attributes, Snapshot, UserInfo};
@@ -237,16 +237,15 @@ struct SubjectHot {
     outside_rbac: u64,
     /// Snapshot index of the last call.
     snapshot: Option<u32>,
-    /// The length of `last`, the time of the last call; 0 when the
-    /// summary's `last` holds it (too long to keep here).
-    last_len: u8,
     /// How many of `kinds` and `counts` are in use.
     kinds_len: u8,
     /// Calls per `verb resource[/subresource]`, by the id of the key in
     /// [`Subjects`]'s `kinds` (named and sorted into `by_verb_resource` at
     /// the end): the first few here, the rest in `more`.
     kinds: [u32; INLINE_KINDS],
-    last: [u8; INLINE_TIME],
+    /// The time of the last call; empty when the summary's `last` holds
+    /// it (too long to keep here).
+    last: InlineStr<INLINE_TIME>,
     counts: [u64; INLINE_KINDS],
     more: Vec<(u32, u64)>,
 }
@@ -291,15 +290,8 @@ impl SubjectHot {
     }
 
     fn set_last(&mut self, time: &str, summary: &mut SubjectSummary) {
-        match (u8::try_from(time.len()), self.last.get_mut(..time.len())) {
-            (Ok(n), Some(slot)) if n > 0 => {
-                slot.copy_from_slice(time.as_bytes());
-                self.last_len = n;
-            }
-            _ => {
-                time.clone_into(&mut summary.last);
-                self.last_len = 0;
-            }
+        if !self.last.set(time) {
+            time.clone_into(&mut summary.last);
         }
     }
 }
@@ -458,10 +450,8 @@ impl Subjects {
             s.drift = h.drift;
             s.outside_rbac = h.outside_rbac;
             s.snapshot = h.snapshot.map(|n| n as usize);
-            if let Some(last) = h.last.get(..usize::from(h.last_len))
-                && !last.is_empty()
-            {
-                s.last = String::from_utf8_lossy(last).into_owned();
+            if let Some(last) = h.last.get() {
+                last.clone_into(&mut s.last);
             }
             s.by_verb_resource = h
                 .counted()

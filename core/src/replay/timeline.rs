@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use super::input::{Location, Problems};
 use super::time::{format_nanos, parse_nanos};
-use crate::bytes::{Name, NameMap, NameTable};
+use crate::bytes::{InlineStr, Name, NameMap, NameTable};
 use crate::correlate::{EntryKind, FindingKind, PodRef, TrailEntry};
 
 /// Forbidden calls from which a token counts as probing its permissions.
@@ -382,14 +382,12 @@ struct Hot {
     flagged_nanos: i64,
     /// `calls.len()` of the timeline.
     kept_calls: u32,
-    /// The length of `last_ip`, the connection address of the latest
-    /// counted call; 0 when none.
-    last_ip_len: u8,
     in_trail: bool,
     has_subject: bool,
     has_bound_pod: bool,
     has_pod_ips: bool,
-    last_ip: [u8; INLINE_IP],
+    /// The connection address of the latest counted call, when it fits.
+    last_ip: InlineStr<INLINE_IP>,
 }
 
 const _: () = assert!(std::mem::size_of::<Hot>() == 64);
@@ -401,41 +399,22 @@ impl Default for Hot {
             last_ip_pending: 0,
             flagged_nanos: i64::MAX,
             kept_calls: 0,
-            last_ip_len: 0,
             in_trail: false,
             has_subject: false,
             has_bound_pod: false,
             has_pod_ips: false,
-            last_ip: [0; INLINE_IP],
+            last_ip: InlineStr::default(),
         }
     }
 }
 
 impl Hot {
-    fn last_ip_is(&self, ip: &str) -> bool {
-        let n = usize::from(self.last_ip_len);
-        n != 0 && crate::bytes::same(&self.last_ip[..n], ip.as_bytes())
-    }
-
-    /// Remembers `ip` as the latest counted address (nothing when it does
-    /// not fit inline).
-    fn set_last_ip(&mut self, ip: &str) {
-        match (u8::try_from(ip.len()), self.last_ip.get_mut(..ip.len())) {
-            (Ok(n), Some(slot)) if n > 0 => {
-                slot.copy_from_slice(ip.as_bytes());
-                self.last_ip_len = n;
-            }
-            _ => self.last_ip_len = 0,
-        }
-    }
-
     /// Adds the pending calls of the latest address to `ip_counts`.
     fn settle_last_ip(&mut self, ip_counts: &mut NameMap<String, (u64, String)>) {
-        let n = usize::from(self.last_ip_len);
-        if self.last_ip_pending == 0 || n == 0 {
+        if self.last_ip_pending == 0 {
             return;
         }
-        if let Ok(ip) = std::str::from_utf8(&self.last_ip[..n])
+        if let Some(ip) = self.last_ip.get()
             && let Some((count, _)) = ip_counts.get_mut(&Name(ip))
         {
             *count += self.last_ip_pending;
@@ -838,22 +817,22 @@ impl TokenIndex {
         }
         hot.calls_total += 1;
         if let Some(ip) = call.source_ip {
-            if hot.last_ip_is(ip) {
+            if hot.last_ip.is(ip) {
                 hot.last_ip_pending += 1;
             } else {
                 let t = &mut self.tokens[i];
                 hot.settle_last_ip(&mut t.ip_counts);
                 if let Some((n, _)) = t.ip_counts.get_mut(&Name(ip)) {
                     *n += 1;
-                    hot.set_last_ip(ip);
+                    hot.last_ip.set(ip);
                 } else if t.ip_counts.len() < MAX_TOKEN_IPS {
                     t.ip_counts.insert(ip.to_owned(), (1, call.time.to_owned()));
                     if t.seen_ips.len() < MAX_TOKEN_IPS {
                         t.seen_ips.insert(ip.to_owned());
                     }
-                    hot.set_last_ip(ip);
+                    hot.last_ip.set(ip);
                 } else {
-                    hot.last_ip_len = 0;
+                    hot.last_ip.clear();
                 }
             }
         }
