@@ -8,7 +8,7 @@ use tokenwatch_core::rbac::authorizer::{
     subject_applies,
 };
 use tokenwatch_core::rbac::model::{Binding, PolicyRule, RbacObjects, Role, RoleRef, Subject};
-use tokenwatch_core::rbac::{Attributes, Snapshot, UserInfo};
+use tokenwatch_core::rbac::{Attributes, Authorizer, Snapshot, UserInfo};
 
 fn list(s: &str) -> Vec<String> {
     if s.is_empty() {
@@ -517,6 +517,43 @@ fn policy_with_missing() -> Snapshot {
             ),
         ],
     })
+}
+
+#[test]
+fn decisions_rebuilt_from_their_parts_give_the_same_answer_and_reason() {
+    let auth = Authorizer::new(std::sync::Arc::new(policy_with_missing()));
+    let users = [
+        UserInfo::new("jane", list("readers")),
+        UserInfo::new("jane", vec![]),
+        UserInfo::new("bob", list("readers")),
+        UserInfo::service_account("ns1", "sa"),
+        UserInfo::service_account("ns2", "remote"),
+    ];
+    let mut reasons = std::collections::BTreeSet::new();
+    for user in &users {
+        for verb in ["get", "list", "delete"] {
+            for resource in ["pods", "configmaps", "secrets"] {
+                for ns in ["", "ns1", "ns2"] {
+                    let attrs = Attributes::resource(verb, "", resource, ns, "x");
+                    let d = auth.decide(&attrs, user);
+                    let rebuilt = auth.decision(d.parts(), &attrs, user);
+                    assert_eq!(rebuilt.parts(), d.parts());
+                    assert_eq!(rebuilt.allowed, d.allowed);
+                    let reason = d.reason().to_string();
+                    assert_eq!(
+                        rebuilt.reason().to_string(),
+                        reason,
+                        "{verb} {resource} in {ns:?}"
+                    );
+                    reasons.insert(reason);
+                }
+            }
+        }
+    }
+    // Allows, a denial without errors, and denials naming missing roles.
+    assert!(reasons.iter().any(|r| r.starts_with("RBAC: allowed by ")));
+    assert!(reasons.contains(""));
+    assert!(reasons.iter().any(|r| r.contains("not found")));
 }
 
 #[test]

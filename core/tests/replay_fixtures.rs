@@ -49,7 +49,8 @@ fn run(files: Vec<PathBuf>) -> (Report, Vec<EventRecord>) {
         ..Options::default()
     };
     let mut events = Vec::new();
-    let report = replay(&options, &mut policy, &mut |e| events.push(e.clone())).expect("replay");
+    let report =
+        replay(&options, &mut policy, &mut |e| events.push(e.to_record())).expect("replay");
     (report, events)
 }
 

@@ -83,7 +83,8 @@ fn run(
         ..Options::default()
     };
     let mut events = Vec::new();
-    let report = replay(&options, &mut policy, &mut |e| events.push(e.clone())).expect("replay");
+    let report =
+        replay(&options, &mut policy, &mut |e| events.push(e.to_record())).expect("replay");
     (report, events)
 }
 

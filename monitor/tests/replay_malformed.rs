@@ -29,7 +29,8 @@ fn run(files: &[PathBuf]) -> (Report, Vec<EventRecord>) {
         ..Options::default()
     };
     let mut events = Vec::new();
-    let report = replay(&options, &mut policy, &mut |e| events.push(e.clone())).expect("replay");
+    let report =
+        replay(&options, &mut policy, &mut |e| events.push(e.to_record())).expect("replay");
     (report, events)
 }
 

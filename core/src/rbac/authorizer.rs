@@ -460,11 +460,32 @@ impl<'r> Decision<'r> {
         Some(filter.wildcards())
     }
 
+    /// What the decision found, without its borrows: [`Authorizer::decision`]
+    /// rebuilds the same decision from it without scanning the rules
+    /// again (a replay formats the reason of the calls it lists, after
+    /// it has moved on to other work).
+    #[must_use]
+    pub fn parts(&self) -> DecisionParts {
+        DecisionParts {
+            allowed: self.allowed,
+            source: self.source,
+            had_errors: self.had_errors,
+        }
+    }
+
     /// The reason string the API server gives (see the module docs).
     #[must_use]
     pub fn reason(&self) -> Reason<'r> {
         Reason { decision: *self }
     }
+}
+
+/// A [`Decision`] without its borrows ([`Decision::parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionParts {
+    allowed: bool,
+    source: Option<Source>,
+    had_errors: bool,
 }
 
 /// The reason text of a decision; formats without allocating for allows.
@@ -592,6 +613,25 @@ impl Authorizer {
     #[must_use]
     pub fn decide<'r>(&'r self, attrs: &Attributes<'r>, user: &'r UserInfo) -> Decision<'r> {
         decide(&self.snapshot, attrs, user)
+    }
+
+    /// The decision [`Self::decide`] gave for `attrs` and `user`, from its
+    /// [`Decision::parts`]: the same answer and reason, no scan.
+    #[must_use]
+    pub fn decision<'r>(
+        &'r self,
+        parts: DecisionParts,
+        attrs: &Attributes<'r>,
+        user: &'r UserInfo,
+    ) -> Decision<'r> {
+        Decision {
+            allowed: parts.allowed,
+            source: parts.source,
+            had_errors: parts.had_errors,
+            snapshot: &self.snapshot,
+            user,
+            namespace: attrs.namespace,
+        }
     }
 }
 

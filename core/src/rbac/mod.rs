@@ -50,6 +50,6 @@ pub mod snapshot;
 pub mod suggest;
 pub mod who_can;
 
-pub use authorizer::{Attributes, Authorizer, Decision, OwnedAttributes, UserInfo};
+pub use authorizer::{Attributes, Authorizer, Decision, DecisionParts, OwnedAttributes, UserInfo};
 pub use model::RbacObjects;
 pub use snapshot::Snapshot;

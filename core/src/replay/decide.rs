@@ -99,8 +99,49 @@ impl Outcome {
     }
 }
 
+/// Compares the recorded decision with the snapshot's: the outcome
+/// [`classify`] gives, without its explanation (a replay writes the
+/// explanation only for the events it lists).
+#[must_use]
+pub fn outcome(
+    user: &UserInfo,
+    recorded: Option<&Recorded<'_>>,
+    replayed_allowed: bool,
+) -> Outcome {
+    if user.groups.iter().any(|g| g == GROUP_MASTERS) {
+        return Outcome::OutsideRbac {
+            label: "system:masters",
+        };
+    }
+    let Some(rec) = recorded else {
+        return Outcome::Unrecorded;
+    };
+    if rec.allowed == replayed_allowed {
+        return Outcome::Agree;
+    }
+    if !rec.allowed {
+        return Outcome::Drift {
+            direction: DriftDirection::DeniedLiveAllowedSnapshot,
+        };
+    }
+    if user.name.starts_with(NODE_USER_PREFIX) {
+        Outcome::OutsideRbac {
+            label: "node-authorizer",
+        }
+    } else if !rec.reason.is_empty() && !rec.reason.starts_with("RBAC:") {
+        Outcome::OutsideRbac {
+            label: "other-authorizer",
+        }
+    } else {
+        Outcome::Drift {
+            direction: DriftDirection::AllowedLiveDeniedSnapshot,
+        }
+    }
+}
+
 /// Compares the recorded decision with the snapshot's; returns the
-/// outcome and, unless they agree, an explanation naming both reasons.
+/// outcome ([`outcome`]) and, unless they agree, an explanation naming
+/// both reasons.
 #[must_use]
 pub fn classify(
     user: &UserInfo,
@@ -109,76 +150,46 @@ pub fn classify(
     replayed_reason: &str,
     snapshot: &str,
 ) -> (Outcome, String) {
+    let outcome = outcome(user, recorded, replayed_allowed);
     let snap_reason = if replayed_reason.is_empty() {
-        "no RBAC rule allows it".to_owned()
+        "no RBAC rule allows it"
     } else {
-        replayed_reason.to_owned()
+        replayed_reason
     };
-    if user.groups.iter().any(|g| g == GROUP_MASTERS) {
-        return (
-            Outcome::OutsideRbac {
-                label: "system:masters",
-            },
-            "members of system:masters are allowed before any authorizer runs; RBAC is not consulted"
-                .to_owned(),
-        );
-    }
-    let Some(rec) = recorded else {
-        return (
-            Outcome::Unrecorded,
-            format!(
-                "no recorded decision; snapshot {snapshot} would {}: {snap_reason}",
-                if replayed_allowed { "allow" } else { "deny" }
-            ),
-        );
+    let live_reason = match recorded {
+        Some(rec) if !rec.reason.is_empty() => &*rec.reason,
+        _ => "no reason recorded",
     };
-    if rec.allowed == replayed_allowed {
-        return (Outcome::Agree, String::new());
-    }
-    let live_reason = if rec.reason.is_empty() {
-        "no reason recorded".to_owned()
-    } else {
-        rec.reason.to_string()
+    let why = match outcome {
+        Outcome::OutsideRbac {
+            label: "system:masters",
+        } => "members of system:masters are allowed before any authorizer runs; RBAC is not consulted"
+            .to_owned(),
+        Outcome::Unrecorded => format!(
+            "no recorded decision; snapshot {snapshot} would {}: {snap_reason}",
+            if replayed_allowed { "allow" } else { "deny" }
+        ),
+        Outcome::OutsideRbac {
+            label: "node-authorizer",
+        } => format!(
+            "the cluster allowed it ({live_reason}); kubelets are authorized by the Node authorizer before RBAC, which alone would deny: {snap_reason}"
+        ),
+        Outcome::OutsideRbac { .. } => format!(
+            "another authorizer allowed it ({live_reason}); RBAC alone (snapshot {snapshot}) would deny: {snap_reason}"
+        ),
+        Outcome::Drift {
+            direction: DriftDirection::AllowedLiveDeniedSnapshot,
+        } => format!(
+            "the cluster allowed it ({live_reason}) but snapshot {snapshot} denies: {snap_reason}; the cluster held a grant the snapshot lacks, or another authorizer allowed it"
+        ),
+        Outcome::Drift {
+            direction: DriftDirection::DeniedLiveAllowedSnapshot,
+        } => format!(
+            "the cluster denied it ({live_reason}) but snapshot {snapshot} allows: {snap_reason}; the snapshot grants what the cluster did not have at the time"
+        ),
+        Outcome::Agree | Outcome::Undetermined | Outcome::NotEvaluated => String::new(),
     };
-    if rec.allowed {
-        if user.name.starts_with(NODE_USER_PREFIX) {
-            return (
-                Outcome::OutsideRbac {
-                    label: "node-authorizer",
-                },
-                format!(
-                    "the cluster allowed it ({live_reason}); kubelets are authorized by the Node authorizer before RBAC, which alone would deny: {snap_reason}"
-                ),
-            );
-        }
-        if !rec.reason.is_empty() && !rec.reason.starts_with("RBAC:") {
-            return (
-                Outcome::OutsideRbac {
-                    label: "other-authorizer",
-                },
-                format!(
-                    "another authorizer allowed it ({live_reason}); RBAC alone (snapshot {snapshot}) would deny: {snap_reason}"
-                ),
-            );
-        }
-        (
-            Outcome::Drift {
-                direction: DriftDirection::AllowedLiveDeniedSnapshot,
-            },
-            format!(
-                "the cluster allowed it ({live_reason}) but snapshot {snapshot} denies: {snap_reason}; the cluster held a grant the snapshot lacks, or another authorizer allowed it"
-            ),
-        )
-    } else {
-        (
-            Outcome::Drift {
-                direction: DriftDirection::DeniedLiveAllowedSnapshot,
-            },
-            format!(
-                "the cluster denied it ({live_reason}) but snapshot {snapshot} allows: {snap_reason}; the snapshot grants what the cluster did not have at the time"
-            ),
-        )
-    }
+    (outcome, why)
 }
 
 /// One snapshot in use.

@@ -124,6 +124,56 @@ struct SecretWindow {
     reported: bool,
 }
 
+/// Bytes of an address held inline: the longest text Go's `net.IP`
+/// prints (a full IPv6 address, 39 characters).
+const ADDR_INLINE: usize = 39;
+
+/// The addresses a pod's token connected from, up to
+/// [`MAX_ADDRS_PER_POD`]. Each is held inline when it fits, so the check
+/// every call makes reads the map's entry and nothing behind it; a longer
+/// text (not an address the API server prints) goes to the heap.
+#[derive(Default)]
+struct PodAddrs {
+    inline: [crate::bytes::InlineStr<ADDR_INLINE>; MAX_ADDRS_PER_POD],
+    long: Vec<String>,
+}
+
+impl PodAddrs {
+    fn with(ip: &str) -> Self {
+        let mut a = Self::default();
+        a.push(ip);
+        a
+    }
+
+    fn len(&self) -> usize {
+        self.inline.iter().filter(|a| a.get().is_some()).count() + self.long.len()
+    }
+
+    fn contains(&self, ip: &str) -> bool {
+        self.inline.iter().any(|a| a.is(ip))
+            || self.long.iter().any(|a| crate::bytes::same_str(a, ip))
+    }
+
+    /// Adds `ip` (the caller checks [`Self::contains`] and the cap).
+    fn push(&mut self, ip: &str) {
+        let held = self
+            .inline
+            .iter_mut()
+            .find(|a| a.get().is_none())
+            .is_some_and(|slot| slot.set(ip));
+        if !held {
+            self.long.push(ip.to_owned());
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.inline
+            .iter()
+            .filter_map(crate::bytes::InlineStr::get)
+            .chain(self.long.iter().map(String::as_str))
+    }
+}
+
 /// The detections' state over one replay.
 #[derive(Default)]
 pub struct Detector {
@@ -134,7 +184,7 @@ pub struct Detector {
     pub dropped: u64,
     secrets: FxHashMap<String, SecretWindow>,
     /// Hash of a pod's (namespace, name) -> addresses its token connected from.
-    pod_addrs: FxHashMap<u64, Vec<String>>,
+    pod_addrs: FxHashMap<u64, PodAddrs>,
     /// Address -> (`ns/name` of the deleted pod it belonged to, delete time).
     deleted_addrs: FxHashMap<String, (String, i64)>,
 }
@@ -488,13 +538,11 @@ impl Detector {
         };
         let key = pod_key(ns, pod);
         if let Some(addrs) = self.pod_addrs.get_mut(&key) {
-            if addrs.len() < MAX_ADDRS_PER_POD
-                && !addrs.iter().any(|a| crate::bytes::same_str(a, ip))
-            {
-                addrs.push(ip.to_owned());
+            if !addrs.contains(ip) && addrs.len() < MAX_ADDRS_PER_POD {
+                addrs.push(ip);
             }
         } else if self.pod_addrs.len() < MAX_PODS {
-            self.pod_addrs.insert(key, vec![ip.to_owned()]);
+            self.pod_addrs.insert(key, PodAddrs::with(ip));
         }
     }
 
@@ -502,8 +550,8 @@ impl Detector {
         let Some(t) = nanos else { return };
         if let Some(addrs) = self.pod_addrs.get(&pod_key(ns, name)) {
             let pod = format!("{ns}/{name}");
-            for a in addrs {
-                self.deleted_addrs.insert(a.clone(), (pod.clone(), t));
+            for a in addrs.iter() {
+                self.deleted_addrs.insert(a.to_owned(), (pod.clone(), t));
             }
         }
     }
@@ -552,6 +600,33 @@ fn texts(v: &[super::event::Text<'_>]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_addresses_short_and_long_are_kept_and_found() {
+        let long = "a".repeat(ADDR_INLINE + 1);
+        let full_v6 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        assert_eq!(full_v6.len(), ADDR_INLINE);
+        for order in [
+            ["10.0.0.1", full_v6, long.as_str(), ""],
+            ["", long.as_str(), "::ffff:10.0.0.1", "é"],
+        ] {
+            let mut a = PodAddrs::with(order[0]);
+            for (n, ip) in order.iter().enumerate().skip(1) {
+                assert_eq!(a.len(), n);
+                assert!(!a.contains(ip), "{ip:?} before it was added");
+                a.push(ip);
+                assert!(a.contains(ip), "{ip:?}");
+            }
+            assert_eq!(a.len(), 4);
+            let mut kept: Vec<&str> = a.iter().collect();
+            kept.sort_unstable();
+            let mut want = order.to_vec();
+            want.sort_unstable();
+            assert_eq!(kept, want);
+            let shorter = "a".repeat(ADDR_INLINE);
+            assert!(!a.contains("10.0.0.2") && !a.contains(&shorter));
+        }
+    }
 
     #[test]
     fn public_paths() {

@@ -46,6 +46,7 @@ pub mod summary;
 pub use crate::time;
 pub mod timeline;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +59,7 @@ use self::decide::BoxError;
 use self::decide::{Outcome, Policy};
 use self::event::{AuditEvent, EventTimes};
 use self::input::{InputError, Location, Problems, RecordSource};
-use self::report::{EventRecord, Replayed, Report, Stats};
+use self::report::{EventView, Replayed, Report, Stats};
 use self::summary::{SubjectCall, Subjects};
 use self::timeline::{CallFacts, TokenIndex};
 use crate::correlate::TrailEntry;
@@ -190,7 +191,7 @@ impl Source {
 pub fn replay(
     options: &Options,
     policy: &mut Policy,
-    on_event: &mut dyn FnMut(&EventRecord),
+    on_event: &mut dyn FnMut(&EventView<'_>),
 ) -> Result<Report, ReplayError> {
     if options.trails.is_empty() && options.audits.is_empty() {
         return Err(ReplayError::FindInputs);
@@ -232,6 +233,9 @@ pub fn replay(
         only: options.only,
         user: UserInfo::default(),
         target: String::new(),
+        reason: String::new(),
+        token_label: String::new(),
+        flags: Vec::new(),
         detector: detect::Detector::new(options.detect.clone()),
         on_event,
     };
@@ -369,8 +373,13 @@ struct Engine<'o> {
     user: UserInfo,
     /// Reused for the call's target text.
     target: String,
+    /// Reused for a listed event's replayed reason and token label.
+    reason: String,
+    token_label: String,
+    /// Reused for an event's flags.
+    flags: Vec<&'static str>,
     detector: detect::Detector,
-    on_event: &'o mut dyn FnMut(&EventRecord),
+    on_event: &'o mut dyn FnMut(&EventView<'_>),
 }
 
 fn fill_user(user: &mut UserInfo, name: &str, groups: impl Iterator<Item = impl AsRef<str>>) {
@@ -540,6 +549,7 @@ impl Engine<'_> {
         let mut explanation = String::new();
         let mut replayed: Option<Replayed> = None;
         let mut snapshot_idx = None;
+        let mut decision = None;
         let borrowed = attrs
             .as_ref()
             .ok()
@@ -554,29 +564,18 @@ impl Engine<'_> {
                     snapshot_idx = Some(idx);
                     let a = borrowed.unwrap_or_default();
                     let d = snap.authorizer.decide(&a, &self.user);
+                    decision = Some(d.parts());
                     let masters = self.user.groups.iter().any(|g| g == decide::GROUP_MASTERS);
                     let agrees = !masters && recorded == Some(d.allowed);
-                    let reason = if agrees {
-                        None
+                    // The explanation (and the replayed reason it quotes)
+                    // is written only for listed events, below.
+                    outcome = if agrees {
+                        Outcome::Agree
                     } else {
-                        Some(d.reason().to_string())
+                        decide::outcome(&self.user, ev.recorded().as_ref(), d.allowed)
                     };
-                    if agrees {
-                        outcome = Outcome::Agree;
-                    } else {
-                        let (o, why) = decide::classify(
-                            &self.user,
-                            ev.recorded().as_ref(),
-                            d.allowed,
-                            reason.as_deref().unwrap_or(""),
-                            &snap.label,
-                        );
-                        outcome = o;
-                        explanation = why;
-                    }
                     replayed = Some(Replayed {
                         allowed: d.allowed,
-                        reason,
                         snapshot: idx,
                     });
                     let allowed_live = recorded.unwrap_or(d.allowed);
@@ -633,7 +632,9 @@ impl Engine<'_> {
         }
         let allowed_live =
             !denied && recorded.unwrap_or_else(|| code.is_some_and(|c| (200..400).contains(&c)));
-        let mut flags: Vec<&'static str> = Vec::new();
+        // Reused from event to event (put back below).
+        let mut flags = std::mem::take(&mut self.flags);
+        flags.clear();
         self.detector.observe(
             &detect::Observed {
                 ev: &ev,
@@ -681,10 +682,7 @@ impl Engine<'_> {
                 claimed_ips: ev.claimed_slice(),
                 outcome: outcome.as_str(),
             };
-            if let Some((i, f)) = self.index.record_call(&facts, location) {
-                flags.extend(f);
-                token_index = Some(i);
-            }
+            token_index = self.index.record_call(&facts, location, &mut flags);
         }
         let finding = detected || flags.iter().any(|f| *f != "forbidden");
         if finding {
@@ -698,61 +696,73 @@ impl Engine<'_> {
             None => drift || denied || finding,
         };
         if !listed {
+            self.flags = flags;
             return Ok(false);
         }
-        if let Some(r) = &mut replayed
-            && r.reason.is_none()
-            && let (Some(a), Some(snap)) = (borrowed, snapshot_idx.and_then(|i| self.policy.get(i)))
-        {
-            r.reason = Some(snap.authorizer.decide(&a, &self.user).reason().to_string());
-        }
-        let record = EventRecord {
-            location: location.clone(),
-            time: ev.time_text().to_owned(),
-            audit_id: ev
-                .audit_id
-                .as_ref()
-                .map_or(String::new(), |t| t.as_str().to_owned()),
+        // The replayed reason, from what the decision found (no second
+        // scan), and the explanation that quotes it.
+        let recorded = ev.recorded();
+        let reason = match &replayed {
+            Some(r) => {
+                self.reason.clear();
+                let snap = self.policy.get(r.snapshot);
+                if let (Some(a), Some(parts), Some(snap)) = (borrowed, decision, snap) {
+                    let d = snap.authorizer.decision(parts, &a, &self.user);
+                    // A `String` takes every write.
+                    let _ = write!(self.reason, "{}", d.reason());
+                }
+                if outcome != Outcome::Agree {
+                    explanation = decide::classify(
+                        &self.user,
+                        recorded.as_ref(),
+                        r.allowed,
+                        &self.reason,
+                        snap.map_or("", |s| s.label.as_str()),
+                    )
+                    .1;
+                }
+                self.reason.as_str()
+            }
+            None => "",
+        };
+        let token = token_index.and_then(|i| self.index.get(i)).map(|t| {
+            self.token_label.clear();
+            t.write_label(&mut self.token_label);
+            self.token_label.as_str()
+        });
+        let record = EventView {
+            location,
+            time: ev.time_text(),
+            audit_id: ev.audit_id.as_ref().map_or("", event::Text::as_str),
             stage: stage.as_str(),
-            user: user_name.to_owned(),
+            user: user_name,
             impersonated_by: ev
                 .impersonated_user
                 .as_ref()
                 .and(auth_user)
-                .map(|u| u.name().to_owned()),
-            verb: ev.verb().to_owned(),
-            attributes: attrs
-                .as_ref()
-                .ok()
-                .map(attributes::EventAttributes::to_owned_attributes),
+                .map(event::EventUser::name),
+            verb: ev.verb(),
+            attributes: borrowed,
             attributes_from: attrs.as_ref().ok().map(attributes::EventAttributes::source),
-            request_uri: ev.request_uri().to_owned(),
-            source_ips: ev
-                .source_ips
-                .iter()
-                .flatten()
-                .map(|t| t.as_str().to_owned())
-                .collect(),
-            user_agent: ev.user_agent.as_ref().map(|t| t.as_str().to_owned()),
+            request_uri: ev.request_uri(),
+            source_ips: report::SourceIps::Event(ev.source_ips.as_deref().unwrap_or_default()),
+            user_agent: ev.user_agent.as_ref().map(event::Text::as_str),
             code,
-            recorded: ev.recorded().map(event::Recorded::into_owned),
-            replayed: replayed.map(|r| report::ReplayedOut {
-                allowed: r.allowed,
-                reason: r.reason.unwrap_or_default(),
-                snapshot: self
-                    .policy
-                    .get(r.snapshot)
-                    .map(|s| s.label.clone())
-                    .unwrap_or_default(),
+            recorded: recorded.as_ref(),
+            replayed: replayed.as_ref().map(|r| {
+                (
+                    r.allowed,
+                    reason,
+                    self.policy.get(r.snapshot).map_or("", |s| s.label.as_str()),
+                )
             }),
-            outcome,
-            explanation,
-            token: token_index
-                .and_then(|i| self.index.get(i))
-                .map(timeline::TokenTimeline::label),
-            flags,
+            outcome: &outcome,
+            explanation: &explanation,
+            token,
+            flags: &flags,
         };
         (self.on_event)(&record);
+        self.flags = flags;
         Ok(false)
     }
 }

@@ -13,11 +13,11 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use super::decide::{DriftDirection, Outcome};
-use super::event::Recorded;
+use super::event::{Recorded, Text};
 use super::input::{Location, Problems};
 use super::summary::SubjectSummary;
 use super::timeline::TokenTimeline;
-use crate::rbac::OwnedAttributes;
+use crate::rbac::{Attributes, OwnedAttributes};
 
 /// Version of the JSON-lines report.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
@@ -29,8 +29,6 @@ pub const TABLE_TIMELINE_ROWS: usize = 60;
 pub struct Replayed {
     /// Allowed.
     pub allowed: bool,
-    /// Reason, when formatted.
-    pub reason: Option<String>,
     /// Snapshot index.
     pub snapshot: usize,
 }
@@ -158,6 +156,142 @@ impl EventRecord {
     }
 }
 
+/// A listed event as the replay hands it out ([`super::replay`]'s
+/// `on_event`): the same fields as [`EventRecord`], borrowed from the
+/// event being replayed, so writing it as a JSON line allocates nothing
+/// (the full replay lists about one event in five). [`Self::to_record`]
+/// keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventView<'e> {
+    /// Where it is in the input.
+    pub location: &'e Location,
+    /// Request time as written.
+    pub time: &'e str,
+    /// `auditID`.
+    pub audit_id: &'e str,
+    /// Stage.
+    pub stage: &'static str,
+    /// The user RBAC decides for.
+    pub user: &'e str,
+    /// The authenticated user, when it impersonated `user`.
+    pub impersonated_by: Option<&'e str>,
+    /// Verb.
+    pub verb: &'e str,
+    /// The attributes.
+    pub attributes: Option<Attributes<'e>>,
+    /// `objectRef` or `requestURI`.
+    pub attributes_from: Option<&'static str>,
+    /// Request URI.
+    pub request_uri: &'e str,
+    /// Source IPs.
+    pub source_ips: SourceIps<'e>,
+    /// User agent.
+    pub user_agent: Option<&'e str>,
+    /// Response code.
+    pub code: Option<i64>,
+    /// What the cluster recorded.
+    pub recorded: Option<&'e Recorded<'e>>,
+    /// What the snapshot decides: allowed, reason, snapshot label.
+    pub replayed: Option<(bool, &'e str, &'e str)>,
+    /// The comparison.
+    pub outcome: &'e Outcome,
+    /// Why, unless they agree (empty then).
+    pub explanation: &'e str,
+    /// The token it was made with (`JTI=...`).
+    pub token: Option<&'e str>,
+    /// Timeline flags.
+    pub flags: &'e [&'static str],
+}
+
+/// The source addresses of an [`EventView`]: the event's own list, or a
+/// kept record's.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceIps<'e> {
+    /// As the event parsed them.
+    Event(&'e [Text<'e>]),
+    /// As an [`EventRecord`] keeps them.
+    Kept(&'e [String]),
+}
+
+impl<'e> SourceIps<'e> {
+    /// Each address.
+    pub fn iter(self) -> impl Iterator<Item = &'e str> {
+        let (event, kept) = match self {
+            Self::Event(e) => (e, &[][..]),
+            Self::Kept(k) => (&[][..], k),
+        };
+        event
+            .iter()
+            .map(Text::as_str)
+            .chain(kept.iter().map(String::as_str))
+    }
+}
+
+impl EventView<'_> {
+    /// An owned copy.
+    #[must_use]
+    pub fn to_record(&self) -> EventRecord {
+        EventRecord {
+            location: self.location.clone(),
+            time: self.time.to_owned(),
+            audit_id: self.audit_id.to_owned(),
+            stage: self.stage,
+            user: self.user.to_owned(),
+            impersonated_by: self.impersonated_by.map(str::to_owned),
+            verb: self.verb.to_owned(),
+            attributes: self.attributes.map(OwnedAttributes::from),
+            attributes_from: self.attributes_from,
+            request_uri: self.request_uri.to_owned(),
+            source_ips: self.source_ips.iter().map(str::to_owned).collect(),
+            user_agent: self.user_agent.map(str::to_owned),
+            code: self.code,
+            recorded: self.recorded.map(|r| r.clone().into_owned()),
+            replayed: self
+                .replayed
+                .map(|(allowed, reason, snapshot)| ReplayedOut {
+                    allowed,
+                    reason: reason.to_owned(),
+                    snapshot: snapshot.to_owned(),
+                }),
+            outcome: self.outcome.clone(),
+            explanation: self.explanation.to_owned(),
+            token: self.token.map(str::to_owned),
+            flags: self.flags.to_vec(),
+        }
+    }
+}
+
+impl EventRecord {
+    /// A borrowed view, as the replay hands events out.
+    #[must_use]
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            location: &self.location,
+            time: &self.time,
+            audit_id: &self.audit_id,
+            stage: self.stage,
+            user: &self.user,
+            impersonated_by: self.impersonated_by.as_deref(),
+            verb: &self.verb,
+            attributes: self.attributes.as_ref().map(OwnedAttributes::as_attributes),
+            attributes_from: self.attributes_from,
+            request_uri: &self.request_uri,
+            source_ips: SourceIps::Kept(&self.source_ips),
+            user_agent: self.user_agent.as_deref(),
+            code: self.code,
+            recorded: self.recorded.as_ref(),
+            replayed: self
+                .replayed
+                .as_ref()
+                .map(|r| (r.allowed, r.reason.as_str(), r.snapshot.as_str())),
+            outcome: &self.outcome,
+            explanation: &self.explanation,
+            token: self.token.as_deref(),
+            flags: &self.flags,
+        }
+    }
+}
+
 /// Lines read per audit file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileStats {
@@ -261,9 +395,9 @@ impl EventList {
     }
 
     /// Keeps `e` if there is room.
-    pub fn push(&mut self, e: &EventRecord) {
+    pub fn push(&mut self, e: &EventView<'_>) {
         if self.kept.len() < self.max {
-            self.kept.push(e.clone());
+            self.kept.push(e.to_record());
         } else {
             self.omitted += 1;
         }
@@ -321,7 +455,7 @@ pub fn write_json_line<T: Serialize>(
 ///
 /// # Errors
 /// Write errors.
-pub fn write_event_line(out: &mut dyn Write, e: &EventRecord) -> io::Result<()> {
+pub fn write_event_line(out: &mut dyn Write, e: &EventView<'_>) -> io::Result<()> {
     thread_local! {
         static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -332,7 +466,7 @@ pub fn write_event_line(out: &mut dyn Write, e: &EventRecord) -> io::Result<()> 
     })
 }
 
-impl EventRecord {
+impl EventView<'_> {
     /// Appends the event's JSON line (newline included) to `line`.
     fn push_json_line(&self, line: &mut Vec<u8>) {
         use super::json::push_escaped;
@@ -382,28 +516,28 @@ impl EventRecord {
             number(line, b",\"item\":", itoa::Buffer::new().format(item));
         }
         line.push(b'}');
-        text(line, b",\"time\":", &self.time);
-        text(line, b",\"auditId\":", &self.audit_id);
+        text(line, b",\"time\":", self.time);
+        text(line, b",\"auditId\":", self.audit_id);
         text(line, b",\"stage\":", self.stage);
-        text(line, b",\"user\":", &self.user);
-        if let Some(by) = &self.impersonated_by {
+        text(line, b",\"user\":", self.user);
+        if let Some(by) = self.impersonated_by {
             text(line, b",\"impersonatedBy\":", by);
         }
-        text(line, b",\"verb\":", &self.verb);
+        text(line, b",\"verb\":", self.verb);
         if let Some(a) = &self.attributes {
-            text(line, b",\"attributes\":{\"verb\":", &a.verb);
+            text(line, b",\"attributes\":{\"verb\":", a.verb);
             line.extend_from_slice(if a.is_resource_request {
                 b",\"isResourceRequest\":true"
             } else {
                 b",\"isResourceRequest\":false"
             });
             for (key, value) in [
-                (&b",\"namespace\":"[..], &a.namespace),
-                (b",\"apiGroup\":", &a.api_group),
-                (b",\"resource\":", &a.resource),
-                (b",\"subresource\":", &a.subresource),
-                (b",\"name\":", &a.name),
-                (b",\"path\":", &a.path),
+                (&b",\"namespace\":"[..], a.namespace),
+                (b",\"apiGroup\":", a.api_group),
+                (b",\"resource\":", a.resource),
+                (b",\"subresource\":", a.subresource),
+                (b",\"name\":", a.name),
+                (b",\"path\":", a.path),
             ] {
                 text(line, key, value);
             }
@@ -412,19 +546,15 @@ impl EventRecord {
         if let Some(from) = self.attributes_from {
             text(line, b",\"attributesFrom\":", from);
         }
-        text(line, b",\"requestUri\":", &self.request_uri);
-        texts(
-            line,
-            b",\"sourceIps\":",
-            &mut self.source_ips.iter().map(String::as_str),
-        );
-        if let Some(agent) = &self.user_agent {
+        text(line, b",\"requestUri\":", self.request_uri);
+        texts(line, b",\"sourceIps\":", &mut self.source_ips.iter());
+        if let Some(agent) = self.user_agent {
             text(line, b",\"userAgent\":", agent);
         }
         if let Some(code) = self.code {
             number(line, b",\"code\":", itoa::Buffer::new().format(code));
         }
-        if let Some(r) = &self.recorded {
+        if let Some(r) = self.recorded {
             decision(
                 line,
                 b",\"recorded\":",
@@ -433,16 +563,16 @@ impl EventRecord {
                 (b",\"from\":", r.from),
             );
         }
-        if let Some(r) = &self.replayed {
+        if let Some((allowed, reason, snapshot)) = self.replayed {
             decision(
                 line,
                 b",\"replayed\":",
-                r.allowed,
-                &r.reason,
-                (b",\"snapshot\":", &r.snapshot),
+                allowed,
+                reason,
+                (b",\"snapshot\":", snapshot),
             );
         }
-        match &self.outcome {
+        match self.outcome {
             Outcome::Drift { direction } => {
                 text(line, b",\"outcome\":{\"kind\":", "drift");
                 text(line, b",\"direction\":", direction.as_str());
@@ -455,9 +585,9 @@ impl EventRecord {
         }
         line.push(b'}');
         if !self.explanation.is_empty() {
-            text(line, b",\"explanation\":", &self.explanation);
+            text(line, b",\"explanation\":", self.explanation);
         }
-        if let Some(token) = &self.token {
+        if let Some(token) = self.token {
             text(line, b",\"token\":", token);
         }
         if !self.flags.is_empty() {
@@ -969,8 +1099,11 @@ mod tests {
             let e = record(seed);
             by_hand.clear();
             by_serde.clear();
-            write_event_line(&mut by_hand, &e).unwrap();
+            write_event_line(&mut by_hand, &e.view()).unwrap();
             write_json_line(&mut by_serde, "event", &e).unwrap();
+            // The view keeps every field.
+            let kept = serde_json::to_value(e.view().to_record()).unwrap();
+            assert_eq!(kept, serde_json::to_value(&e).unwrap(), "seed {seed}");
             assert_eq!(
                 String::from_utf8_lossy(&by_hand),
                 String::from_utf8_lossy(&by_serde),

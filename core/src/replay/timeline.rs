@@ -256,12 +256,21 @@ impl TokenTimeline {
     /// A short name: the JTI, else the fingerprint's first 16 hex digits.
     #[must_use]
     pub fn label(&self) -> String {
+        let mut out = String::new();
+        self.write_label(&mut out);
+        out
+    }
+
+    /// Appends [`Self::label`] to `out`.
+    pub fn write_label(&self, out: &mut String) {
         if let Some(j) = &self.jti {
-            return format!("JTI={j}");
+            out.push_str("JTI=");
+            out.push_str(j);
+            return;
         }
         match &self.fingerprint {
-            Some(f) => f.chars().take(23).collect(),
-            None => "-".to_owned(),
+            Some(f) => out.extend(f.chars().take(23)),
+            None => out.push('-'),
         }
     }
 
@@ -751,15 +760,17 @@ impl TokenIndex {
     }
 
     /// Joins a call to its token and records it; returns the token index
-    /// and the call's flags.
+    /// and appends the call's flags to `flags` (the caller's list, reused
+    /// from call to call: a forbidden call allocates nothing here).
     pub fn record_call(
         &mut self,
         call: &CallFacts<'_>,
         location: &Location,
-    ) -> Option<(usize, Vec<&'static str>)> {
+        flags: &mut Vec<&'static str>,
+    ) -> Option<usize> {
         let i = self.join(call)?;
         let hot = &mut self.hot[i];
-        let mut flags = Vec::new();
+        let start = flags.len();
         // The common call (an address seen just before, nothing to flag,
         // nothing more to keep) reads and writes only `hot`.
         if let Some(ip) = call.source_ip
@@ -801,7 +812,7 @@ impl TokenIndex {
                     continue;
                 }
                 if earlier && t.claimed_new.len() < MAX_CLAIMED {
-                    if !flags.contains(&"claimed-address") {
+                    if !flags[start..].contains(&"claimed-address") {
                         flags.push("claimed-address");
                     }
                     t.claimed_new.push(ClaimedAddress {
@@ -842,7 +853,8 @@ impl TokenIndex {
             MAX_CALLS_AUDIT_ONLY
         };
         let kept = hot.kept_calls as usize;
-        if kept < cap || !flags.is_empty() && kept < cap * 2 {
+        let flagged = flags.len() > start;
+        if kept < cap || flagged && kept < cap * 2 {
             hot.kept_calls += 1;
             self.tokens[i].calls.push(CallRecord {
                 time: call.time.to_owned(),
@@ -851,11 +863,11 @@ impl TokenIndex {
                 code: call.code,
                 source_ip: call.source_ip.map(str::to_owned),
                 outcome: call.outcome,
-                flags: flags.clone(),
+                flags: flags[start..].to_vec(),
                 location: location.clone(),
             });
         }
-        Some((i, flags))
+        Some(i)
     }
 
     /// The token at `i`.
@@ -1101,18 +1113,24 @@ mod tests {
         let mut index = TokenIndex::new();
         for (n, ip) in sequence.iter().enumerate() {
             let time = format!("2026-01-01T00:00:{n:02}Z");
-            index.record_call(&call("jti-1", &time, Some(ip), n == 2), &location);
+            index.record_call(
+                &call("jti-1", &time, Some(ip), n == 2),
+                &location,
+                &mut Vec::new(),
+            );
         }
         // Calls without an address count as calls only (and the repeat of
         // the last address above is still counted).
         index.record_call(
             &call("jti-1", "2026-01-01T00:00:30Z", None, false),
             &location,
+            &mut Vec::new(),
         );
         // Another token's calls do not mix in.
         index.record_call(
             &call("jti-2", "2026-01-01T00:00:31Z", Some("10.0.0.1"), false),
             &location,
+            &mut Vec::new(),
         );
         let tokens = index.finish();
         let t = tokens
@@ -1170,6 +1188,7 @@ mod tests {
                         false,
                     ),
                     &location,
+                    &mut Vec::new(),
                 );
             }
         }
