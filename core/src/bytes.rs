@@ -67,7 +67,9 @@ impl<V> NameTable<V> {
     pub fn get(&self, name: &str) -> Option<&V> {
         let names = &self.names;
         self.slots
-            .find(hash_name(name), |s| same_str(slot_name(names, s), name))
+            .find(hash_name(name), |s| {
+                same(slot_bytes(names, s), name.as_bytes())
+            })
             .map(|s| &s.value)
     }
 
@@ -76,7 +78,9 @@ impl<V> NameTable<V> {
     pub fn get_mut(&mut self, name: &str) -> Option<&mut V> {
         let names = &self.names;
         self.slots
-            .find_mut(hash_name(name), |s| same_str(slot_name(names, s), name))
+            .find_mut(hash_name(name), |s| {
+                same(slot_bytes(names, s), name.as_bytes())
+            })
             .map(|s| &mut s.value)
     }
 
@@ -86,7 +90,7 @@ impl<V> NameTable<V> {
         let names = &self.names;
         let entry = self.slots.entry(
             hash_name(name),
-            |s| same_str(slot_name(names, s), name),
+            |s| same(slot_bytes(names, s), name.as_bytes()),
             |s| hash_name(slot_name(names, s)),
         );
         match entry {
@@ -130,6 +134,12 @@ impl<V> NameTable<V> {
 
 fn slot_name<'n, V>(names: &'n str, s: &NameSlot<V>) -> &'n str {
     names.get(s.at..s.at + s.len).unwrap_or_default()
+}
+
+/// [`slot_name`]'s bytes, for comparing: no character-boundary checks.
+#[inline(always)]
+fn slot_bytes<'n, V>(names: &'n str, s: &NameSlot<V>) -> &'n [u8] {
+    names.as_bytes().get(s.at..s.at + s.len).unwrap_or_default()
 }
 
 /// A string of at most `N` bytes kept inline (in the struct that holds

@@ -569,7 +569,19 @@ impl<'a> AuditEvent<'a> {
     /// Malformed JSON or UTF-8, a struct that is not an object, a member
     /// given twice or of the wrong type, with the line and column.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ScanError> {
-        read::document(bytes, read::event)
+        let mut ev = Self::default();
+        ev.read_from(bytes)?;
+        Ok(ev)
+    }
+
+    /// [`Self::parse`] into `self`, where it lies (an event is over a
+    /// kilobyte, and the replay reads one per line). On an error `self`
+    /// holds part of the event: discard it.
+    ///
+    /// # Errors
+    /// As [`Self::parse`].
+    pub fn read_from(&mut self, bytes: &'a [u8]) -> Result<(), ScanError> {
+        read::event_document(bytes, self)
     }
 
     /// Parses one event with serde_json and the derived `Deserialize`: the

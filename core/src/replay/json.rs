@@ -247,7 +247,9 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     pub fn peek(&mut self) -> Option<u8> {
         while let Some(b) = self.peek_byte() {
-            if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+            // Every byte above the space is not whitespace: one compare
+            // for the common byte.
+            if b > b' ' || !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
                 return Some(b);
             }
             self.pos += 1;
@@ -358,6 +360,11 @@ impl<'a> Scanner<'a> {
     /// The `:` after a member's key, consumed.
     #[inline(always)]
     fn colon(&mut self) -> Result<(), ScanError> {
+        // Compact JSON (what the API server writes) has no whitespace here.
+        if self.peek_byte() == Some(b':') {
+            self.pos += 1;
+            return Ok(());
+        }
         match self.peek() {
             Some(b':') => {
                 self.pos += 1;
@@ -374,6 +381,19 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn more(&mut self, close: u8) -> Result<bool, ScanError> {
         let in_object = close == b'}';
+        // Compact JSON: `,"` or the close, with no whitespace around.
+        let bytes = self.bytes();
+        match bytes.get(self.pos) {
+            Some(b',') if bytes.get(self.pos + 1) == Some(&b'"') => {
+                self.pos += 1;
+                return Ok(true);
+            }
+            Some(&c) if c == close => {
+                self.pos += 1;
+                return Ok(false);
+            }
+            _ => {}
+        }
         match self.peek() {
             Some(b',') => {
                 self.pos += 1;
@@ -461,7 +481,12 @@ impl<'a> Scanner<'a> {
         if bytes.get(pos) != Some(&b'"') {
             return None;
         }
-        let text = self.text.get(self.pos + 1..pos)?;
+        let inner = bytes.get(self.pos + 1..pos)?;
+        // SAFETY: `bytes` are a `&str`'s, and `inner` runs from just
+        // after one ASCII `"` to just before another: both ends are
+        // character boundaries, so it is UTF-8 (the checked `str::get`
+        // was a call per string).
+        let text = unsafe { std::str::from_utf8_unchecked(inner) };
         self.pos = pos + 1;
         Some(text)
     }

@@ -468,14 +468,13 @@ impl Engine<'_> {
 
     /// Evaluates one record; true when it is an `EventList` to expand.
     fn process(&mut self, location: &Location, bytes: &[u8]) -> Result<bool, BoxError> {
-        let ev = match AuditEvent::parse(bytes) {
-            Ok(ev) => ev,
-            Err(e) => {
-                self.problems
-                    .record(location.clone(), format!("audit event: {e}"));
-                return Ok(false);
-            }
-        };
+        let mut ev = AuditEvent::default();
+        if let Err(e) = ev.read_from(bytes) {
+            self.problems
+                .record(location.clone(), format!("audit event: {e}"));
+            return Ok(false);
+        }
+        let ev = ev;
         match ev.kind() {
             "" | "Event" => {}
             "EventList" => return Ok(true),

@@ -49,6 +49,31 @@ impl Seen {
         *slot = if s.null()? { None } else { Some(read(s)?) };
         Ok(())
     }
+
+    /// As [`Self::read`], for a struct: `read` fills it where it lies
+    /// (structs of the event are hundreds of bytes, and returning them by
+    /// value copied each twice).
+    #[inline(always)]
+    fn read_into<'a, T: Default>(
+        &mut self,
+        s: &mut Scanner<'a>,
+        bit: u32,
+        name: &'static str,
+        slot: &mut Option<T>,
+        read: impl FnOnce(&mut Scanner<'a>, &mut T) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        let mask = 1 << bit;
+        if self.0 & mask != 0 {
+            return Err(s.error(format!("duplicate field `{name}`")));
+        }
+        self.0 |= mask;
+        if s.null()? {
+            *slot = None;
+            Ok(())
+        } else {
+            read(s, slot.insert(T::default()))
+        }
+    }
 }
 
 /// Skips a member the replay does not read (it is still checked).
@@ -67,13 +92,11 @@ fn raw_text<'a>(s: &mut Scanner<'a>) -> Result<RawText<'a>, ScanError> {
     s.string_raw().map(RawText)
 }
 
-fn texts<'a>(s: &mut Scanner<'a>) -> Result<Texts<'a>, ScanError> {
-    let mut out = Texts::default();
+fn texts<'a>(s: &mut Scanner<'a>, out: &mut Texts<'a>) -> Result<(), ScanError> {
     s.array("a list of strings", |s| {
         out.push(text(s)?);
         Ok(())
-    })?;
-    Ok(out)
+    })
 }
 
 /// A list whose first string is kept, or a bare string.
@@ -93,26 +116,23 @@ fn first_text<'a>(s: &mut Scanner<'a>) -> Result<FirstText<'a>, ScanError> {
     Ok(FirstText(first))
 }
 
-fn user<'a>(s: &mut Scanner<'a>) -> Result<EventUser<'a>, ScanError> {
-    let mut user = EventUser::default();
+fn user<'a>(s: &mut Scanner<'a>, user: &mut EventUser<'a>) -> Result<(), ScanError> {
     let mut seen = Seen(0);
     s.object("user", |s, key| {
         by_name!(key, {
         "username" => seen.read(s, 0, "username", &mut user.username, text),
         "uid" => seen.read(s, 1, "uid", &mut user.uid, text),
-        "groups" => seen.read(s, 2, "groups", &mut user.groups, texts),
-        "extra" => seen.read(s, 3, "extra", &mut user.extra, extra),
+        "groups" => seen.read_into(s, 2, "groups", &mut user.groups, texts),
+        "extra" => seen.read_into(s, 3, "extra", &mut user.extra, extra),
     } else skip(s))
-    })?;
-    Ok(user)
+    })
 }
 
-fn extra<'a>(s: &mut Scanner<'a>) -> Result<UserExtra<'a>, ScanError> {
+fn extra<'a>(s: &mut Scanner<'a>, extra: &mut UserExtra<'a>) -> Result<(), ScanError> {
     const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
     const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
     const POD_UID: &str = "authentication.kubernetes.io/pod-uid";
     const NODE_NAME: &str = "authentication.kubernetes.io/node-name";
-    let mut extra = UserExtra::default();
     let mut seen = Seen(0);
     s.object("user.extra", |s, key| {
         by_name!(key, {
@@ -121,12 +141,10 @@ fn extra<'a>(s: &mut Scanner<'a>) -> Result<UserExtra<'a>, ScanError> {
         POD_UID => seen.read(s, 2, POD_UID, &mut extra.pod_uid, first_text),
         NODE_NAME => seen.read(s, 3, NODE_NAME, &mut extra.node_name, first_text),
     } else skip(s))
-    })?;
-    Ok(extra)
+    })
 }
 
-fn object_ref<'a>(s: &mut Scanner<'a>) -> Result<ObjectRef<'a>, ScanError> {
-    let mut o = ObjectRef::default();
+fn object_ref<'a>(s: &mut Scanner<'a>, o: &mut ObjectRef<'a>) -> Result<(), ScanError> {
     let mut seen = Seen(0);
     s.object("objectRef", |s, key| {
         by_name!(key, {
@@ -137,12 +155,13 @@ fn object_ref<'a>(s: &mut Scanner<'a>) -> Result<ObjectRef<'a>, ScanError> {
         "apiVersion" => seen.read(s, 4, "apiVersion", &mut o.api_version, text),
         "subresource" => seen.read(s, 5, "subresource", &mut o.subresource, text),
     } else skip(s))
-    })?;
-    Ok(o)
+    })
 }
 
-fn response_status<'a>(s: &mut Scanner<'a>) -> Result<ResponseStatus<'a>, ScanError> {
-    let mut status = ResponseStatus::default();
+fn response_status<'a>(
+    s: &mut Scanner<'a>,
+    status: &mut ResponseStatus<'a>,
+) -> Result<(), ScanError> {
     let mut seen = Seen(0);
     s.object("responseStatus", |s, key| {
         by_name!(key, {
@@ -151,11 +170,10 @@ fn response_status<'a>(s: &mut Scanner<'a>) -> Result<ResponseStatus<'a>, ScanEr
         "reason" => seen.read(s, 2, "reason", &mut status.reason, text),
         "message" => seen.read(s, 3, "message", &mut status.message, raw_text),
     } else skip(s))
-    })?;
-    Ok(status)
+    })
 }
 
-fn annotations<'a>(s: &mut Scanner<'a>) -> Result<Annotations<'a>, ScanError> {
+fn annotations<'a>(s: &mut Scanner<'a>, a: &mut Annotations<'a>) -> Result<(), ScanError> {
     const DECISION: &str = "authorization.k8s.io/decision";
     const REASON: &str = "authorization.k8s.io/reason";
     const LEGACY: &str = "authentication.k8s.io/legacy-token";
@@ -163,7 +181,6 @@ fn annotations<'a>(s: &mut Scanner<'a>) -> Result<Annotations<'a>, ScanError> {
     const LEGACY_AUTO: &str = "authentication.k8s.io/legacy-token-autogenerated-secret";
     const STALE: &str = "authentication.k8s.io/stale-token";
     const ISSUED: &str = "authentication.kubernetes.io/issued-credential-id";
-    let mut a = Annotations::default();
     let mut seen = Seen(0);
     s.object("annotations", |s, key| {
         by_name!(key, {
@@ -181,12 +198,10 @@ fn annotations<'a>(s: &mut Scanner<'a>) -> Result<Annotations<'a>, ScanError> {
         STALE => seen.read(s, 5, STALE, &mut a.stale_token, text),
         ISSUED => seen.read(s, 6, ISSUED, &mut a.issued_credential_id, text),
     } else skip(s))
-    })?;
-    Ok(a)
+    })
 }
 
-fn metadata<'a>(s: &mut Scanner<'a>) -> Result<EventMetadata<'a>, ScanError> {
-    let mut meta = EventMetadata::default();
+fn metadata<'a>(s: &mut Scanner<'a>, meta: &mut EventMetadata<'a>) -> Result<(), ScanError> {
     let mut seen = Seen(0);
     s.object("metadata", |s, key| {
         by_name!(key, {
@@ -198,8 +213,7 @@ fn metadata<'a>(s: &mut Scanner<'a>) -> Result<EventMetadata<'a>, ScanError> {
             text,
         ),
     } else skip(s))
-    })?;
-    Ok(meta)
+    })
 }
 
 /// Reads one document with `read` when it is UTF-8 (checked once here).
@@ -216,10 +230,25 @@ pub(super) fn document<'a, T: serde::Deserialize<'a>>(
     }
 }
 
+/// Reads one event into `ev` (left as read so far on an error) when it
+/// is UTF-8; otherwise serde_json reads it, as [`document`] does.
+pub(super) fn event_document<'a>(
+    bytes: &'a [u8],
+    ev: &mut AuditEvent<'a>,
+) -> Result<(), ScanError> {
+    *ev = AuditEvent::default();
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => event(text, ev),
+        Err(_) => {
+            *ev = serde_json::from_slice(bytes).map_err(|e| ScanError::from_serde(&e))?;
+            Ok(())
+        }
+    }
+}
+
 /// Reads one event: the whole document, nothing after it.
-pub(super) fn event(input: &str) -> Result<AuditEvent<'_>, ScanError> {
+fn event<'a>(input: &'a str, ev: &mut AuditEvent<'a>) -> Result<(), ScanError> {
     let mut s = Scanner::new(input);
-    let mut ev = AuditEvent::default();
     let mut seen = Seen(0);
     s.object("an audit event", |s, key| {
         by_name!(key, {
@@ -240,26 +269,31 @@ pub(super) fn event(input: &str) -> Result<AuditEvent<'_>, ScanError> {
         ),
         "stageTimestamp" => seen.read(s, 9, "stageTimestamp", &mut ev.stage_timestamp, text),
         "timestamp" => seen.read(s, 10, "timestamp", &mut ev.timestamp, text),
-        "user" => seen.read(s, 11, "user", &mut ev.user, user),
-        "impersonatedUser" => seen.read(s, 12, "impersonatedUser", &mut ev.impersonated_user, user),
-        "sourceIPs" => seen.read(s, 13, "sourceIPs", &mut ev.source_ips, texts),
-        "objectRef" => seen.read(s, 14, "objectRef", &mut ev.object_ref, object_ref),
-        "responseStatus" => seen.read(
+        "user" => seen.read_into(s, 11, "user", &mut ev.user, user),
+        "impersonatedUser" => seen.read_into(
+            s,
+            12,
+            "impersonatedUser",
+            &mut ev.impersonated_user,
+            user,
+        ),
+        "sourceIPs" => seen.read_into(s, 13, "sourceIPs", &mut ev.source_ips, texts),
+        "objectRef" => seen.read_into(s, 14, "objectRef", &mut ev.object_ref, object_ref),
+        "responseStatus" => seen.read_into(
             s,
             15,
             "responseStatus",
             &mut ev.response_status,
             response_status,
         ),
-        "metadata" => seen.read(s, 16, "metadata", &mut ev.metadata, metadata),
-        "annotations" => seen.read(s, 17, "annotations", &mut ev.annotations, annotations),
+        "metadata" => seen.read_into(s, 16, "metadata", &mut ev.metadata, metadata),
+        "annotations" => seen.read_into(s, 17, "annotations", &mut ev.annotations, annotations),
         "requestObject" => seen.read(s, 18, "requestObject", &mut ev.request_object, |s| {
             s.skip().map(RawJson)
         }),
     } else skip(s))
     })?;
-    s.finish()?;
-    Ok(ev)
+    s.finish()
 }
 
 /// Only the time fields, for merging several files.
