@@ -574,13 +574,15 @@ impl<'a> AuditEvent<'a> {
         Ok(ev)
     }
 
-    /// [`Self::parse`] into `self`, where it lies (an event is over a
-    /// kilobyte, and the replay reads one per line). On an error `self`
-    /// holds part of the event: discard it.
+    /// [`Self::parse`] into `self`, a fresh `AuditEvent::default()`,
+    /// where it lies (an event is over a kilobyte, and the replay reads
+    /// one per line). On an error `self` holds part of the event: discard
+    /// it.
     ///
     /// # Errors
     /// As [`Self::parse`].
-    pub fn read_from(&mut self, bytes: &'a [u8]) -> Result<(), ScanError> {
+    pub(crate) fn read_from(&mut self, bytes: &'a [u8]) -> Result<(), ScanError> {
+        debug_assert!(*self == Self::default(), "read_from needs a fresh event");
         read::event_document(bytes, self)
     }
 

@@ -19,54 +19,66 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// Why a document did not scan, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanError {
+/// Why a document did not scan, and where. Boxed: every reader returns
+/// a `Result` with it, and a small error keeps those returns in registers
+/// (serde_json boxes its error for the same reason).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScanError(Box<ScanErrorInner>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct ScanErrorInner {
     what: Cow<'static, str>,
     line: usize,
     column: usize,
 }
 
 impl ScanError {
+    fn new(what: Cow<'static, str>, line: usize, column: usize) -> Self {
+        Self(Box::new(ScanErrorInner { what, line, column }))
+    }
+
     /// What was wrong.
     #[must_use]
     pub fn what(&self) -> &str {
-        &self.what
+        &self.0.what
     }
 
     /// 1-based line of the fault (0 when [`Self::what`] names it).
     #[must_use]
     pub fn line(&self) -> usize {
-        self.line
+        self.0.line
     }
 
     /// 1-based column (in bytes) of the fault (0 as for the line).
     #[must_use]
     pub fn column(&self) -> usize {
-        self.column
+        self.0.column
     }
 
     /// serde_json's error (whose text already names the place).
     #[must_use]
     pub fn from_serde(error: &serde_json::Error) -> Self {
-        Self {
-            what: Cow::Owned(error.to_string()),
-            line: 0,
-            column: 0,
-        }
+        Self::new(Cow::Owned(error.to_string()), 0, 0)
+    }
+}
+
+impl fmt::Debug for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanError")
+            .field("what", &self.0.what)
+            .field("line", &self.0.line)
+            .field("column", &self.0.column)
+            .finish()
     }
 }
 
 impl fmt::Display for ScanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            return f.write_str(&self.what);
+        let e = &self.0;
+        if e.line == 0 {
+            return f.write_str(&e.what);
         }
-        write!(
-            f,
-            "{} at line {} column {}",
-            self.what, self.line, self.column
-        )
+        write!(f, "{} at line {} column {}", e.what, e.line, e.column)
     }
 }
 
@@ -225,13 +237,10 @@ impl<'a> Scanner<'a> {
 
     /// An error at the current position.
     #[must_use]
+    #[cold]
     pub fn error(&self, what: impl Into<Cow<'static, str>>) -> ScanError {
         let (line, column) = line_column(self.bytes(), self.pos.min(self.text.len()));
-        ScanError {
-            what: what.into(),
-            line,
-            column,
-        }
+        ScanError::new(what.into(), line, column)
     }
 
     fn eof(&self, inside: &str) -> ScanError {
@@ -657,6 +666,9 @@ impl<'a> Scanner<'a> {
     /// # Errors
     /// Not a number, a malformed one, a fraction or exponent, or out of range.
     pub fn i64(&mut self) -> Result<i64, ScanError> {
+        if let Some(value) = self.small_natural() {
+            return Ok(value);
+        }
         let start = match self.peek() {
             Some(b'-' | b'0'..=b'9') => self.pos,
             Some(_) => return Err(self.error("invalid type: expected an integer")),
@@ -673,6 +685,37 @@ impl<'a> Scanner<'a> {
             self.pos = start;
             self.error("integer out of range for i64")
         })
+    }
+
+    /// The common integer (a response code), read inline: 0, or 1 to 18
+    /// digits without a leading zero, then a byte that ends a number.
+    /// `None` (the cursor untouched) for anything else, which [`Self::i64`]
+    /// reads the long way.
+    #[inline(always)]
+    fn small_natural(&mut self) -> Option<i64> {
+        let bytes = self.bytes();
+        let mut pos = self.pos;
+        let mut value: i64 = 0;
+        match bytes.get(pos) {
+            Some(b'0') => pos += 1,
+            Some(&b @ b'1'..=b'9') => {
+                value = i64::from(b - b'0');
+                pos += 1;
+                while let Some(&b @ b'0'..=b'9') = bytes.get(pos) {
+                    if pos - self.pos >= 18 {
+                        return None;
+                    }
+                    value = value * 10 + i64::from(b - b'0');
+                    pos += 1;
+                }
+            }
+            _ => return None,
+        }
+        if matches!(bytes.get(pos), Some(b'0'..=b'9' | b'.' | b'e' | b'E')) {
+            return None;
+        }
+        self.pos = pos;
+        Some(value)
     }
 
     /// Scans a number; true when it is integral (no fraction, no exponent).
@@ -873,6 +916,86 @@ mod tests {
             let ours = skip_all(case).is_ok();
             let theirs = serde_json::from_str::<serde::de::IgnoredAny>(case).is_ok();
             assert_eq!(ours, theirs, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn reads_integers_like_serde_json() {
+        let mut cases: Vec<String> = [
+            "0",
+            "7",
+            "200",
+            "-0",
+            "-1",
+            "01",
+            "1.0",
+            "1e3",
+            "2E0",
+            "-",
+            "00",
+            "1.",
+            "0x1",
+            "999999999999999999",
+            "1000000000000000000",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "12345678901234567890",
+            "\"1\"",
+            "true",
+            " 42",
+            "42 ",
+        ]
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+        // Every length of the inline path and past it.
+        for n in 1..=20 {
+            cases.push("9".repeat(n));
+            cases.push(format!("1{}", "0".repeat(n - 1)));
+        }
+        for case in &cases {
+            for text in [
+                case.clone(),
+                format!("[{case}]"),
+                format!("{{\"c\":{case}}}"),
+            ] {
+                let ours = if text.starts_with('[') {
+                    let mut s = Scanner::new(&text);
+                    let mut got = None;
+                    s.array("codes", |s| {
+                        got = Some(s.i64()?);
+                        Ok(())
+                    })
+                    .and_then(|()| s.finish())
+                    .ok()
+                    .and(got)
+                } else if text.starts_with('{') {
+                    let mut s = Scanner::new(&text);
+                    let mut got = None;
+                    s.object("status", |s, _| {
+                        got = Some(s.i64()?);
+                        Ok(())
+                    })
+                    .and_then(|()| s.finish())
+                    .ok()
+                    .and(got)
+                } else {
+                    let mut s = Scanner::new(&text);
+                    s.i64().and_then(|v| s.finish().map(|()| v)).ok()
+                };
+                let theirs = if text.starts_with('[') {
+                    serde_json::from_str::<[i64; 1]>(&text).ok().map(|[v]| v)
+                } else if text.starts_with('{') {
+                    serde_json::from_str::<std::collections::BTreeMap<String, i64>>(&text)
+                        .ok()
+                        .and_then(|m| m.get("c").copied())
+                } else {
+                    serde_json::from_str::<i64>(&text).ok()
+                };
+                assert_eq!(ours, theirs, "{text:?}");
+            }
         }
     }
 

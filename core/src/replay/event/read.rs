@@ -230,13 +230,13 @@ pub(super) fn document<'a, T: serde::Deserialize<'a>>(
     }
 }
 
-/// Reads one event into `ev` (left as read so far on an error) when it
-/// is UTF-8; otherwise serde_json reads it, as [`document`] does.
+/// Reads one event into `ev` (a fresh default; left as read so far on an
+/// error) when it is UTF-8; otherwise serde_json reads it, as
+/// [`document`] does.
 pub(super) fn event_document<'a>(
     bytes: &'a [u8],
     ev: &mut AuditEvent<'a>,
 ) -> Result<(), ScanError> {
-    *ev = AuditEvent::default();
     match simdutf8::basic::from_utf8(bytes) {
         Ok(text) => event(text, ev),
         Err(_) => {
