@@ -844,6 +844,67 @@ mod tests {
     }
 
     #[test]
+    fn every_member_is_read_as_the_derive_reads_it() {
+        // Every member the reader knows, with a value each, and unknown
+        // members of each length the reader groups names by.
+        let event = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-1","stage":"ResponseComplete","requestURI":"/api/v1/pods?x=\u00e9","verb":"create","userAgent":"ua/1","requestReceivedTimestamp":"2025-01-01T00:00:00.1Z","stageTimestamp":"2025-01-01T00:00:01Z","timestamp":"2025-01-01T00:00:02Z","user":{"username":"u","uid":"1","groups":["g"],"extra":{"authentication.kubernetes.io/credential-id":["JTI=j"],"authentication.kubernetes.io/pod-name":["p"],"authentication.kubernetes.io/pod-uid":["pu"],"authentication.kubernetes.io/node-name":["n"],"authentication.kubernetes.io/node-uid":["nu"]}},"impersonatedUser":{"username":"v","groups":["h"]},"sourceIPs":["10.0.0.1","10.0.0.2"],"objectRef":{"resource":"pods","namespace":"ns","name":"p","apiGroup":"","apiVersion":"v1","subresource":"exec"},"responseStatus":{"metadata":{},"code":201,"status":"Success","reason":"r","message":"m"},"metadata":{"creationTimestamp":"2025-01-01T00:00:03Z"},"annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"why","authentication.kubernetes.io/issued-credential-id":"JTI=k"},"requestObject":{"spec":{"audiences":["a"]}},"xxxx":1,"xxxxx":[],"xxxxxxx":{},"xxxxxxxx":"","xxxxxxxxx":null,"xxxxxxxxxx":true,"xxxxxxxxxxx":0,"xxxxxxxxxxxxx":"","xxxxxxxxxxxxxx":"","xxxxxxxxxxxxxxxx":"","xxxxxxxxxxxxxxxxxxxxxxxx":"","responseObject":{"k":"v"}}"#;
+        let ours = AuditEvent::parse(event.as_bytes()).unwrap();
+        let theirs = AuditEvent::parse_reference(event.as_bytes()).unwrap();
+        assert_eq!(ours, theirs);
+        // Each member was read (none fell to the skip of its length).
+        assert!(ours.kind.is_some() && ours.api_version.is_some() && ours.level.is_some());
+        assert!(ours.audit_id.is_some() && ours.stage.is_some() && ours.request_uri.is_some());
+        assert!(ours.verb.is_some() && ours.user_agent.is_some() && ours.timestamp.is_some());
+        assert!(ours.request_received_timestamp.is_some() && ours.stage_timestamp.is_some());
+        assert!(ours.user.is_some() && ours.impersonated_user.is_some());
+        assert!(ours.source_ips.is_some() && ours.object_ref.is_some());
+        assert!(ours.response_status.is_some() && ours.metadata.is_some());
+        assert!(ours.annotations.is_some() && ours.request_object.is_some());
+        // And each, given twice, is refused.
+        for name in [
+            "kind",
+            "apiVersion",
+            "level",
+            "auditID",
+            "stage",
+            "requestURI",
+            "verb",
+            "userAgent",
+            "requestReceivedTimestamp",
+            "stageTimestamp",
+            "timestamp",
+            "user",
+            "impersonatedUser",
+            "sourceIPs",
+            "objectRef",
+            "responseStatus",
+            "metadata",
+            "annotations",
+            "requestObject",
+        ] {
+            let value = if matches!(
+                name,
+                "user"
+                    | "impersonatedUser"
+                    | "objectRef"
+                    | "responseStatus"
+                    | "metadata"
+                    | "annotations"
+                    | "requestObject"
+            ) {
+                "{}"
+            } else if name == "sourceIPs" {
+                "[]"
+            } else {
+                "\"x\""
+            };
+            let twice = format!(r#"{{"{name}":{value},"{name}":{value}}}"#);
+            let err = AuditEvent::parse(twice.as_bytes()).unwrap_err();
+            assert!(err.what().contains("duplicate field"), "{name}: {err}");
+        }
+    }
+
+    #[test]
     fn wrong_types_are_errors() {
         assert!(AuditEvent::parse(br#"{"kind": 0}"#).is_err());
         assert!(AuditEvent::parse(br#"{"user": "bob"}"#).is_err());
