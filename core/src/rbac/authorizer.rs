@@ -488,6 +488,14 @@ pub struct DecisionParts {
     had_errors: bool,
 }
 
+impl DecisionParts {
+    /// Whether the decision allowed the request.
+    #[must_use]
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+}
+
 /// The reason text of a decision; formats without allocating for allows.
 #[derive(Debug, Clone, Copy)]
 pub struct Reason<'r> {

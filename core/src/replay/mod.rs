@@ -548,7 +548,6 @@ impl Engine<'_> {
         let mut explanation = String::new();
         let mut replayed: Option<Replayed> = None;
         let mut snapshot_idx = None;
-        let mut decision = None;
         let borrowed = attrs
             .as_ref()
             .ok()
@@ -563,7 +562,6 @@ impl Engine<'_> {
                     snapshot_idx = Some(idx);
                     let a = borrowed.unwrap_or_default();
                     let d = snap.authorizer.decide(&a, &self.user);
-                    decision = Some(d.parts());
                     let masters = self.user.groups.iter().any(|g| g == decide::GROUP_MASTERS);
                     let agrees = !masters && recorded == Some(d.allowed);
                     // The explanation (and the replayed reason it quotes)
@@ -574,7 +572,7 @@ impl Engine<'_> {
                         decide::outcome(&self.user, ev.recorded().as_ref(), d.allowed)
                     };
                     replayed = Some(Replayed {
-                        allowed: d.allowed,
+                        decision: d.parts(),
                         snapshot: idx,
                     });
                     let allowed_live = recorded.unwrap_or(d.allowed);
@@ -701,29 +699,27 @@ impl Engine<'_> {
         // The replayed reason, from what the decision found (no second
         // scan), and the explanation that quotes it.
         let recorded = ev.recorded();
-        let reason = match &replayed {
-            Some(r) => {
-                self.reason.clear();
-                let snap = self.policy.get(r.snapshot);
-                if let (Some(a), Some(parts), Some(snap)) = (borrowed, decision, snap) {
-                    let d = snap.authorizer.decision(parts, &a, &self.user);
-                    // A `String` takes every write.
-                    let _ = write!(self.reason, "{}", d.reason());
-                }
-                if outcome != Outcome::Agree {
-                    explanation = decide::classify(
-                        &self.user,
-                        recorded.as_ref(),
-                        r.allowed,
-                        &self.reason,
-                        snap.map_or("", |s| s.label.as_str()),
-                    )
-                    .1;
-                }
-                self.reason.as_str()
+        let replayed = replayed.map(|r| {
+            self.reason.clear();
+            let snap = self.policy.get(r.snapshot);
+            if let (Some(a), Some(snap)) = (borrowed, snap) {
+                let d = snap.authorizer.decision(r.decision, &a, &self.user);
+                // A `String` takes every write.
+                let _ = write!(self.reason, "{}", d.reason());
             }
-            None => "",
-        };
+            let label = snap.map_or("", |s| s.label.as_str());
+            if outcome != Outcome::Agree {
+                explanation = decide::classify(
+                    &self.user,
+                    recorded.as_ref(),
+                    r.decision.allowed(),
+                    &self.reason,
+                    label,
+                )
+                .1;
+            }
+            (r.decision.allowed(), self.reason.as_str(), label)
+        });
         let token = token_index.and_then(|i| self.index.get(i)).map(|t| {
             self.token_label.clear();
             t.write_label(&mut self.token_label);
@@ -748,13 +744,7 @@ impl Engine<'_> {
             user_agent: ev.user_agent.as_ref().map(event::Text::as_str),
             code,
             recorded: recorded.as_ref(),
-            replayed: replayed.as_ref().map(|r| {
-                (
-                    r.allowed,
-                    reason,
-                    self.policy.get(r.snapshot).map_or("", |s| s.label.as_str()),
-                )
-            }),
+            replayed,
             outcome: &outcome,
             explanation: &explanation,
             token,

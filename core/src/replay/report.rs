@@ -27,8 +27,9 @@ pub const TABLE_TIMELINE_ROWS: usize = 60;
 /// The snapshot's decision, as the engine keeps it.
 #[derive(Debug, Clone)]
 pub struct Replayed {
-    /// Allowed.
-    pub allowed: bool,
+    /// What the snapshot's authorizer found (allowed or not, and by
+    /// which rule: the reason is formatted from it when shown).
+    pub decision: crate::rbac::DecisionParts,
     /// Snapshot index.
     pub snapshot: usize,
 }

@@ -30,6 +30,18 @@ macro_rules! by_name {
 struct Seen(u32);
 
 impl Seen {
+    /// Notes member number `bit` (named `name`); an error when it came
+    /// before.
+    #[inline(always)]
+    fn mark(&mut self, s: &Scanner<'_>, bit: u32, name: &'static str) -> Result<(), ScanError> {
+        let mask = 1 << bit;
+        if self.0 & mask != 0 {
+            return Err(s.error(format!("duplicate field `{name}`")));
+        }
+        self.0 |= mask;
+        Ok(())
+    }
+
     /// Reads member number `bit` (named `name`) into `slot` with `read`
     /// (`null` leaves it absent); an error when the member came before.
     #[inline(always)]
@@ -41,11 +53,7 @@ impl Seen {
         slot: &mut Option<T>,
         read: impl FnOnce(&mut Scanner<'a>) -> Result<T, ScanError>,
     ) -> Result<(), ScanError> {
-        let mask = 1 << bit;
-        if self.0 & mask != 0 {
-            return Err(s.error(format!("duplicate field `{name}`")));
-        }
-        self.0 |= mask;
+        self.mark(s, bit, name)?;
         *slot = if s.null()? { None } else { Some(read(s)?) };
         Ok(())
     }
@@ -62,11 +70,7 @@ impl Seen {
         slot: &mut Option<T>,
         read: impl FnOnce(&mut Scanner<'a>, &mut T) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
-        let mask = 1 << bit;
-        if self.0 & mask != 0 {
-            return Err(s.error(format!("duplicate field `{name}`")));
-        }
-        self.0 |= mask;
+        self.mark(s, bit, name)?;
         if s.null()? {
             *slot = None;
             Ok(())
