@@ -14,7 +14,10 @@
 //! (`tokenwatch agent` as the DaemonSet runs it, its token volume a tmpfs
 //! with a filesystem mark), `watch` (`tokenwatch watch --watch-file`), and
 //! the peers auditd (a watch rule on the token) and bpftrace (a path filter
-//! on the open syscalls).
+//! on the open syscalls). Not in the default set: `hooks`, programs that
+//! return at once on the sensor's kernel hooks (`bench_hooks.rs`), the least
+//! any eBPF sensor on those hooks costs, and `cgroup-hooks`, the same on
+//! `cgroup/connect4` and `connect6`, the alternative hook for connects.
 //!
 //! Method, chosen by measuring the floor's spread on a busy 2-vCPU VM
 //! (docs/performance.md):
@@ -68,7 +71,9 @@ pub enum Which {
         /// fork+exec a 250th, at least 50).
         #[arg(long, default_value_t = ITERATIONS)]
         iterations: u64,
-        /// Watchers to measure (default: all five).
+        /// Watchers to measure (default: all five; on request `hooks`,
+        /// empty programs on the sensor's kernel hooks, and `cgroup-hooks`,
+        /// empty programs on the cgroup connect hooks).
         #[arg(long, value_delimiter = ',', default_values_t = ["floor".to_owned(), "agent".to_owned(), "watch".to_owned(), "auditd".to_owned(), "bpftrace".to_owned()])]
         watchers: Vec<String>,
         /// Loops to run (default: all four): `open`, `read`, `connect`, `exec`.
@@ -120,6 +125,14 @@ pub enum Which {
     HoldMark {
         /// The file to mark.
         path: PathBuf,
+    },
+    /// Holds empty programs on the sensor's kernel hooks until SIGINT (the
+    /// `hooks` watcher of `bench sensor`, in a child process).
+    #[command(hide = true)]
+    HoldHooks {
+        /// On the cgroup connect hooks instead of the sensor's.
+        #[arg(long)]
+        cgroup: bool,
     },
     /// One measurement loop (used by `bench sensor`, in a child process).
     #[command(hide = true)]
@@ -212,6 +225,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             Ok(())
         }
         Which::HoldMark { path } => hold_mark(&path),
+        Which::HoldHooks { cgroup } => crate::bench_hooks::hold_hooks(cgroup),
         Which::Loop {
             kind,
             iterations,
@@ -608,6 +622,24 @@ fn attach(watcher: &str, setup: &Setup) -> anyhow::Result<Attached> {
             let mut cmd = Command::new(std::env::current_exe()?);
             cmd.args(["bench", "hold-mark"]).arg(&setup.token);
             Ok(Attached::Process(start_until(cmd, "floor: marked", false)?))
+        }
+        "hooks" => {
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.args(["bench", "hold-hooks"]);
+            Ok(Attached::Process(start_until(
+                cmd,
+                "hooks: attached",
+                false,
+            )?))
+        }
+        "cgroup-hooks" => {
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.args(["bench", "hold-hooks", "--cgroup"]);
+            Ok(Attached::Process(start_until(
+                cmd,
+                "hooks: attached",
+                false,
+            )?))
         }
         "agent" => {
             let _ = std::fs::remove_dir_all(&setup.data);
@@ -1262,6 +1294,23 @@ fn verdict(plan: &Plan, results: &[(String, Figures)]) {
                 if near_floor { "met" } else { "MISSED" },
                 peers.join("; "),
             );
+        }
+        for (hooks, what) in [
+            (
+                "hooks",
+                "empty programs on the sensor's hooks (the dispatch any eBPF sensor there pays)",
+            ),
+            (
+                "cgroup-hooks",
+                "empty programs on cgroup/connect4 and connect6 (the alternative hook for connects)",
+            ),
+        ] {
+            if let (Some(h), Some((f, _))) = (series(hooks).map(|s| s.ratio(i)), floor) {
+                println!(
+                    "  {hooks:<12} {kind:<7} {h:.3}x, {:+.3} from the floor: {what}",
+                    h - f
+                );
+            }
         }
     }
     println!(

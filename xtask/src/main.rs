@@ -17,6 +17,7 @@
 
 mod bench;
 mod bench_agent;
+mod bench_hooks;
 mod bench_replay;
 mod bootstrap;
 mod cpio;
