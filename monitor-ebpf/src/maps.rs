@@ -28,6 +28,13 @@ pub static SOCK_OFFSETS: Global<SockOffsets> =
     // SAFETY: as above; `ready == 0` disables the connect program.
     Global::new(unsafe { core::mem::zeroed() });
 
+/// `SockOffsets::dport` alone (written by the loader with the rest; 0,
+/// which `skc_dport` never is, until then): the one offset the connect
+/// program reads on every connect, loaded without the other eight (a load
+/// of the whole struct is nine loads and their spills on the hot path).
+#[unsafe(no_mangle)]
+pub static SOCK_DPORT: Global<u32> = Global::new(0);
+
 /// Syscall numbers and `pt_regs` layout (written by the loader).
 #[unsafe(no_mangle)]
 pub static SYSCALL_ABI: Global<SyscallAbi> =

@@ -10,8 +10,9 @@
 //! that matter:
 //!
 //! - CLOSE -> SYN_SENT runs in the connecting task's context: the socket's
-//!   destination port is read from `struct sock` (offsets from BTF, in
-//!   `SOCK_OFFSETS`) and tested in `ENDPOINT_PORTS`, a bitmap of the
+//!   destination port is read from `struct sock` (its offset from BTF, in
+//!   `SOCK_DPORT`; the others in `SOCK_OFFSETS`) and tested in
+//!   `ENDPOINT_PORTS`, a bitmap of the
 //!   endpoints' ports (an array lookup the verifier inlines). Only for an
 //!   endpoint's port are the protocol, family and address read; when the
 //!   destination is in `ENDPOINTS`, the caller is reported and remembered by
@@ -34,7 +35,7 @@ use monitor_common::{
 };
 
 use crate::{
-    maps::{ENDPOINT_PORTS, ENDPOINTS, PENDING_CONNECTS, SOCK_OFFSETS},
+    maps::{ENDPOINT_PORTS, ENDPOINTS, PENDING_CONNECTS, SOCK_DPORT, SOCK_OFFSETS},
     task::{REPORT_WAKEUP, TaskFacts, current_facts, current_task, offsets, read_at, reserve},
 };
 
@@ -73,10 +74,10 @@ fn sock_offsets() -> Option<SockOffsets> {
 /// destination is an endpoint.
 #[inline(always)]
 fn attempt(sk: u64, newstate: i32) -> Result<u32, i64> {
-    let Some(so) = sock_offsets() else {
+    let Some(dport) = endpoint_port(sk)? else {
         return Ok(0);
     };
-    let Some(dport) = endpoint_port(sk, &so)? else {
+    let Some(so) = sock_offsets() else {
         return Ok(0);
     };
     let protocol: u16 = read_at(sk, so.protocol)?;
@@ -153,14 +154,14 @@ fn attempt(sk: u64, newstate: i32) -> Result<u32, i64> {
 /// caller when the attempt was.
 #[inline(always)]
 fn outcome(sk: u64, newstate: i32) -> Result<u32, i64> {
+    // Remembered sockets went to an endpoint's port (a port dropped from
+    // the bitmap meanwhile leaves its entry to the LRU).
+    if endpoint_port(sk)?.is_none() {
+        return Ok(0);
+    }
     let Some(so) = sock_offsets() else {
         return Ok(0);
     };
-    // Remembered sockets went to an endpoint's port (a port dropped from
-    // the bitmap meanwhile leaves its entry to the LRU).
-    if endpoint_port(sk, &so)?.is_none() {
-        return Ok(0);
-    }
     // SAFETY: the value is copied out before the entry is removed.
     let Some(p) = (unsafe { PENDING_CONNECTS.get(&sk) }).copied() else {
         return Ok(0);
@@ -181,10 +182,15 @@ fn outcome(sk: u64, newstate: i32) -> Result<u32, i64> {
 }
 
 /// The destination port of socket `sk` (host byte order) when it is an
-/// endpoint's port, else `None`: one read of the socket and one bit test.
+/// endpoint's port, else `None` (also while the loader has not set
+/// `SOCK_DPORT`): one read of the socket and one bit test.
 #[inline(always)]
-fn endpoint_port(sk: u64, so: &SockOffsets) -> Result<Option<u16>, i64> {
-    let dport = u16::from_be(read_at(sk, so.dport)?);
+fn endpoint_port(sk: u64) -> Result<Option<u16>, i64> {
+    let offset = SOCK_DPORT.load();
+    if offset == 0 {
+        return Ok(None);
+    }
+    let dport = u16::from_be(read_at(sk, offset)?);
     let (word, bit) = port_bit(dport);
     Ok(ENDPOINT_PORTS
         .get(word)

@@ -629,6 +629,7 @@ impl Sensor {
             .override_global("KERNEL_OFFSETS", &kernel_offsets, true)
             .override_global("TP_OFFSETS", &tp_offsets, true)
             .override_global("SOCK_OFFSETS", &sock_offsets, true)
+            .override_global("SOCK_DPORT", &sock_offsets.dport, true)
             .override_global("SYSCALL_ABI", &syscall_abi, true)
             .override_global("SELF_TGID", &self_tgid, true)
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
