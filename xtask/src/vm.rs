@@ -613,7 +613,13 @@ $bb mkdir -p /proc /sys /dev /tmp /run /root
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 $bb mount -t devtmpfs devtmpfs /dev
+# A checkout under /tmp has its fixtures at /tmp/... in the initramfs: carry
+# them into the tmpfs that takes /tmp's place instead of hiding them.
+$bb mv /tmp /.initramfs-tmp
+$bb mkdir /tmp
 $bb mount -t tmpfs tmpfs /tmp
+$bb cp -a /.initramfs-tmp/. /tmp/
+$bb rm -rf /.initramfs-tmp
 $bb mount -t tmpfs tmpfs /run
 $bb mount -t tracefs tracefs /sys/kernel/tracing
 $bb mount -t debugfs debugfs /sys/kernel/debug
