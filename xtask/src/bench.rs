@@ -623,18 +623,12 @@ fn attach(watcher: &str, setup: &Setup) -> anyhow::Result<Attached> {
             cmd.args(["bench", "hold-mark"]).arg(&setup.token);
             Ok(Attached::Process(start_until(cmd, "floor: marked", false)?))
         }
-        "hooks" => {
+        "hooks" | "cgroup-hooks" => {
             let mut cmd = Command::new(std::env::current_exe()?);
             cmd.args(["bench", "hold-hooks"]);
-            Ok(Attached::Process(start_until(
-                cmd,
-                "hooks: attached",
-                false,
-            )?))
-        }
-        "cgroup-hooks" => {
-            let mut cmd = Command::new(std::env::current_exe()?);
-            cmd.args(["bench", "hold-hooks", "--cgroup"]);
+            if watcher == "cgroup-hooks" {
+                cmd.arg("--cgroup");
+            }
             Ok(Attached::Process(start_until(
                 cmd,
                 "hooks: attached",

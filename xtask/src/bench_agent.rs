@@ -220,8 +220,8 @@ impl Scaffold {
     }
 }
 
-/// The cgroup v2 mount point.
-fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+/// The cgroup v2 mount point (also `bench sensor`'s `cgroup-hooks`).
+pub(crate) fn cgroup2_mount() -> anyhow::Result<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts")?;
     mounts
         .lines()

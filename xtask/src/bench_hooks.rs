@@ -183,27 +183,6 @@ fn attach_raw_tracepoint(name: &str) -> anyhow::Result<(OwnedFd, OwnedFd)> {
     Ok((prog, link))
 }
 
-/// The cgroup v2 hierarchy's mount point, from `/proc/self/mountinfo`.
-fn cgroup2_root() -> anyhow::Result<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    cgroup2_mount(&info)
-        .map(str::to_owned)
-        .context("no cgroup2 mount in /proc/self/mountinfo")
-}
-
-/// The mount point of the first `cgroup2` line of a mountinfo text (the
-/// fifth field; the filesystem type follows the ` - ` separator).
-fn cgroup2_mount(info: &str) -> Option<&str> {
-    info.lines().find_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        if fs.starts_with("cgroup2 ") {
-            mount.split(' ').nth(4)
-        } else {
-            None
-        }
-    })
-}
-
 /// An allow-all program on `attach_type` of the cgroup at `cgroup`.
 fn attach_cgroup(cgroup: &OwnedFd, attach_type: u32) -> anyhow::Result<(OwnedFd, OwnedFd)> {
     use std::os::fd::AsRawFd as _;
@@ -225,8 +204,9 @@ fn attach_cgroup(cgroup: &OwnedFd, attach_type: u32) -> anyhow::Result<(OwnedFd,
 /// signal ends the process (closing the fds detaches them).
 pub fn hold_hooks(cgroup: bool) -> anyhow::Result<()> {
     let held = if cgroup {
-        let root = cgroup2_root()?;
-        let dir = std::fs::File::open(&root).with_context(|| format!("opening {root}"))?;
+        let root = crate::bench_agent::cgroup2_mount()?;
+        let dir =
+            std::fs::File::open(&root).with_context(|| format!("opening {}", root.display()))?;
         let dir = OwnedFd::from(dir);
         vec![
             attach_cgroup(&dir, BPF_CGROUP_INET4_CONNECT)?,
@@ -245,20 +225,4 @@ pub fn hold_hooks(cgroup: bool) -> anyhow::Result<()> {
     unsafe { libc::pause() };
     drop(held);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cgroup2_mount;
-
-    #[test]
-    fn finds_the_cgroup2_mount_of_a_hybrid_or_unified_host() {
-        let hybrid = "35 25 0:30 / /sys/fs/cgroup/cpu rw,relatime shared:12 - cgroup cgroup rw,cpu\n\
-                      40 25 0:35 / /sys/fs/cgroup/unified rw,relatime shared:17 - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount(hybrid), Some("/sys/fs/cgroup/unified"));
-        let unified =
-            "30 24 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(cgroup2_mount(unified), Some("/sys/fs/cgroup"));
-        assert_eq!(cgroup2_mount("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
-    }
 }
